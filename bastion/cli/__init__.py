@@ -1,0 +1,1 @@
+"""The ``bastion`` command: server, admin and audit tools, and the local demo."""

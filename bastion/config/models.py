@@ -1,0 +1,281 @@
+"""The configuration file's shape, as pydantic models. Unknown keys are errors everywhere.
+
+Relative paths are resolved against the directory of the config file (passed in the
+validation context as ``base_dir``). Secrets are never values in this file: it only names
+the 0600 files that hold them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
+
+from bastion.durations import parse_duration
+from bastion.globs import compile_glob
+from bastion.images import parse_pinned_image
+from bastion.labels import LabelSelector, SelectorError, parse_selector
+from bastion.policy import Grant as PolicyGrant
+from bastion.policy import Mode, Policy, Principal
+from bastion.sshkeys import PublicKey, parse_public_key
+
+__all__ = [
+    "AppRole",
+    "Cluster",
+    "Config",
+    "Grant",
+    "Limits",
+    "Listener",
+    "Paths",
+    "User",
+    "Vault",
+]
+
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if not value.is_absolute() and base is not None:
+        return Path(base) / value
+    return value
+
+
+def _user_name(value: str) -> str:
+    if not _USER_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid user name: lower-case letters, digits, '_' and '-', "
+            "starting with a letter or '_', at most 32 characters"
+        )
+    return value
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: lower-case letters, digits and '-', "
+            "at most 63 characters, starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not _IDENT.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: letters, digits, '_', '.' and '-', "
+            "at most 63 characters"
+        )
+    return value
+
+
+def _glob(value: str) -> str:
+    compile_glob(value)
+    return value
+
+
+def _pinned_image(value: str) -> str:
+    return str(parse_pinned_image(value))
+
+
+def _selector(value: Any) -> LabelSelector:
+    if isinstance(value, LabelSelector):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a label selector string such as 'app=web,tier in (api)'")
+    try:
+        return parse_selector(value)
+    except SelectorError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _public_key(value: Any) -> PublicKey:
+    if isinstance(value, PublicKey):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected an OpenSSH public key line (ssh-ed25519 AAAA... comment)")
+    return parse_public_key(value)
+
+
+def _https_url(value: str) -> str:
+    if not value.startswith("https://"):
+        raise ValueError(
+            f"{value!r} must be an https:// URL: the bastion refuses plain HTTP to its backends"
+        )
+    if len(value) <= len("https://") or "/" in value[len("https://") :].split("/", 1)[0]:
+        raise ValueError(f"{value!r} has no host name")
+    return value.rstrip("/")
+
+
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address (e.g. 0.0.0.0 or 127.0.0.1)") from None
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("expected a time with a time zone, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+UserName = Annotated[str, AfterValidator(_user_name)]
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Glob = Annotated[str, AfterValidator(_glob)]
+PinnedImage = Annotated[str, AfterValidator(_pinned_image)]
+Selector = Annotated[LabelSelector, BeforeValidator(_selector)]
+SshPublicKey = Annotated[PublicKey, BeforeValidator(_public_key)]
+HttpsUrl = Annotated[str, AfterValidator(_https_url)]
+IpAddress = Annotated[str, AfterValidator(_ip_address)]
+AwareTime = Annotated[datetime, AfterValidator(_aware)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=False, arbitrary_types_allowed=True
+    )
+
+
+class Listener(_Strict):
+    address: IpAddress
+    port: int = Field(2222, ge=0, le=65535)
+    host_key: ConfigPath
+    workers: int | None = Field(None, ge=1, le=64)
+
+
+class User(_Strict):
+    name: UserName
+    public_keys: list[SshPublicKey] = Field(min_length=1)
+    groups: list[Identifier] = []
+    totp_secret_file: ConfigPath
+    break_glass: bool = False
+
+
+class Cluster(_Strict):
+    name: DnsLabel
+    api_url: HttpsUrl
+    ca_file: ConfigPath
+    vault_mount: Identifier
+
+
+class Grant(_Strict):
+    name: Identifier
+    users: list[UserName] = []
+    groups: list[Identifier] = []
+    clusters: list[Glob] = Field(min_length=1)
+    namespaces: list[Glob] = Field(min_length=1)
+    pod_selector: Selector = LabelSelector()
+    modes: list[Mode] = Field(default=[Mode.EPHEMERAL], min_length=1)
+    images: list[PinnedImage] = Field(min_length=1)
+    max_session: Duration = timedelta(hours=1)
+    idle_timeout: Duration = timedelta(minutes=15)
+    reason_required: bool = False
+    record_input: bool = False
+    vault_role: Identifier
+    not_before: AwareTime | None = None
+    not_after: AwareTime | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Grant:
+        if not self.users and not self.groups:
+            raise ValueError("a grant must name at least one of 'users' or 'groups'")
+        if self.idle_timeout > self.max_session:
+            raise ValueError("idle_timeout cannot be longer than max_session")
+        if self.not_before and self.not_after and self.not_after <= self.not_before:
+            raise ValueError("not_after must be later than not_before")
+        return self
+
+
+class AppRole(_Strict):
+    role_id: str = Field(min_length=1)
+    secret_id_file: ConfigPath
+
+
+class Vault(_Strict):
+    address: HttpsUrl
+    ca_file: ConfigPath
+    approle: AppRole
+    timeout: Duration = timedelta(seconds=10)
+
+
+class Paths(_Strict):
+    state_dir: ConfigPath
+    audit_log: ConfigPath
+    recordings_dir: ConfigPath
+
+
+class Limits(_Strict):
+    max_sessions: int = Field(100, ge=1)
+    max_sessions_per_user: int = Field(3, ge=1)
+    connections_per_source: int = Field(10, ge=1)
+    connection_window: Duration = timedelta(seconds=10)
+    max_unauthenticated: int = Field(50, ge=1)
+    login_timeout: Duration = timedelta(seconds=30)
+    lockout_after_failures: int = Field(5, ge=1)
+    hard_lock_after_failures: int = Field(20, ge=1)
+    kubernetes_timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limits:
+        if self.hard_lock_after_failures < self.lockout_after_failures:
+            raise ValueError("hard_lock_after_failures must be at least lockout_after_failures")
+        return self
+
+
+class Config(_Strict):
+    service_user: UserName | None = None
+    listener: Listener
+    users: list[User] = []
+    clusters: list[Cluster] = Field(min_length=1)
+    grants: list[Grant] = []
+    vault: Vault
+    paths: Paths
+    limits: Limits = Field(default_factory=Limits)
+
+    def policy(self) -> Policy:
+        """The pure policy engine's view of the grants."""
+        return Policy(
+            PolicyGrant(
+                name=g.name,
+                users=frozenset(g.users),
+                groups=frozenset(g.groups),
+                clusters=tuple(g.clusters),
+                namespaces=tuple(g.namespaces),
+                pod_selector=g.pod_selector,
+                modes=frozenset(g.modes),
+                images=frozenset(g.images),
+                max_session=g.max_session,
+                idle_timeout=g.idle_timeout,
+                reason_required=g.reason_required,
+                record_input=g.record_input,
+                vault_role=g.vault_role,
+                not_before=g.not_before,
+                not_after=g.not_after,
+            )
+            for g in self.grants
+        )
+
+    def principal(self, name: str) -> Principal | None:
+        """The policy's view of a configured user; None when there is no such user."""
+        for user in self.users:
+            if user.name == name:
+                return Principal(user.name, frozenset(user.groups), user.break_glass)
+        return None
