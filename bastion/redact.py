@@ -30,8 +30,8 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "assignment",
         re.compile(
-            r"(?i)\b((?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)"
-            r"\s*[=:]\s*)(?!\[REDACTED:)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
+            r"(?i)\b([A-Za-z0-9_]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)"
+            r"[A-Za-z0-9_]*\s*[=:]\s*)(?!\[REDACTED:)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
         ),
     ),
 )
