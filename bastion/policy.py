@@ -112,9 +112,6 @@ class Grant:
         object.__setattr__(self, "_cluster_re", _alternation(self.clusters))
         object.__setattr__(self, "_namespace_re", _alternation(self.namespaces))
 
-    def applies_to(self, principal: Principal) -> bool:
-        return principal.name in self.users or not self.groups.isdisjoint(principal.groups)
-
     def covers_cluster(self, cluster: str) -> bool:
         return self._cluster_re.fullmatch(cluster) is not None
 

@@ -150,6 +150,13 @@ def test_secret_file_owned_by_someone_else_refused(write_config: WriteConfig) ->
     assert nobody.pw_uid != os.geteuid()
 
 
+def test_service_user_must_exist(write_config: WriteConfig) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["service_user"] = "no-such-user"
+
+    assert problems(write_config(edit)) == ["67: service_user: no user 'no-such-user' on this host"]
+
+
 def test_secret_file_symlink_and_missing_refused(write_config: WriteConfig, tmp_path: Path) -> None:
     path = write_config()
     alice = tmp_path / "totp" / "alice"

@@ -34,7 +34,6 @@ Loc = tuple[str | int, ...]
 class ConfigIssue:
     loc: Loc
     message: str
-    line: int | None = None
     secret_file: bool = False
 
 
@@ -255,17 +254,17 @@ def _check_ca_file(path: Path, loc: Loc) -> ConfigIssue | None:
     return None
 
 
-def _check_files(config: Config, raw_service_user: str | None) -> list[ConfigIssue]:
+def _check_files(config: Config) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
-    if raw_service_user is None:
+    if config.service_user is None:
         owner_uid = os.geteuid()
         owner = pwd.getpwuid(owner_uid).pw_name
     else:
+        owner = config.service_user
         try:
-            owner_uid = pwd.getpwnam(raw_service_user).pw_uid
+            owner_uid = pwd.getpwnam(owner).pw_uid
         except KeyError:
-            return [ConfigIssue(("service_user",), f"no user {raw_service_user!r} on this host")]
-        owner = raw_service_user
+            return [ConfigIssue(("service_user",), f"no user {owner!r} on this host")]
     secret_files: list[tuple[Path, Loc]] = [
         (u.totp_secret_file, ("users", i, "totp_secret_file")) for i, u in enumerate(config.users)
     ]
@@ -317,7 +316,7 @@ def load_config(path: Path, *, check_files: bool = True) -> Config:
         raise _as_error(path, root, issues) from None
     issues = _cross_check(config)
     if check_files and not issues:
-        issues = _check_files(config, config.service_user)
+        issues = _check_files(config)
     if issues:
         raise _as_error(path, root, issues)
     return config
