@@ -20,6 +20,7 @@ No I/O and no clock: the caller passes ``now`` (an aware datetime).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -124,8 +125,17 @@ class Grant:
         return self.not_after is None or now < self.not_after
 
 
-def _alternation(patterns: Iterable[str]) -> re.Pattern[str]:
+@functools.lru_cache(maxsize=4096)
+def _alternation(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    # Cached: real policies repeat the same pattern lists across many grants.
     return re.compile("|".join(f"(?:{compile_glob(p).pattern})" for p in patterns))
+
+
+def _listing(items: Iterable[str], sep: str = ", ", limit: int = 5) -> str:
+    """At most ``limit`` items, then a count: a denial must stay readable with 1,000 grants."""
+    ordered = sorted(set(items))
+    shown = sep.join(ordered[:limit])
+    return f"{shown} and {len(ordered) - limit} more" if len(ordered) > limit else shown
 
 
 class _Step(IntEnum):
@@ -247,7 +257,7 @@ def _denial(
     who = principal.name
     match furthest:
         case _Step.TIME:
-            spans = "; ".join(_validity(g) for g in closest)
+            spans = _listing((_validity(g) for g in closest), sep="; ", limit=3)
             return f"the grants for {who} are not in force at {now.isoformat()} ({spans})"
         case _Step.CLUSTER:
             return f"no grant lets {who} debug in cluster {target.cluster!r}"
@@ -257,19 +267,21 @@ def _denial(
                 f"of cluster {target.cluster!r}"
             )
         case _Step.POD:
-            selectors = " or ".join(f"{str(g.pod_selector)!r} ({g.name})" for g in closest)
+            selectors = _listing(
+                (f"{str(g.pod_selector)!r} ({g.name})" for g in closest), sep=" or "
+            )
             return f"pod {target.pod!r} does not match the pod selector {selectors}"
         case _Step.MODE:
-            modes = sorted({m.value for g in closest for m in g.modes})
+            modes = _listing(m.value for g in closest for m in g.modes)
             return (
                 f"mode {request.mode.value!r} is not allowed for {who} in "
-                f"{target.cluster}/{target.namespace}; allowed: {', '.join(modes)}"
+                f"{target.cluster}/{target.namespace}; allowed: {modes}"
             )
         case _:
-            images = sorted({i for g in closest for i in g.images})
+            images = _listing(i for g in closest for i in g.images)
             return (
                 f"image {request.image!r} is not approved for {target.cluster}/"
-                f"{target.namespace}; approved: {', '.join(images)}"
+                f"{target.namespace}; approved: {images}"
             )
 
 

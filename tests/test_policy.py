@@ -304,3 +304,16 @@ def test_every_denial_has_a_reason(
             or target.cluster in decision.reason
             or (target.pod in decision.reason)
         )
+
+
+def test_denials_stay_readable_with_many_grants() -> None:
+    images = [f"registry.example.com/tool{i}@sha256:{i:064x}" for i in range(40)]
+    policy = Policy(
+        [grant(name=f"g{i}", images=frozenset({image})) for i, image in enumerate(images)]
+    )
+    decision = decide(policy, ALICE, TARGET, REQUEST, NOW)
+    assert not decision.allowed
+    shown = ", ".join(sorted(images)[:5])
+    assert decision.reason == (
+        f"image {TOOLBOX!r} is not approved for prod-eu/payments; approved: {shown} and 35 more"
+    )

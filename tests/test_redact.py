@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.redact import redact
+from bastion.redact import PATTERNS, redact
 
 JWT = (
     "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJpc3MiOiJrdWJlcm5ldGVzL3NlcnZpY2VhY2NvdW50In0"
@@ -50,3 +50,24 @@ def test_known_secrets_are_replaced_whatever_they_look_like() -> None:
 def test_a_planted_token_never_survives(before: str, after: str) -> None:
     text, _ = redact(f"{before} hvs.CAESIJ4x9yGZk2lYh0aBcDeFgHiJkLmN {after}")
     assert "hvs.CAESIJ4x9yGZk2lYh0aBcDeFgHiJkLmN" not in text
+
+
+def redact_without_screening(text: str) -> str:
+    for kind, pattern in PATTERNS:
+        replacement = rf"\1[REDACTED:{kind}]" if kind == "assignment" else f"[REDACTED:{kind}]"
+        text = pattern.sub(replacement, text)
+    return text
+
+
+fragments = st.sampled_from(
+    [
+        "password=", "Token: ", "api-key=", "hvs.", "s.", "AKIA", "ASIA", "eyJ", ".",
+        "-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----", "abcdEFGH1234",
+        "XYZ0123456789ABCD", " ", "\n", "\"q w\"", "x_y",
+    ]
+)  # fmt: skip
+
+
+@given(st.lists(fragments, max_size=12).map("".join))
+def test_the_quick_screen_never_skips_a_secret(text: str) -> None:
+    assert redact(text)[0] == redact_without_screening(text)
