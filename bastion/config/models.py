@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,10 +44,6 @@ __all__ = [
     "Vault",
 ]
 
-_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base_dir")
@@ -55,31 +52,29 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
     return value
 
 
-def _user_name(value: str) -> str:
-    if not _USER_NAME.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a valid user name: lower-case letters, digits, '_' and '-', "
-            "starting with a letter or '_', at most 32 characters"
-        )
-    return value
+def _matching(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid {what}")
+        return value
+
+    return check
 
 
-def _dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a valid name: lower-case letters, digits and '-', "
-            "at most 63 characters, starting and ending with a letter or digit"
-        )
-    return value
-
-
-def _identifier(value: str) -> str:
-    if not _IDENT.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a valid name: letters, digits, '_', '.' and '-', "
-            "at most 63 characters"
-        )
-    return value
+_user_name = _matching(
+    re.compile(r"[a-z_][a-z0-9_-]{0,31}"),
+    "user name: lower-case letters, digits, '_' and '-', starting with a letter or '_', "
+    "at most 32 characters",
+)
+_dns_label = _matching(
+    re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"),
+    "name: lower-case letters, digits and '-', at most 63 characters, starting and ending "
+    "with a letter or digit",
+)
+_identifier = _matching(
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"),
+    "name: letters, digits, '_', '.' and '-', at most 63 characters",
+)
 
 
 def _glob(value: str) -> str:
