@@ -16,7 +16,8 @@ IO_MODULES = {
     "asyncssh", "hvac", "kubernetes", "textual", "yaml", "pydantic",
 }  # fmt: skip
 PURE = ["bastion.policy", "bastion.labels", "bastion.audit.chain", "bastion.redact",
-        "bastion.sshkeys", "bastion.durations", "bastion.globs", "bastion.images"]  # fmt: skip
+        "bastion.sshkeys", "bastion.durations", "bastion.globs", "bastion.images",
+        "bastion.kube_permissions"]  # fmt: skip
 
 
 def loaded_after_import(module: str) -> set[str]:

@@ -1,4 +1,6 @@
-"""``bastion demo``: the product's main job on the embedded local stack.
+"""``bastion demo`` and ``bastion devstack up``: the product on the embedded local stack.
+
+This module is the only part of the product that may import :mod:`bastion.devstack`.
 
 The local stack (kubesim and OpenBao, ``bastion.devstack``) and the SSH front door are
 built by the issues that follow the foundation. Until they land, the demo says so plainly
@@ -9,6 +11,8 @@ requests, and an audit log written and verified.
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -89,3 +93,32 @@ async def _write_audit(config: Config, state: Path, log_path: Path) -> int:
             log.record("policy.checked", actor="alice", outcome="denied", cluster="prod-eu"),
         ]
         return len(await asyncio.gather(*events))
+
+
+def devstack_up(state_dir: Path, fixture: Path | None) -> int:
+    """Start kubesim and OpenBao, write ``devstack.json``, serve until Ctrl-C or SIGTERM."""
+    return asyncio.run(_serve_stack(state_dir.absolute(), fixture))
+
+
+async def _serve_stack(state_dir: Path, fixture: Path | None) -> int:
+    from bastion.devstack.stack import LocalStack  # noqa: PLC0415 - heavy, demo-only
+
+    stack = LocalStack(state_dir, fixture)
+    started = time.perf_counter()
+    info = await stack.start()
+    took = time.perf_counter() - started
+    print(f"kubesim  {info['kube_api']}  ({stack.kubesim.pod_count} pods, CA {info['kube_ca']})")
+    print(f"openbao  {info['vault_addr']}  (CA {info['vault_ca']})")
+    print(f"ready in {took:.1f} s; connection details in {state_dir / 'devstack.json'}")
+    print("Ctrl-C stops both and removes their files.", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await stack.stop()
+        (state_dir / "devstack.json").unlink(missing_ok=True)
+    print("stopped")
+    return 0

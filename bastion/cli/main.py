@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from bastion import __version__
 from bastion.cli import audit, check_config
@@ -44,15 +45,23 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
     p.add_argument("--state-dir", type=Path, help="where to keep the demo's files")
-    p.set_defaults(run=_demo)
+    p.set_defaults(run=lambda a: _demo_module().run(a.state_dir))
+
+    p = commands.add_parser("devstack", help="the local stand-ins: kubesim and OpenBao")
+    stack_commands = p.add_subparsers(dest="devstack_command", required=True, metavar="ACTION")
+    up = stack_commands.add_parser("up", help="start kubesim and OpenBao until Ctrl-C")
+    up.add_argument("--state-dir", type=Path, required=True, help="where devstack.json goes")
+    up.add_argument("--fixture", type=Path, help="kubesim fixture (default: the demo cluster)")
+    up.set_defaults(run=lambda a: _demo_module().devstack_up(a.state_dir, a.fixture))
     return parser
 
 
-def _demo(args: argparse.Namespace) -> int:
-    # Imported here: the demo is the only command allowed to use bastion.devstack.
+def _demo_module() -> ModuleType:
+    # Imported on use: the demo module is the only one allowed to load bastion.devstack,
+    # and other commands should not pay for importing it.
     from bastion.cli import demo  # noqa: PLC0415
 
-    return demo.run(args.state_dir)
+    return demo
 
 
 def main(argv: Sequence[str] | None = None) -> int:

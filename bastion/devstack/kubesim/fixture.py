@@ -1,0 +1,246 @@
+"""Seed kubesim from a YAML fixture: namespaces, pods (hand-written and generated), images.
+
+Fixture format::
+
+    images:                      # image reference -> the local command its containers run
+      "registry.example.com/debug-toolbox@sha256:...": {command: ["/bin/sh"]}
+      default: {command: ["/bin/sh", "-c", "exec sleep 86400"]}
+    namespaces:
+      - name: payments
+        labels: {team: payments}
+        pods:
+          - name: api-7f9c
+            labels: {app: api}
+            annotations: {owner: "payments"}
+            phase: Running            # Pending, Running, Succeeded, Failed, Unknown
+            restarts: 2
+            node: node-a
+            age: 3h                    # how long ago it was created
+            containers:
+              - name: api
+                image: registry.example.com/payments/api@sha256:...
+                env:
+                  - {name: LOG_LEVEL, value: info}
+                  - {name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}
+        generate:                      # many similar pods, e.g. to test a 50,000-pod list
+          count: 50000
+          prefix: load-
+          labels: {app: load}
+          image: registry.example.com/load@sha256:...
+
+Pods are stored complete (spec defaults, status with conditions and container statuses) so
+what clients read looks like a real cluster's; their containers only become processes when
+someone attaches or execs (a fixture of 50,000 pods must not start 50,000 shells).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bastion.devstack.kubesim.store import RESOURCES, Store
+from bastion.durations import parse_duration
+
+__all__ = ["Fixture", "ImageSpec", "build_pod", "load_fixture", "seed"]
+
+DEFAULT_COMMAND = ("/bin/sh", "-c", "exec sleep 86400")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Fixture:
+    namespaces: list[dict[str, Any]]
+    images: dict[str, ImageSpec]
+    default_image: ImageSpec
+
+
+def load_fixture(source: Path | dict[str, Any]) -> Fixture:
+    data = yaml.safe_load(source.read_text()) if isinstance(source, Path) else source
+    if not isinstance(data, dict):
+        raise TypeError(f"{source}: a kubesim fixture is a mapping with 'namespaces'")
+    images: dict[str, ImageSpec] = {}
+    default = ImageSpec(DEFAULT_COMMAND)
+    for ref, spec in (data.get("images") or {}).items():
+        command = tuple(str(part) for part in spec["command"])
+        if ref == "default":
+            default = ImageSpec(command)
+        else:
+            images[str(ref)] = ImageSpec(command)
+    return Fixture(list(data.get("namespaces") or []), images, default)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _container(spec: dict[str, Any], default_image: str) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": spec["name"],
+        "image": spec.get("image", default_image),
+        "resources": spec.get("resources", {}),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "imagePullPolicy": "IfNotPresent",
+    }
+    for key in ("command", "args", "env", "ports", "stdin", "tty", "securityContext"):
+        if key in spec:
+            container[key] = spec[key]
+    return container
+
+
+def build_pod(
+    namespace: str, spec: dict[str, Any], *, now: datetime, index: int = 0
+) -> dict[str, Any]:
+    """A complete Pod object (spec and status) from a fixture entry."""
+    name = str(spec["name"])
+    phase = spec.get("phase", "Running")
+    age = parse_duration(spec["age"]) if "age" in spec else timedelta(minutes=5 + index % 600)
+    created = now - age
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()
+    default_image = f"registry.example.com/{namespace}/app@sha256:{digest}"
+    containers = [
+        _container(c, default_image)
+        for c in spec.get("containers") or [{"name": "app", "image": default_image}]
+    ]
+    running = phase == "Running"
+    restarts = int(spec.get("restarts", 0))
+    statuses = []
+    for container in containers:
+        state: dict[str, Any]
+        if running:
+            state = {"running": {"startedAt": _timestamp(created + timedelta(seconds=3))}}
+        elif phase == "Pending":
+            state = {"waiting": {"reason": spec.get("waiting_reason", "ContainerCreating")}}
+        else:
+            code = 0 if phase == "Succeeded" else 1
+            state = {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": _timestamp(created + timedelta(seconds=3)),
+                    "finishedAt": _timestamp(created + timedelta(seconds=60)),
+                    "containerID": f"kubesim://{digest[:24]}",
+                }
+            }
+        statuses.append(
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": container["image"],
+                "containerID": f"kubesim://{digest[:24]}-{container['name']}",
+                "ready": running,
+                "restartCount": restarts,
+                "started": running,
+                "state": state,
+            }
+        )
+    ready = "True" if running else "False"
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
+            "annotations": {str(k): str(v) for k, v in (spec.get("annotations") or {}).items()},
+            "creationTimestamp": _timestamp(created),
+        },
+        "spec": {
+            "containers": containers,
+            "restartPolicy": spec.get("restartPolicy", "Always"),
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "default",
+            "nodeName": spec.get("node", f"node-{index % 3 + 1}"),
+            "schedulerName": "default-scheduler",
+            "securityContext": {},
+            "enableServiceLinks": True,
+        },
+        "status": {
+            "phase": phase,
+            "conditions": [
+                {"type": t, "status": s, "lastTransitionTime": _timestamp(created)}
+                for t, s in (
+                    ("Initialized", "True"),
+                    ("Ready", ready),
+                    ("ContainersReady", ready),
+                    ("PodScheduled", "True"),
+                )
+            ],
+            "hostIP": f"10.0.0.{index % 3 + 1}",
+            "podIP": f"10.{(index >> 16) % 256}.{(index >> 8) % 256}.{index % 256}",
+            "startTime": _timestamp(created),
+            "containerStatuses": statuses,
+            "qosClass": "BestEffort",
+        },
+    }
+    if not pod["metadata"]["labels"]:
+        del pod["metadata"]["labels"]
+    if not pod["metadata"]["annotations"]:
+        del pod["metadata"]["annotations"]
+    return pod
+
+
+def _generated(namespace: str, spec: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    rng = random.Random(f"{namespace}-{spec.get('prefix', 'pod-')}")  # noqa: S311 - not crypto
+    phases = ["Running"] * 90 + ["Pending"] * 4 + ["Succeeded"] * 3 + ["Failed"] * 3
+    pods = []
+    for i in range(int(spec["count"])):
+        entry: dict[str, Any] = {
+            "name": f"{spec.get('prefix', 'pod-')}{i:05d}",
+            "labels": dict(spec.get("labels") or {}),
+            "phase": rng.choice(phases),
+            "restarts": rng.choice([0, 0, 0, 0, 1, 2, 5]),
+            "age": f"{rng.randint(60, 86400 * 30)}s",
+        }
+        if "image" in spec:
+            entry["containers"] = [{"name": "app", "image": spec["image"]}]
+        pods.append(build_pod(namespace, entry, now=now, index=i))
+    return pods
+
+
+def seed(store: Store, fixture: Fixture, *, now: datetime | None = None) -> int:
+    """Create the fixture's namespaces and pods (without watch events); returns pod count."""
+    moment = now or datetime.now(UTC)
+    ns_type = RESOURCES[("", "namespaces")]
+    pod_type = RESOURCES[("", "pods")]
+    sa_type = RESOURCES[("", "serviceaccounts")]
+    count = 0
+    names = {str(ns["name"]) for ns in fixture.namespaces} | {"default", "kube-system"}
+    for name in sorted(names):
+        if store.exists(ns_type, "", name):
+            continue
+        spec = next((ns for ns in fixture.namespaces if ns["name"] == name), {})
+        namespace: dict[str, Any] = {
+            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"},
+        }
+        namespace["metadata"]["labels"].update(
+            {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
+        )
+        store.create(ns_type, "", namespace, silent=True)
+        store.create(sa_type, name, {"metadata": {"name": "default"}}, silent=True)
+    for ns in fixture.namespaces:
+        name = str(ns["name"])
+        pods = [
+            build_pod(name, pod, now=moment, index=i) for i, pod in enumerate(ns.get("pods") or [])
+        ]
+        if ns.get("generate"):
+            pods += _generated(name, ns["generate"], moment)
+        for pod in pods:
+            store.create(pod_type, name, pod, silent=True)
+        count += len(pods)
+    # Serialise now, at start-up, so the first list of a big namespace is as fast as the next.
+    store.encode_all(pod_type)
+    return count

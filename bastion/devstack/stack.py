@@ -1,0 +1,221 @@
+"""The local stack: kubesim plus a real OpenBao wired to it, as production Vault would be.
+
+``LocalStack.start()``:
+
+1. starts kubesim (HTTPS, own CA) seeded from a fixture;
+2. gives OpenBao's Kubernetes secrets engine an identity in kubesim: the service account
+   ``kube-system/openbao`` bound to a ClusterRole that lets it manage service accounts,
+   tokens, roles and role bindings, and holds the pod permissions it hands out (so it needs
+   no ``escalate``/``bind``: kubesim enforces RBAC escalation prevention like Kubernetes);
+3. starts OpenBao (``-dev -dev-tls``) and configures it: AppRole ``bastion`` with a policy
+   limited to the bastion's paths, the Kubernetes secrets engine pointed at kubesim with its
+   CA pinned, and one role per grant (or one ``debug`` role) whose generated rules are
+   :func:`bastion.kube_permissions.rules_for_modes`;
+4. writes ``devstack.json`` with everything a client needs.
+
+``stop()`` stops both and removes the stack's temporary files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import hvac
+import yaml
+
+from bastion.devstack.kubesim.app import KubeSim
+from bastion.devstack.kubesim.store import RESOURCES
+from bastion.devstack.openbao import OpenBao
+from bastion.kube_permissions import Rule, rules_for_modes
+from bastion.policy import Mode
+
+__all__ = ["DEFAULT_FIXTURE", "LocalStack", "VaultRole"]
+
+DEFAULT_FIXTURE = "demo.yaml"
+OPENBAO_SA = ("kube-system", "openbao")
+APPROLE = "bastion"
+# What the engine itself does in the cluster (its own needs, not the sessions').
+_ENGINE_RULES = (
+    Rule(("serviceaccounts",), ("create", "delete", "get")),
+    Rule(("serviceaccounts/token",), ("create",)),
+    Rule(("roles", "rolebindings"), ("create", "delete", "get"), ("rbac.authorization.k8s.io",)),
+)
+
+
+@dataclass(frozen=True)
+class VaultRole:
+    """A Kubernetes secrets engine role: who may get which rules in which namespaces."""
+
+    name: str
+    namespaces: tuple[str, ...]
+    modes: tuple[Mode, ...] = (Mode.EPHEMERAL, Mode.COPY, Mode.POD)
+    max_ttl_seconds: int = 3600
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def bastion_policy(mount: str) -> str:
+    """The bastion's Vault policy: its own token, its mount's creds, its own leases."""
+    return "\n".join(
+        [
+            f'path "{mount}/creds/*" {{ capabilities = ["update"] }}',
+            'path "sys/leases/renew" { capabilities = ["update"] }',
+            'path "sys/leases/revoke" { capabilities = ["update"] }',
+            'path "sys/leases/lookup" { capabilities = ["update"] }',
+            'path "auth/token/renew-self" { capabilities = ["update"] }',
+            'path "auth/token/lookup-self" { capabilities = ["read"] }',
+        ]
+    )
+
+
+@dataclass
+class LocalStack:
+    state_dir: Path
+    fixture: Path | dict[str, Any] | None = None
+    roles: list[VaultRole] = field(default_factory=list)
+    mount: str = "kubernetes"
+    kubesim: KubeSim = field(init=False)
+    openbao: OpenBao = field(init=False)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.fixture is None:
+            with resources.as_file(
+                resources.files("bastion.devstack") / "fixtures" / DEFAULT_FIXTURE
+            ) as path:
+                self.fixture = yaml.safe_load(path.read_text())
+        self.kubesim = KubeSim(self.state_dir / "kubesim", self.fixture)
+        self.openbao = OpenBao(self.state_dir / "openbao")
+
+    async def start(self) -> dict[str, Any]:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            await self.kubesim.start()
+            engine_token = self._engine_identity()
+            await self.openbao.start()
+            await asyncio.to_thread(self._configure_openbao, engine_token)
+        except BaseException:
+            await self.stop()
+            raise
+        (self.state_dir / "devstack.json").write_text(json.dumps(self.info, indent=2) + "\n")
+        return self.info
+
+    async def stop(self) -> None:
+        await self.openbao.stop()
+        await self.kubesim.stop()
+        for leftover in ("kubesim", "openbao"):
+            shutil.rmtree(self.state_dir / leftover, ignore_errors=True)
+        (self.state_dir / "approle-secret-id").unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ kubesim side
+    def _engine_identity(self) -> str:
+        store = self.kubesim.store
+        namespace, name = OPENBAO_SA
+        account = store.create(
+            RESOURCES[("", "serviceaccounts")], namespace, {"metadata": {"name": name}}
+        )
+        rules = [*_ENGINE_RULES, *rules_for_modes(Mode)]
+        store.create(
+            RESOURCES[("rbac.authorization.k8s.io", "clusterroles")],
+            "",
+            {
+                "metadata": {"name": "openbao-secrets-engine"},
+                "rules": [rule.as_kubernetes() for rule in rules],
+            },
+        )
+        store.create(
+            RESOURCES[("rbac.authorization.k8s.io", "clusterrolebindings")],
+            "",
+            {
+                "metadata": {"name": "openbao-secrets-engine"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "openbao-secrets-engine",
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            },
+        )
+        token, _ = self.kubesim.signer.issue(
+            namespace=namespace,
+            name=name,
+            uid=account["metadata"]["uid"],
+            expiration_seconds=7 * 86400,
+        )
+        return token
+
+    def _default_roles(self) -> list[VaultRole]:
+        namespaces = sorted(
+            ns["metadata"]["name"]
+            for ns in self.kubesim.store.items(RESOURCES[("", "namespaces")])
+            if ns["metadata"]["name"] not in ("kube-system", "default")
+        )
+        return [VaultRole("debug", tuple(namespaces))]
+
+    # ------------------------------------------------------------------ OpenBao side
+    def _configure_openbao(self, engine_token: str) -> None:
+        bao = hvac.Client(
+            url=self.openbao.addr, token=self.openbao.root_token, verify=str(self.openbao.ca_file)
+        )
+        bao.sys.enable_secrets_engine("kubernetes", path=self.mount)
+        bao.adapter.post(
+            f"/v1/{self.mount}/config",
+            json={
+                "kubernetes_host": self.kubesim.url,
+                "kubernetes_ca_cert": self.kubesim.ca_file.read_text(),
+                "service_account_jwt": engine_token,
+                "disable_local_ca_jwt": True,
+            },
+        )
+        roles = self.roles or self._default_roles()
+        for role in roles:
+            rules = {"rules": [r.as_kubernetes() for r in rules_for_modes(role.modes)]}
+            bao.adapter.post(
+                f"/v1/{self.mount}/roles/{role.name}",
+                json={
+                    "allowed_kubernetes_namespaces": list(role.namespaces),
+                    "generated_role_rules": json.dumps(rules),
+                    "kubernetes_role_type": "Role",
+                    "token_default_ttl": "10m",
+                    "token_max_ttl": f"{max(role.max_ttl_seconds, 600)}s",
+                    "extra_labels": {"app.kubernetes.io/managed-by": "k8s-debug-bastion"},
+                },
+            )
+        bao.sys.enable_auth_method("approle")
+        bao.sys.create_or_update_policy(name=APPROLE, policy=bastion_policy(self.mount))
+        bao.auth.approle.create_or_update_approle(
+            role_name=APPROLE,
+            token_policies=[APPROLE],
+            token_ttl="1h",
+            token_max_ttl="4h",
+            secret_id_ttl="24h",
+        )
+        role_id = bao.auth.approle.read_role_id(role_name=APPROLE)["data"]["role_id"]
+        secret_id = bao.auth.approle.generate_secret_id(role_name=APPROLE)["data"]["secret_id"]
+        secret_file = self.state_dir / "approle-secret-id"
+        _write_private(secret_file, secret_id + "\n")
+        self.info = {
+            "kube_api": self.kubesim.url,
+            "kube_ca": str(self.kubesim.ca_file),
+            "kube_admin_token": self.kubesim.admin_token,
+            "vault_addr": self.openbao.addr,
+            "vault_ca": str(self.openbao.ca_file),
+            "vault_root_token": self.openbao.root_token,
+            "approle_role_id": role_id,
+            "approle_secret_id_file": str(secret_file),
+            "vault_kubernetes_mount": self.mount,
+            "vault_roles": [role.name for role in roles],
+            "kubesim_pid": os.getpid(),
+            "openbao_pid": self.openbao.pid,
+        }

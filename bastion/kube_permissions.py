@@ -1,0 +1,49 @@
+"""The Kubernetes permissions a debug session needs: the one list every provisioning path
+(Vault roles in ``terraform/``, the local stack, the docs) is generated from or tested against.
+
+Pure data: the bastion asks Vault for a credential with exactly these rules in the target
+namespace, and nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bastion.policy import Mode
+
+__all__ = ["Rule", "rules_for_modes"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    api_groups: tuple[str, ...] = ("",)
+
+    def as_kubernetes(self) -> dict[str, list[str]]:
+        return {
+            "apiGroups": list(self.api_groups),
+            "resources": list(self.resources),
+            "verbs": list(self.verbs),
+        }
+
+
+# Find the pod, follow it, add the debug container, attach the terminal to it.
+_EVERY_SESSION = (
+    Rule(("pods",), ("get", "list", "watch")),
+    Rule(("pods/ephemeralcontainers",), ("patch",)),
+    # A websocket attach is a GET that starts a stream: the API server checks both verbs.
+    Rule(("pods/attach",), ("get", "create")),
+)
+# Copy and toolbox modes create a pod of their own and must delete it at the end.
+_OWN_PODS = (Rule(("pods",), ("create", "delete")),)
+
+
+def rules_for_modes(modes: Iterable[Mode]) -> list[Rule]:
+    """The rules for a grant allowing ``modes``: creating pods only when a mode needs it."""
+    wanted = set(modes)
+    rules = list(_EVERY_SESSION)
+    if wanted & {Mode.COPY, Mode.POD}:
+        rules.extend(_OWN_PODS)
+    return rules

@@ -1,0 +1,29 @@
+"""kubesim in a background thread (its own event loop), for tests driving it with the
+official synchronous ``kubernetes`` client; every JSON response it sends is recorded and
+checked against the official OpenAPI schemas when the test session ends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kube_contract import SESSION_LOG, response_recorder
+from kubernetes import client
+
+from devstack.kubesim_harness import ThreadedKubeSim
+
+
+@pytest.fixture(scope="module")
+def kubesim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedKubeSim]:
+    running = ThreadedKubeSim(tmp_path_factory.mktemp("kubesim"))
+    response_recorder(running.sim.api)
+    running.start()
+    yield running
+    running.stop()
+    SESSION_LOG.validate_all()
+
+
+@pytest.fixture
+def core(kubesim: ThreadedKubeSim) -> Iterator[client.CoreV1Api]:
+    with kubesim.api_client() as api:
+        yield client.CoreV1Api(api)
