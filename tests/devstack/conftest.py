@@ -5,12 +5,15 @@ checked against the official OpenAPI schemas when the test session ends."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kube_contract import SESSION_LOG, response_recorder
 from kubernetes import client
 
-from devstack.kubesim_harness import ThreadedKubeSim
+from bastion.devstack.stack import VaultRole
+from bastion.policy import Mode
+from devstack.kubesim_harness import ThreadedKubeSim, ThreadedStack
 
 
 @pytest.fixture(scope="module")
@@ -27,3 +30,26 @@ def kubesim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedKubeSi
 def core(kubesim: ThreadedKubeSim) -> Iterator[client.CoreV1Api]:
     with kubesim.api_client() as api:
         yield client.CoreV1Api(api)
+
+
+STACK_FIXTURE: dict[str, Any] = {
+    "namespaces": [
+        {"name": "payments", "pods": [{"name": "api-1", "labels": {"app": "api"}}]},
+        {"name": "checkout", "pods": [{"name": "web-1"}]},
+    ]
+}
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
+    """kubesim and a real OpenBao, configured as devstack up does, for the test session."""
+    running = ThreadedStack(
+        tmp_path_factory.mktemp("stack"),
+        STACK_FIXTURE,
+        roles=[VaultRole("debug", ("payments",), modes=(Mode.EPHEMERAL,))],
+    )
+    response_recorder(running.stack.kubesim.api)
+    running.start()
+    yield running
+    running.stop()
+    SESSION_LOG.validate_all()

@@ -61,3 +61,29 @@ class ThreadedKubeSim:
         config.ssl_ca_cert = str(self.sim.ca_file)
         config.api_key = {"authorization": f"Bearer {token or self.sim.admin_token}"}
         return client.ApiClient(config)
+
+
+class ThreadedStack:
+    """The whole local stack (kubesim + OpenBao) on a background event loop."""
+
+    def __init__(self, state_dir: Path, fixture: dict[str, Any], roles: list[Any]) -> None:
+        from bastion.devstack.stack import LocalStack  # noqa: PLC0415 - heavy, few tests
+
+        self.loop = asyncio.new_event_loop()
+        self.stack = LocalStack(state_dir, fixture, roles=roles)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def call(self, coro: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout=60)
+
+    def start(self) -> dict[str, Any]:
+        self.thread.start()
+        info: dict[str, Any] = self.call(self.stack.start())
+        return info
+
+    def stop(self) -> None:
+        self.call(self.stack.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

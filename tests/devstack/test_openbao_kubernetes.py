@@ -6,9 +6,7 @@ and the lease revocation that deletes the service account and so kills the token
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +17,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from bastion.devstack.kubesim.store import RESOURCES
-from bastion.devstack.stack import LocalStack, VaultRole
-from bastion.policy import Mode
+from devstack.kubesim_harness import ThreadedStack
 
-FIXTURE: dict[str, Any] = {
-    "namespaces": [
-        {"name": "payments", "pods": [{"name": "api-1", "labels": {"app": "api"}}]},
-        {"name": "checkout", "pods": [{"name": "web-1"}]},
-    ]
-}
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[LocalStack]:
-    local = LocalStack(
-        tmp_path / "stack",
-        FIXTURE,
-        roles=[VaultRole("debug", ("payments",), modes=(Mode.EPHEMERAL,))],
-    )
-    await local.start()
-    yield local
-    await local.stop()
+RBAC = "rbac.authorization.k8s.io"
 
 
 def bastion_vault(info: dict[str, Any]) -> hvac.Client:
@@ -59,94 +39,68 @@ def kube(info: dict[str, Any], token: str) -> client.ApiClient:
 
 
 def can(api: client.ApiClient, namespace: str, verb: str, resource: str, sub: str = "") -> bool:
+    attributes = {"namespace": namespace, "verb": verb, "resource": resource, "subresource": sub}
     review = client.AuthorizationV1Api(api).create_self_subject_access_review(
-        {
-            "spec": {
-                "resourceAttributes": {
-                    "namespace": namespace,
-                    "verb": verb,
-                    "resource": resource,
-                    "subresource": sub,
-                }
-            }
-        }
+        {"spec": {"resourceAttributes": attributes}}
     )
     return bool(review.status.allowed)
 
 
-async def test_credentials_rights_and_revocation(stack: LocalStack) -> None:
+def test_credentials_rights_and_revocation(local_stack: ThreadedStack) -> None:
+    stack = local_stack.stack
     info = stack.info
     assert json.loads((stack.state_dir / "devstack.json").read_bytes()) == info
-    assert Path(info["approle_secret_id_file"]).stat().st_mode & 0o777 == 0o600  # noqa: ASYNC240
-    vault = await asyncio.to_thread(bastion_vault, info)
-    creds = await asyncio.to_thread(
-        vault.write_data,
-        "kubernetes/creds/debug",
-        data={"kubernetes_namespace": "payments", "ttl": "10m"},
+    assert Path(info["approle_secret_id_file"]).stat().st_mode & 0o777 == 0o600
+    vault = bastion_vault(info)
+    creds = vault.write_data(
+        "kubernetes/creds/debug", data={"kubernetes_namespace": "payments", "ttl": "10m"}
     )
     token = creds["data"]["service_account_token"]
     account = creds["data"]["service_account_name"]
+    # kubesim's store is read from this thread while its loop idles between requests.
     store = stack.kubesim.store
-    for plural, group in (
-        ("serviceaccounts", ""),
-        ("roles", "rbac.authorization.k8s.io"),
-        ("rolebindings", "rbac.authorization.k8s.io"),
-    ):
-        assert store.exists(RESOURCES[(group, plural)], "payments", account), plural
-    role = store.get(RESOURCES[("rbac.authorization.k8s.io", "roles")], "payments", account)
+    created = [
+        (RESOURCES[("", "serviceaccounts")], "serviceaccounts"),
+        (RESOURCES[(RBAC, "roles")], "roles"),
+        (RESOURCES[(RBAC, "rolebindings")], "rolebindings"),
+    ]
+    for kind, plural in created:
+        assert store.exists(kind, "payments", account), plural
+    role = store.get(RESOURCES[(RBAC, "roles")], "payments", account)
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["pods/attach"], "verbs": ["get", "create"]},
     ]
 
-    def rights() -> dict[str, bool]:
-        with kube(info, token) as api:
-            pods = client.CoreV1Api(api).list_namespaced_pod("payments")
-            assert [p.metadata.name for p in pods.items] == ["api-1"]
-            return {
-                "patch ephemeral": can(api, "payments", "patch", "pods", "ephemeralcontainers"),
-                "attach": can(api, "payments", "create", "pods", "attach"),
-                "delete pods": can(api, "payments", "delete", "pods"),
-                "exec": can(api, "payments", "create", "pods", "exec"),
-                "other namespace": can(api, "checkout", "list", "pods"),
-            }
-
-    assert await asyncio.to_thread(rights) == {
-        "patch ephemeral": True,
-        "attach": True,
-        "delete pods": False,
-        "exec": False,
-        "other namespace": False,
-    }
-
-    def forbidden_elsewhere() -> int:
-        with kube(info, token) as api, pytest.raises(ApiException) as caught:
+    with kube(info, token) as api:
+        pods = client.CoreV1Api(api).list_namespaced_pod("payments")
+        assert [p.metadata.name for p in pods.items] == ["api-1"]
+        assert {
+            "patch ephemeral": can(api, "payments", "patch", "pods", "ephemeralcontainers"),
+            "attach": can(api, "payments", "create", "pods", "attach"),
+            "delete pods": can(api, "payments", "delete", "pods"),
+            "exec": can(api, "payments", "create", "pods", "exec"),
+            "other namespace": can(api, "checkout", "list", "pods"),
+        } == {
+            "patch ephemeral": True,
+            "attach": True,
+            "delete pods": False,
+            "exec": False,
+            "other namespace": False,
+        }
+        with pytest.raises(ApiException) as caught:
             client.CoreV1Api(api).list_namespaced_pod("checkout")
-        return int(caught.value.status)
-
-    assert await asyncio.to_thread(forbidden_elsewhere) == 403
+        assert caught.value.status == 403
 
     with pytest.raises(InvalidRequest, match="checkout"):
-        await asyncio.to_thread(
-            vault.write_data,
-            "kubernetes/creds/debug",
-            data={"kubernetes_namespace": "checkout", "ttl": "10m"},
+        vault.write_data(
+            "kubernetes/creds/debug", data={"kubernetes_namespace": "checkout", "ttl": "10m"}
         )
 
-    await asyncio.to_thread(
-        vault.sys.revoke_lease, creds["lease_id"]
-    )  # hvac's revoke is synchronous (sync=true is the API default)
-    for plural, group in (
-        ("serviceaccounts", ""),
-        ("roles", "rbac.authorization.k8s.io"),
-        ("rolebindings", "rbac.authorization.k8s.io"),
-    ):
-        assert not store.exists(RESOURCES[(group, plural)], "payments", account), plural
-
-    def dead_token() -> int:
-        with kube(info, token) as api, pytest.raises(ApiException) as caught:
-            client.CoreV1Api(api).list_namespaced_pod("payments")
-        return int(caught.value.status)
-
-    assert await asyncio.to_thread(dead_token) == 401
+    vault.sys.revoke_lease(creds["lease_id"])  # synchronous: sync=true is the API default
+    for kind, plural in created:
+        assert not store.exists(kind, "payments", account), plural
+    with kube(info, token) as api, pytest.raises(ApiException) as caught:
+        client.CoreV1Api(api).list_namespaced_pod("payments")
+    assert caught.value.status == 401
