@@ -48,5 +48,9 @@ def test_demo_shows_policy_and_a_verified_audit_log(tmp_path: Path) -> None:
     assert any(line.startswith("policy  allow alice") for line in lines)
     assert any(line.startswith("policy  deny  alice") for line in lines)
     assert "not built yet" in result.stdout
+    assert "vault   and is refused elsewhere: 403 Forbidden" in lines
+    assert lines[-7].startswith(
+        "vault   lease revoked: the service account is gone, the token gets 401"
+    )
     log = tmp_path / "audit.jsonl"
     assert verify(log.read_bytes().splitlines(keepends=True), read_head(head_path(log))).ok

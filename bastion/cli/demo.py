@@ -2,10 +2,10 @@
 
 This module is the only part of the product that may import :mod:`bastion.devstack`.
 
-The local stack (kubesim and OpenBao, ``bastion.devstack``) and the SSH front door are
-built by the issues that follow the foundation. Until they land, the demo says so plainly
-and shows what does run: the example configuration, the policy engine deciding real
-requests, and an audit log written and verified.
+Until the SSH front door and the console land, the demo says so plainly and shows what does
+run: the example configuration, the policy engine deciding real requests, an audit log
+written and verified, and the local stack (kubesim and a real OpenBao) issuing a
+namespace-scoped Kubernetes credential and revoking it, which kills the token.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from bastion.audit.chain import verify
 from bastion.audit.log import AuditLog, head_path, load_or_create_hmac_key, read_head
@@ -23,7 +24,6 @@ from bastion.config import Config, load_config, summary
 from bastion.policy import DebugRequest, DebugTarget, Mode, decide
 
 NOT_YET = (
-    "kubesim and OpenBao as the local stack (issue 3)",
     "the SSH front door with key + TOTP (issue 4)",
     "Vault credentials, deadlines and the wipe (issue 5)",
     "debug containers and the attach path (issue 6)",
@@ -43,10 +43,66 @@ def run(state_dir: Path | None) -> int:
     with log_path.open("rb") as log:
         verdict = verify(log, read_head(head_path(log_path)))
     print(f"audit   {count} events appended to {log_path}; verify: {verdict.message}")
+    asyncio.run(_show_credential(state / "stack"))
     print("\nnot built yet, so there is no SSH login to try:")
     for item in NOT_YET:
         print(f"  - {item}")
     return 0 if verdict.ok else 1
+
+
+async def _show_credential(state: Path) -> None:
+    """The local stack's Vault issues a credential for one namespace, then revokes it."""
+    from bastion.devstack.stack import LocalStack  # noqa: PLC0415 - heavy, demo-only
+
+    stack = LocalStack(state)
+    started = time.perf_counter()
+    info = await stack.start()
+    try:
+        print(
+            f"stack   kubesim {info['kube_api']} ({stack.kubesim.pod_count} pods) and OpenBao "
+            f"{info['vault_addr']} up in {time.perf_counter() - started:.1f} s"
+        )
+        for line in await asyncio.to_thread(_credential_round_trip, info):
+            print(f"vault   {line}")
+    finally:
+        await stack.stop()
+
+
+def _credential_round_trip(info: dict[str, Any]) -> list[str]:
+    import hvac  # noqa: PLC0415
+    from kubernetes import client  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    vault = hvac.Client(url=info["vault_addr"], verify=info["vault_ca"])
+    secret_id = Path(info["approle_secret_id_file"]).read_text().strip()
+    vault.auth.approle.login(role_id=info["approle_role_id"], secret_id=secret_id)
+    creds = vault.write_data(
+        f"{info['vault_kubernetes_mount']}/creds/{info['vault_roles'][0]}",
+        data={"kubernetes_namespace": "payments", "ttl": "10m"},
+    )
+    token = creds["data"]["service_account_token"]
+    config = client.Configuration()
+    config.host = info["kube_api"]
+    config.ssl_ca_cert = info["kube_ca"]
+    config.api_key = {"authorization": f"Bearer {token}"}
+    lines = [
+        f"AppRole login; credential for namespace payments: service account "
+        f"{creds['data']['service_account_name']}"
+    ]
+    with client.ApiClient(config) as api:
+        pods = client.CoreV1Api(api).list_namespaced_pod("payments").items
+        lines.append(f"the token lists {len(pods)} pods in payments")
+        try:
+            client.CoreV1Api(api).list_namespaced_pod("checkout")
+        except ApiException as exc:
+            lines.append(f"and is refused elsewhere: {exc.status} {exc.reason}")
+        vault.sys.revoke_lease(creds["lease_id"])
+        try:
+            client.CoreV1Api(api).list_namespaced_pod("payments")
+            lines.append("after revocation the token STILL WORKS (this is a bug)")
+        except ApiException as exc:
+            lines.append(f"lease revoked: the service account is gone, the token gets {exc.status}")
+    return lines
 
 
 def _requests(config: Config) -> list[tuple[str, DebugTarget, DebugRequest]]:

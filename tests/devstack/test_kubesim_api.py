@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from importlib import resources
 from typing import Any
 
 import pytest
+import yaml
+from kube_contract import validate
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
+from bastion.devstack.kubesim.fixture import load_fixture, seed
+from bastion.devstack.kubesim.store import RESOURCES, Store
 from devstack.kubesim_harness import TOOLBOX, ThreadedKubeSim
 
 # The official client's websocket sessions leave their SSL sockets for the garbage collector.
@@ -382,3 +387,17 @@ def test_escalation_is_prevented(kubesim: ThreadedKubeSim, core: client.CoreV1Ap
         "is attempting to grant RBAC permissions not currently held"
         in status_of(caught.value)["message"]
     )
+
+
+def test_demo_fixture_keeps_hostile_strings_verbatim() -> None:
+    """The console's tests need the cluster's hostile strings exactly as an attacker wrote them."""
+    text = (resources.files("bastion.devstack") / "fixtures" / "demo.yaml").read_text()
+    store = Store()
+    assert seed(store, load_fixture(yaml.safe_load(text))) > 20_000
+    pod = json.loads(store.get_raw(RESOURCES[("", "pods")], "hostile", "evil-escapes"))
+    validate(pod)
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["title"] == "\x1b]0;pwned\x07\x1b[2J\x1b[31mRED"
+    assert annotations["markup"] == "[@click=app.quit]click me[/] [bold red]boom[/]"
+    assert annotations["bidi"] == "\u202eevil\u202c.sh"
+    assert annotations["c1"] == "\x9b31mC1-CSI"
