@@ -18,9 +18,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import hvac
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
 from bastion.audit.chain import verify
 from bastion.audit.log import AuditLog, head_path, load_or_create_hmac_key, read_head
 from bastion.config import Config, load_config, summary
+from bastion.devstack.stack import LocalStack
 from bastion.policy import DebugRequest, DebugTarget, Mode, decide
 
 NOT_YET = (
@@ -52,8 +57,6 @@ def run(state_dir: Path | None) -> int:
 
 async def _show_credential(state: Path) -> None:
     """The local stack's Vault issues a credential for one namespace, then revokes it."""
-    from bastion.devstack.stack import LocalStack  # noqa: PLC0415 - heavy, demo-only
-
     stack = LocalStack(state)
     started = time.perf_counter()
     info = await stack.start()
@@ -69,10 +72,6 @@ async def _show_credential(state: Path) -> None:
 
 
 def _credential_round_trip(info: dict[str, Any]) -> list[str]:
-    import hvac  # noqa: PLC0415
-    from kubernetes import client  # noqa: PLC0415
-    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
-
     vault = hvac.Client(url=info["vault_addr"], verify=info["vault_ca"])
     secret_id = Path(info["approle_secret_id_file"]).read_text().strip()
     vault.auth.approle.login(role_id=info["approle_role_id"], secret_id=secret_id)
@@ -157,8 +156,6 @@ def devstack_up(state_dir: Path, fixture: Path | None) -> int:
 
 
 async def _serve_stack(state_dir: Path, fixture: Path | None) -> int:
-    from bastion.devstack.stack import LocalStack  # noqa: PLC0415 - heavy, demo-only
-
     stack = LocalStack(state_dir, fixture)
     started = time.perf_counter()
     info = await stack.start()

@@ -104,15 +104,19 @@ def _containers(spec: Obj, key: str, seen: set[str]) -> list[Cause]:
         if not isinstance(container, dict):
             causes.append(_invalid(path, container, "must be an object"))
             continue
-        name = container.get("name")
-        found = check_label(f"{path}.name", name)
-        if not found and name in seen:
-            found = [(f"{path}.name", "FieldValueDuplicate", f'Duplicate value: "{name}"')]
-        causes += found
-        seen.add(str(name))
+        causes += _unique_name(path, container.get("name"), seen)
         if not container.get("image"):
             causes.append(_required(f"{path}.image"))
     return causes
+
+
+def _unique_name(path: str, name: Any, seen: set[str]) -> list[Cause]:
+    """Container names are labels, unique across containers of every kind in the pod."""
+    found = check_label(f"{path}.name", name)
+    if not found and name in seen:
+        found = [(f"{path}.name", "FieldValueDuplicate", f'Duplicate value: "{name}"')]
+    seen.add(str(name))
+    return found
 
 
 def validate_pod(pod: Obj) -> list[Cause]:
@@ -252,11 +256,7 @@ def validate_ephemeral_update(old: Obj, new: Obj) -> list[Cause]:
             causes.append(_invalid(path, container, "must be an object"))
             continue
         name = container.get("name")
-        found = check_label(f"{path}.name", name)
-        if not found and name in seen:
-            found = [(f"{path}.name", "FieldValueDuplicate", f'Duplicate value: "{name}"')]
-        causes += found
-        seen.add(str(name))
+        causes += _unique_name(path, name, seen)
         if name in old_names:
             continue
         if not container.get("image"):
