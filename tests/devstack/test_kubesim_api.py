@@ -173,6 +173,9 @@ def test_ephemeral_container_lifecycle_attach_resize_and_exit(core: client.CoreV
         "db-0", "payments", {"spec": {"ephemeralContainers": [debug_container("dbg-1")]}}
     )
     assert [c.name for c in patched.spec.ephemeral_containers] == ["dbg-1"]
+    assert patched.status.ephemeral_container_statuses[0].state.waiting.reason == (
+        "ContainerCreating"
+    )
     wait_for_state(core, "db-0", "dbg-1", "running")
     session = stream(
         core.connect_get_namespaced_pod_attach,
@@ -401,3 +404,53 @@ def test_demo_fixture_keeps_hostile_strings_verbatim() -> None:
     assert annotations["markup"] == "[@click=app.quit]click me[/] [bold red]boom[/]"
     assert annotations["bidi"] == "\u202eevil\u202c.sh"
     assert annotations["c1"] == "\x9b31mC1-CSI"
+
+
+def test_json_merge_patch_of_ephemeral_containers(core: client.CoreV1Api) -> None:
+    first = debug_container("dbg-m1", command=["/bin/sh", "-c", "exit 0"])
+    core.patch_namespaced_pod_ephemeralcontainers(
+        "db-0", "payments", {"spec": {"ephemeralContainers": [first]}}
+    )
+    current = core.read_namespaced_pod_ephemeralcontainers("db-0", "payments")
+    existing = client.ApiClient().sanitize_for_serialization(current.spec.ephemeral_containers)
+    second = debug_container("dbg-m2", command=["/bin/sh", "-c", "exit 0"])
+    merged = core.patch_namespaced_pod_ephemeralcontainers(
+        "db-0",
+        "payments",
+        {"spec": {"ephemeralContainers": [*existing, second]}},
+        _content_type="application/merge-patch+json",
+    )
+    names = [c.name for c in merged.spec.ephemeral_containers]
+    assert names[-2:] == ["dbg-m1", "dbg-m2"]
+    # A merge patch replaces the list: leaving an existing container out removes it, refused.
+    with pytest.raises(ApiException) as caught:
+        core.patch_namespaced_pod_ephemeralcontainers(
+            "db-0",
+            "payments",
+            {"spec": {"ephemeralContainers": [second]}},
+            _content_type="application/merge-patch+json",
+        )
+    assert caught.value.status == 422
+    assert "may not be removed" in status_of(caught.value)["message"]
+
+
+def test_graceful_delete_marks_then_removes(core: client.CoreV1Api) -> None:
+    core.create_namespaced_pod(
+        "payments",
+        {
+            "metadata": {"name": "graceful"},
+            "spec": {"containers": [{"name": "main", "image": "busybox@sha256:" + "2" * 64}]},
+        },
+    )
+    deleted = core.delete_namespaced_pod("graceful", "payments", grace_period_seconds=5)
+    assert deleted.metadata.deletion_timestamp is not None
+    assert deleted.metadata.deletion_grace_period_seconds == 5
+    deadline = time.monotonic() + 10
+    names = ["graceful"]
+    while "graceful" in names and time.monotonic() < deadline:
+        time.sleep(0.05)
+        names = [p.metadata.name for p in core.list_namespaced_pod("payments").items]
+    assert "graceful" not in names
+    with pytest.raises(ApiException) as caught:
+        core.read_namespaced_pod("graceful", "payments")
+    assert caught.value.status == 404
