@@ -43,31 +43,37 @@ class ApiError(Exception):
 
     # -- the common cases, with the real server's wording -----------------------------
     @classmethod
-    def not_found(cls, group: str, resource: str, name: str) -> ApiError:
+    def _about(
+        cls, code: int, group: str, resource: str, name: str, *, message: str, reason: str
+    ) -> ApiError:
+        """An error about one object; ``{what}`` in ``message`` becomes ``pods "x"``."""
         qualified = f"{resource}.{group}" if group else resource
         return cls(
-            404,
-            f'{qualified} "{name}" not found',
+            code,
+            message.replace("{what}", f'{qualified} "{name}"'),
+            reason=reason,
             details={"name": name, "group": group, "kind": resource},
         )
 
     @classmethod
+    def not_found(cls, group: str, resource: str, name: str) -> ApiError:
+        return cls._about(404, group, resource, name, message="{what} not found", reason="NotFound")
+
+    @classmethod
     def already_exists(cls, group: str, resource: str, name: str) -> ApiError:
-        qualified = f"{resource}.{group}" if group else resource
-        return cls(
-            409,
-            f'{qualified} "{name}" already exists',
-            details={"name": name, "group": group, "kind": resource},
+        return cls._about(
+            409, group, resource, name, message="{what} already exists", reason="AlreadyExists"
         )
 
     @classmethod
     def conflict(cls, group: str, resource: str, name: str, why: str) -> ApiError:
-        qualified = f"{resource}.{group}" if group else resource
-        return cls(
+        return cls._about(
             409,
-            f'Operation cannot be fulfilled on {qualified} "{name}": {why}',
+            group,
+            resource,
+            name,
+            message="Operation cannot be fulfilled on {what}: " + why,
             reason="Conflict",
-            details={"name": name, "group": group, "kind": resource},
         )
 
     @classmethod
