@@ -1,0 +1,84 @@
+"""The TOTP replay guard and failed-login counters, in SQLite, safe across processes.
+
+The replay guard is enforced by the database, not by a read-then-write: accepting a time step
+is one conditional upsert (``... DO UPDATE ... WHERE excluded.last_step > last_step``), so of
+two connections racing with the same code exactly one changes the row, and only that one is
+told it may proceed. ``synchronous=FULL`` makes the accepted step durable before the caller
+reports success, so a restart does not forget it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["FailureRecord", "LoginGuard"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS totp_steps (
+    user TEXT PRIMARY KEY,
+    last_step INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS login_failures (
+    user TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    last_failure REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    failures: int
+    last_failure: float | None
+
+
+class LoginGuard:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Autocommit: every statement is its own transaction, which is what atomicity needs.
+        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------------ replay guard
+    def last_step(self, user: str) -> int | None:
+        row = self._db.execute(
+            "SELECT last_step FROM totp_steps WHERE user = ?", (user,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def accept_step(self, user: str, step: int) -> bool:
+        """Record ``step`` as used; False when it (or a later one) already was."""
+        cursor = self._db.execute(
+            "INSERT INTO totp_steps (user, last_step) VALUES (?, ?) "
+            "ON CONFLICT (user) DO UPDATE SET last_step = excluded.last_step "
+            "WHERE excluded.last_step > totp_steps.last_step",
+            (user, step),
+        )
+        return cursor.rowcount == 1
+
+    # ------------------------------------------------------------------ failures
+    def failures(self, user: str) -> FailureRecord:
+        row = self._db.execute(
+            "SELECT failures, last_failure FROM login_failures WHERE user = ?", (user,)
+        ).fetchone()
+        return FailureRecord(0, None) if row is None else FailureRecord(int(row[0]), float(row[1]))
+
+    def record_failure(self, user: str, now: float) -> FailureRecord:
+        self._db.execute(
+            "INSERT INTO login_failures (user, failures, last_failure) VALUES (?, 1, ?) "
+            "ON CONFLICT (user) DO UPDATE SET failures = failures + 1, last_failure = ?",
+            (user, now, now),
+        )
+        return self.failures(user)
+
+    def reset_failures(self, user: str) -> None:
+        """After a successful login, or when an administrator unlocks the account."""
+        self._db.execute("DELETE FROM login_failures WHERE user = ?", (user,))
