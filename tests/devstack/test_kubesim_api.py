@@ -454,3 +454,28 @@ def test_graceful_delete_marks_then_removes(core: client.CoreV1Api) -> None:
     with pytest.raises(ApiException) as caught:
         core.read_namespaced_pod("graceful", "payments")
     assert caught.value.status == 404
+
+
+def test_deleting_a_namespace_ends_its_pods_processes(
+    kubesim: ThreadedKubeSim, core: client.CoreV1Api
+) -> None:
+    core.create_namespace({"metadata": {"name": "doomed"}})
+    core.create_namespaced_pod(
+        "doomed",
+        {
+            "metadata": {"name": "runner"},
+            "spec": {"containers": [{"name": "main", "image": "busybox@sha256:" + "3" * 64}]},
+        },
+    )
+    processes = kubesim.sim.pods.processes
+    deadline = time.monotonic() + 10
+    while ("doomed", "runner", "main") not in processes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process = processes[("doomed", "runner", "main")]
+    assert process.returncode is None
+    core.delete_namespace("doomed")
+    assert process.returncode is not None
+    assert ("doomed", "runner", "main") not in processes
+    with pytest.raises(ApiException) as caught:
+        core.read_namespaced_pod("runner", "doomed")
+    assert caught.value.status == 404

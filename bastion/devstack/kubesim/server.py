@@ -362,6 +362,17 @@ class ApiServer:
                 while True:
                     event = await watch.queue.get()
                     if event is None:
+                        if watch.overflowed:
+                            expired = ApiError(
+                                410,
+                                "too old resource version: the watch fell too far behind",
+                                reason="Expired",
+                            )
+                            await response.write(
+                                b'{"type":"ERROR","object":'
+                                + orjson.dumps(expired.status())
+                                + b"}\n"
+                            )
                         break
                     await response.write(
                         b'{"type":"' + event.type.encode() + b'","object":' + event.raw + b"}\n"
@@ -484,7 +495,7 @@ class ApiServer:
         if _dry_run(request) or options.get("dryRun"):
             return _json(current)
         if rt.kind == "Namespace":
-            return self._delete_namespace(info.name)
+            return await self._delete_namespace(info.name)
         if rt.kind == "Pod":
             grace = options.get("gracePeriodSeconds")
             if grace is None:
@@ -496,20 +507,7 @@ class ApiServer:
         if not rt.group:
             # The core group answers with the deleted object, RBAC with a Success Status.
             return _json(deleted)
-        return _json(
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "details": {
-                    "name": info.name,
-                    "group": rt.group,
-                    "kind": rt.plural,
-                    "uid": deleted["metadata"]["uid"],
-                },
-            }
-        )
+        return _success(info.name, rt.group, rt.plural, deleted["metadata"]["uid"])
 
     async def _delete_pod(
         self, info: RequestInfo, current: dict[str, Any], grace: int
@@ -539,16 +537,22 @@ class ApiServer:
         with contextlib.suppress(ApiError):
             self.store.delete(rt, info.namespace, info.name)
 
-    def _delete_namespace(self, name: str) -> web.Response:
+    async def _delete_namespace(self, name: str) -> web.Response:
         ns_type = RESOURCES[("", "namespaces")]
         namespace = self.store.get(ns_type, "", name)
+        pod_type = RESOURCES[("", "pods")]
+        if self.on_pod_deleting is not None:
+            # Pods' processes end with their namespace, as their containers would.
+            for pod in list(self.store.items(pod_type, name)):
+                await self.on_pod_deleting(pod, 0)
         for rt in RESOURCES.values():
             if rt.namespaced:
                 for obj in list(self.store.items(rt, name)):
                     with contextlib.suppress(ApiError):
                         self.store.delete(rt, name, obj["metadata"]["name"])
         self.store.delete(ns_type, "", name)
-        return _json(namespace)
+        # The OpenAPI document gives a Status for a namespace delete, not the Namespace.
+        return _success(name, "", "namespaces", namespace["metadata"]["uid"])
 
     # ------------------------------------------------------------------ special resources
     async def _token_request(self, request: web.Request, info: RequestInfo) -> web.Response:
@@ -716,6 +720,18 @@ class ApiServer:
 # ---------------------------------------------------------------------------- helpers
 def _json(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(obj), status=status, content_type=JSON)
+
+
+def _success(name: str, group: str, plural: str, uid: str) -> web.Response:
+    return _json(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "group": group, "kind": plural, "uid": uid},
+        }
+    )
 
 
 def _raw(body: bytes, status: int = 200) -> web.Response:

@@ -113,10 +113,13 @@ class Watch:
     resource: ResourceType
     namespace: str | None
     predicate: Predicate
-    queue: asyncio.Queue[Event | None] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=20_000)
-    )
+    buffer: int = 20_000
+    queue: asyncio.Queue[Event | None] = field(init=False)
     overflowed: bool = False
+
+    def __post_init__(self) -> None:
+        # One slot more than the buffer, so the end marker always fits after a cut-off.
+        self.queue = asyncio.Queue(maxsize=self.buffer + 1)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class ListPage:
 
 class Store:
     HISTORY = 20_000
+    WATCH_BUFFER = 20_000
 
     def __init__(self) -> None:
         self._rv = 1
@@ -307,7 +311,7 @@ class Store:
         since: int | None,
     ) -> Watch:
         """A watch fed with every later change; ``since`` replays the history after it."""
-        watch = Watch(rt, namespace, predicate)
+        watch = Watch(rt, namespace, predicate, self.WATCH_BUFFER)
         if since is not None and since < self._rv:
             oldest = self._history[0].rv if self._history else self._rv + 1
             if since < oldest - 1:
@@ -338,12 +342,16 @@ class Store:
         for watch in list(self._watches):
             if not self._matches(watch, event):
                 continue
-            try:
+            if watch.queue.qsize() < watch.buffer:
                 watch.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                # A watcher that cannot keep up is cut off, as the API server does.
+            else:
+                # A watcher that cannot keep up is cut off, as the API server does: what it
+                # has not read is dropped and the end marker tells its stream to close.
                 watch.overflowed = True
                 self._watches.discard(watch)
+                while not watch.queue.empty():
+                    watch.queue.get_nowait()
+                watch.queue.put_nowait(None)
 
 
 def _encode_continue(after: tuple[str, str], rv: int) -> str:
