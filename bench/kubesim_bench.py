@@ -39,7 +39,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import os
@@ -47,10 +46,8 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +55,7 @@ from typing import Any, TypeVar
 import orjson
 from kubernetes import client
 
+from bastion.devstack.background import Background, kube_client
 from bastion.devstack.kubesim.app import KubeSim
 from bastion.devstack.kubesim.store import RESOURCES
 
@@ -74,33 +72,24 @@ def fixture(count: int) -> dict[str, Any]:
 
 
 class BackgroundKubeSim:
-    """kubesim on its own event loop in a daemon thread (tests/devstack/kubesim_harness.py)."""
+    """kubesim on its own event loop in a daemon thread."""
 
     def __init__(self, workdir: Path, count: int) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.background = Background(timeout=300)
         self.sim = KubeSim(workdir, fixture(count))
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout=300)
+        return self.background.call(coro)
 
     def start(self) -> None:
-        self.thread.start()
-        self.call(self.sim.start())
+        self.background.start(self.sim.start)
 
     def stop(self) -> None:
-        self.call(self.sim.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.background.stop(self.sim.stop)
 
     def api_client(self) -> client.ApiClient:
-        config = client.Configuration()
-        config.host = self.sim.url
-        config.ssl_ca_cert = str(self.sim.ca_file)  # kubesim's own CA, pinned
-        config.api_key = {"authorization": f"Bearer {self.sim.admin_token}"}
-        return client.ApiClient(config)
+        # kubesim's own CA, pinned
+        return kube_client(self.sim.url, str(self.sim.ca_file), self.sim.admin_token)
 
     def store_items(self) -> list[bytes]:
         """The cached JSON of every pod of the namespace, read on kubesim's own loop."""

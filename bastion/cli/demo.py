@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from bastion.audit.chain import verify
 from bastion.audit.log import AuditLog, head_path, load_or_create_hmac_key, read_head
 from bastion.config import Config, load_config, summary
+from bastion.devstack.background import kube_client
 from bastion.devstack.stack import LocalStack
 from bastion.policy import DebugRequest, DebugTarget, Mode, decide
 
@@ -80,15 +81,11 @@ def _credential_round_trip(info: dict[str, Any]) -> list[str]:
         data={"kubernetes_namespace": "payments", "ttl": "10m"},
     )
     token = creds["data"]["service_account_token"]
-    config = client.Configuration()
-    config.host = info["kube_api"]
-    config.ssl_ca_cert = info["kube_ca"]
-    config.api_key = {"authorization": f"Bearer {token}"}
     lines = [
         f"AppRole login; credential for namespace payments: service account "
         f"{creds['data']['service_account_name']}"
     ]
-    with client.ApiClient(config) as api:
+    with kube_client(info["kube_api"], info["kube_ca"], token) as api:
         pods = client.CoreV1Api(api).list_namespaced_pod("payments").items
         lines.append(f"the token lists {len(pods)} pods in payments")
         try:

@@ -1,16 +1,18 @@
-"""kubesim in a background thread with its own event loop, for the synchronous client."""
+"""kubesim and the local stack for tests that drive them with synchronous clients."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from concurrent.futures import Future
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client
 
+from bastion.devstack.background import Background, kube_client
 from bastion.devstack.kubesim.app import KubeSim
+from bastion.devstack.stack import LocalStack, VaultRole
+
+T = TypeVar("T")
 
 TOOLBOX = "registry.example.com/debug-toolbox@sha256:" + "0d" * 32
 
@@ -36,54 +38,34 @@ FIXTURE: dict[str, Any] = {
 
 
 class ThreadedKubeSim:
-    def __init__(self, workdir: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.sim = KubeSim(workdir, FIXTURE)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+    """kubesim on its own loop, seeded with ``fixture`` (this module's FIXTURE by default)."""
 
-    def call(self, coro: Any) -> Any:
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout=60)
+    def __init__(self, workdir: Path, fixture: dict[str, Any] | None = None) -> None:
+        self.background = Background()
+        self.sim = KubeSim(workdir, fixture or FIXTURE)
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.background.call(coro)
 
     def start(self) -> None:
-        self.thread.start()
-        self.call(self.sim.start())
+        self.background.start(self.sim.start)
 
     def stop(self) -> None:
-        self.call(self.sim.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.background.stop(self.sim.stop)
 
     def api_client(self, token: str | None = None) -> client.ApiClient:
-        config = client.Configuration()
-        config.host = self.sim.url
-        config.ssl_ca_cert = str(self.sim.ca_file)
-        config.api_key = {"authorization": f"Bearer {token or self.sim.admin_token}"}
-        return client.ApiClient(config)
+        return kube_client(self.sim.url, str(self.sim.ca_file), token or self.sim.admin_token)
 
 
 class ThreadedStack:
-    """The whole local stack (kubesim + OpenBao) on a background event loop."""
+    """The whole local stack (kubesim + OpenBao) on its own loop."""
 
-    def __init__(self, state_dir: Path, fixture: dict[str, Any], roles: list[Any]) -> None:
-        from bastion.devstack.stack import LocalStack  # noqa: PLC0415 - heavy, few tests
-
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, state_dir: Path, fixture: dict[str, Any], roles: list[VaultRole]) -> None:
+        self.background = Background()
         self.stack = LocalStack(state_dir, fixture, roles=roles)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def call(self, coro: Any) -> Any:
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout=60)
 
     def start(self) -> dict[str, Any]:
-        self.thread.start()
-        info: dict[str, Any] = self.call(self.stack.start())
-        return info
+        return self.background.start(self.stack.start)
 
     def stop(self) -> None:
-        self.call(self.stack.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.background.stop(self.stack.stop)

@@ -16,6 +16,7 @@ from hvac.exceptions import InvalidRequest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from bastion.devstack.background import kube_client
 from bastion.devstack.kubesim.store import RESOURCES
 from devstack.kubesim_harness import ThreadedStack
 
@@ -31,11 +32,7 @@ def bastion_vault(info: dict[str, Any]) -> hvac.Client:
 
 
 def kube(info: dict[str, Any], token: str) -> client.ApiClient:
-    config = client.Configuration()
-    config.host = info["kube_api"]
-    config.ssl_ca_cert = info["kube_ca"]
-    config.api_key = {"authorization": f"Bearer {token}"}
-    return client.ApiClient(config)
+    return kube_client(info["kube_api"], info["kube_ca"], token)
 
 
 def can(api: client.ApiClient, namespace: str, verb: str, resource: str, sub: str = "") -> bool:
