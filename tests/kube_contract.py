@@ -538,7 +538,8 @@ class _Compiler:
             "oneOf", "anyOf", "allOf", "not", "enum", "format", "pattern", "title",
         }  # fmt: skip
         if unknown:
-            raise NotImplementedError(f"the fast path does not handle {sorted(unknown)}")
+            # Fail loudly rather than pass a schema keyword the compiled checks ignore.
+            raise RuntimeError(f"the compiled checker does not handle {sorted(unknown)}")
         checks: list[Check] = []
         if "$ref" in schema:
             checks.append(self.ref(schema["$ref"].removeprefix(_REF_PREFIX)))
