@@ -8,12 +8,13 @@ module's encoder; and hypothesis feeds random bytes and random objects through b
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.devstack.kubesim import protobuf
@@ -617,6 +618,7 @@ _SCALARS: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
+@functools.cache
 def message_strategy(name: str) -> st.SearchStrategy[Any]:
     if name == "Time":
         return st.none() | _TIMES
@@ -639,6 +641,8 @@ def objects(draw: st.DrawFn) -> dict[str, Any]:
     return {"apiVersion": api_version, "kind": kind, **body}
 
 
+# Building the nested strategies of the biggest kinds takes over a second the first time.
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(objects())
 def test_round_trip(obj: dict[str, Any]) -> None:
     assert decode_body(encode_object(obj)) == obj
