@@ -17,7 +17,7 @@ IO_MODULES = {
 }  # fmt: skip
 PURE = ["bastion.policy", "bastion.labels", "bastion.audit.chain", "bastion.redact",
         "bastion.sshkeys", "bastion.durations", "bastion.globs", "bastion.images",
-        "bastion.kube_permissions", "bastion.totp"]  # fmt: skip
+        "bastion.kube_permissions", "bastion.totp", "bastion.enrolment"]  # fmt: skip
 
 
 def loaded_after_import(module: str) -> set[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bastion import __version__
-from bastion.cli import audit, check_config
+from bastion.cli import audit, check_config, user
 from bastion.errors import BastionError
 
 __all__ = ["main"]
@@ -43,6 +43,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.set_defaults(run=lambda a: audit.verify(a.path, head=a.head, no_head=a.no_head))
 
+    p = commands.add_parser("user", help="add operators, enrol their second factor, unlock")
+    user_commands = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    u = user_commands.add_parser("add", help="add a user to paths.users_dir")
+    u.add_argument("name", metavar="NAME")
+    u.add_argument(
+        "--key",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="the user's OpenSSH public key file (.pub); repeat for several files",
+    )
+    u.add_argument(
+        "--group", action="append", default=[], metavar="G", help="a group; repeat for several"
+    )
+    _config_option(u)
+    u.set_defaults(run=lambda a: user.add(a.config, a.name, a.key, a.group))
+    u = user_commands.add_parser(
+        "enroll", help="new TOTP secret and scratch codes, shown once (QR code)"
+    )
+    u.add_argument("name", metavar="NAME")
+    u.add_argument(
+        "--issuer",
+        default=user.DEFAULT_ISSUER,
+        help="the name authenticator apps show (default: %(default)s)",
+    )
+    _config_option(u)
+    u.set_defaults(run=lambda a: user.enroll(a.config, a.name, a.issuer))
+    u = user_commands.add_parser("unlock", help="clear a user's failed logins and lock")
+    u.add_argument("name", metavar="NAME")
+    _config_option(u)
+    u.set_defaults(run=lambda a: user.unlock(a.config, a.name))
+    u = user_commands.add_parser("list", help="users, their source and login state")
+    _config_option(u)
+    u.set_defaults(run=lambda a: user.list_users(a.config))
+
     p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
     p.add_argument("--state-dir", type=Path, help="where to keep the demo's files")
     p.set_defaults(run=lambda a: _demo_module().run(a.state_dir))
@@ -54,6 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--fixture", type=Path, help="kubesim fixture (default: the demo cluster)")
     up.set_defaults(run=lambda a: _demo_module().devstack_up(a.state_dir, a.fixture))
     return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=user.DEFAULT_CONFIG,
+        metavar="PATH",
+        help="the bastion's config file (default: %(default)s)",
+    )
 
 
 def _demo_module() -> ModuleType:

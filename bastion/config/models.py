@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     model_validator,
 )
@@ -163,7 +164,9 @@ class User(_Strict):
     name: UserName
     public_keys: list[SshPublicKey] = Field(min_length=1)
     groups: list[Identifier] = []
-    totp_secret_file: ConfigPath
+    # None: the seed lives at <paths.state_dir>/totp/<name> (see Config.totp_secret_path),
+    # and a missing file there means "not enrolled yet".
+    totp_secret_file: ConfigPath | None = None
     break_glass: bool = False
 
 
@@ -218,6 +221,9 @@ class Paths(_Strict):
     state_dir: ConfigPath
     audit_log: ConfigPath
     recordings_dir: ConfigPath
+    # One YAML file per user (<name>.yaml, the schema of one entry of ``users``), re-read by
+    # the running server when it changes: ``bastion user add`` writes here.
+    users_dir: ConfigPath | None = None
 
 
 class Limits(_Strict):
@@ -250,6 +256,34 @@ class Config(_Strict):
     vault: Vault
     paths: Paths
     limits: Limits = Field(default_factory=Limits)
+
+    # Set by the loader: the file this config came from, and for each user read from
+    # paths.users_dir, its file there (users of the config file itself are not listed).
+    _source: Path | None = PrivateAttr(default=None)
+    _user_files: dict[str, Path] = PrivateAttr(default_factory=dict)
+
+    @property
+    def source(self) -> Path | None:
+        """The config file this was loaded from (None when built in memory)."""
+        return self._source
+
+    def user_file(self, name: str) -> Path | None:
+        """The users_dir file user ``name`` came from; None for users of the config file."""
+        return self._user_files.get(name)
+
+    def totp_secret_path(self, user: User) -> Path:
+        """Where ``user``'s TOTP seed lives: its totp_secret_file, or the default in state_dir."""
+        if user.totp_secret_file is not None:
+            return user.totp_secret_file
+        return self.paths.state_dir / "totp" / user.name
+
+    def login_db_path(self) -> Path:
+        """The SQLite database of the login guard (replay guard, failures, scratch codes)."""
+        return self.paths.state_dir / "logins.db"
+
+    def audit_hmac_key_path(self) -> Path:
+        """The key that turns secrets into references in the audit log."""
+        return self.paths.state_dir / "audit-hmac.key"
 
     def policy(self) -> Policy:
         """The pure policy engine's view of the grants."""

@@ -1,15 +1,24 @@
-"""The TOTP replay guard and failed-login counters, in SQLite, safe across processes.
+"""The TOTP replay guard, failed-login counters and scratch codes, in SQLite, safe across
+processes.
 
 The replay guard is enforced by the database, not by a read-then-write: accepting a time step
 is one conditional upsert (``... DO UPDATE ... WHERE excluded.last_step > last_step``), so of
 two connections racing with the same code exactly one changes the row, and only that one is
 told it may proceed. ``synchronous=FULL`` makes the accepted step durable before the caller
 reports success, so a restart does not forget it.
+
+Scratch codes are stored as digests (``bastion.enrolment.scratch_code_digest``) and used the
+same way: one ``UPDATE ... WHERE used_at IS NULL``; the connection whose update changed the
+row is the one that used the code.
+
+The server opens this database at ``Config.login_db_path()`` (``<state_dir>/logins.db``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +33,12 @@ CREATE TABLE IF NOT EXISTS login_failures (
     user TEXT PRIMARY KEY,
     failures INTEGER NOT NULL,
     last_failure REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scratch_codes (
+    user TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    used_at REAL,
+    PRIMARY KEY (user, digest)
 );
 """
 
@@ -82,3 +97,44 @@ class LoginGuard:
     def reset_failures(self, user: str) -> None:
         """After a successful login, or when an administrator unlocks the account."""
         self._db.execute("DELETE FROM login_failures WHERE user = ?", (user,))
+
+    def unlock(self, user: str) -> FailureRecord:
+        """Clear the failure counter (back-off and hard lock); returns what it was."""
+        with self._transaction():
+            before = self.failures(user)
+            self.reset_failures(user)
+        return before
+
+    # ------------------------------------------------------------------ scratch codes
+    def replace_scratch_codes(self, user: str, digests: Iterable[str]) -> None:
+        """Make ``digests`` the user's only scratch codes, all unused (one transaction)."""
+        rows = [(user, digest) for digest in digests]
+        with self._transaction():
+            self._db.execute("DELETE FROM scratch_codes WHERE user = ?", (user,))
+            self._db.executemany("INSERT INTO scratch_codes (user, digest) VALUES (?, ?)", rows)
+
+    def use_scratch_code(self, user: str, digest: str, now: float) -> bool:
+        """Mark the code with ``digest`` used at ``now``; False when unknown or used before."""
+        cursor = self._db.execute(
+            "UPDATE scratch_codes SET used_at = ? "
+            "WHERE user = ? AND digest = ? AND used_at IS NULL",
+            (now, user, digest),
+        )
+        return cursor.rowcount == 1
+
+    def scratch_codes_left(self, user: str) -> int:
+        row = self._db.execute(
+            "SELECT count(*) FROM scratch_codes WHERE user = ? AND used_at IS NULL", (user,)
+        ).fetchone()
+        return int(row[0])
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front, so a read inside sees what is replaced.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
