@@ -51,6 +51,13 @@ def test_only_the_demo_loads_the_devstack() -> None:
     )
 
 
+def test_only_serving_loads_the_ssh_server() -> None:
+    # `bastion user ...` and `check-config` run on admin hosts: they need no SSH stack.
+    loaded = loaded_after_import("bastion.cli.main")
+    assert "asyncssh" not in loaded
+    assert not any(m == "bastion.ssh" or m.startswith("bastion.ssh.") for m in loaded)
+
+
 def test_import_linter_contracts_cover_the_pure_modules() -> None:
     """The contract file and this test must not drift apart."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())

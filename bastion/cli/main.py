@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     v.set_defaults(run=lambda a: audit.verify(a.path, head=a.head, no_head=a.no_head))
 
+    p = commands.add_parser("serve", help="run the SSH front door (one worker per core)")
+    _config_option(p)
+    p.add_argument("--workers", type=int, help="worker processes (default: listener.workers)")
+    p.set_defaults(run=lambda a: _serve(a.config, a.workers))
+
     p = commands.add_parser("user", help="add operators, enrol their second factor, unlock")
     user_commands = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     u = user_commands.add_parser("add", help="add a user to paths.users_dir")
@@ -90,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--fixture", type=Path, help="kubesim fixture (default: the demo cluster)")
     up.set_defaults(run=lambda a: _demo_module().devstack_up(a.state_dir, a.fixture))
     return parser
+
+
+def _serve(config: Path, workers: int | None) -> int:
+    from bastion.ssh.supervisor import serve  # noqa: PLC0415 - asyncssh only when serving
+
+    return serve(config, workers=workers)
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,562 @@
+"""The SSH front door of one worker: key, then code, then one console session.
+
+``FrontDoor`` owns what a worker's connections share (host key, login service, throttle,
+audit). ``_Connection`` is asyncssh's per-connection server object and drives the two-factor
+login; ``_ConsoleSession`` is the one session channel it allows.
+
+Everything a client may ask for beyond a PTY and a shell is refused, and each refusal is an
+audit event: exec (answered with a line on stderr and exit status 1), subsystems (sftp,
+scp), env, agent and X11 forwarding, TCP and Unix-socket forwarding, tun/tap, a second
+session on the same connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+from asyncssh.auth import KbdIntChallenge
+
+from bastion.audit.log import AuditLog
+from bastion.config import Config
+from bastion.ssh import asyncssh_ext
+from bastion.ssh.algorithms import algorithms
+from bastion.ssh.console import Console, TerminalSize
+from bastion.ssh.login import LoginService, Peer, Verdict
+from bastion.ssh.throttle import SourceThrottle, source_key
+from bastion.sshkeys import PublicKey
+
+__all__ = ["EXEC_REFUSAL", "FrontDoor", "Identity"]
+
+log = logging.getLogger(__name__)
+
+EXEC_REFUSAL = "this bastion offers only the interactive debug console"
+NEEDS_TERMINAL = "this bastion offers only the interactive debug console: connect with a terminal"
+PROMPT = "Verification code: "
+# Advertised in server-sig-algs; anything else is refused by asyncssh_ext.
+SIGNATURE_ALGORITHMS = (
+    "ssh-ed25519",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+)
+_TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+_MAX_NAME = 64
+
+asyncssh_ext.install()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who logged in, as the console is told."""
+
+    user: str
+    groups: tuple[str, ...]
+    key_fingerprint: str
+    method: str
+    connection: str
+    peer: Peer
+
+
+ConsoleCommand = Callable[[Identity], Sequence[str]]
+
+
+class FrontDoor:
+    """One worker's SSH listener and the state its connections share."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        host_key: asyncssh.SSHKey,
+        login: LoginService,
+        throttle: SourceThrottle,
+        audit: AuditLog,
+        console_command: ConsoleCommand,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.login = login
+        self.throttle = throttle
+        self.console_command = console_command
+        self._audit = audit
+        self._host_key = host_key
+        self._clock = clock
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Refusals of a flooding source are audited once per window, with a count.
+        self._refusals: dict[str, tuple[float, int]] = {}
+
+    # ------------------------------------------------------------------ listening
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        limits = self.config.limits
+        algs = algorithms(allow_chacha20=self.config.listener.allow_chacha20)
+        self._acceptor = await asyncssh.listen(
+            host,
+            port,
+            reuse_port=reuse_port,
+            server_factory=lambda: _Connection(self),
+            server_host_keys=[self._host_key],
+            server_version="bastion",
+            kex_algs=list(algs.kex),
+            encryption_algs=list(algs.ciphers),
+            mac_algs=list(algs.macs),
+            compression_algs=list(algs.compression),
+            signature_algs=list(SIGNATURE_ALGORITHMS),
+            login_timeout=limits.login_timeout.total_seconds(),
+            keepalive_interval=limits.keepalive_interval.total_seconds(),
+            keepalive_count_max=3,
+            tcp_keepalive=True,
+            gss_host=None,
+            password_auth=False,
+            host_based_auth=False,
+            kbdint_auth=True,
+            public_key_auth=True,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_pty=True,
+            line_editor=False,
+            encoding=None,
+            allow_scp=False,
+        )
+        sockets = self._acceptor.sockets
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def close(self) -> None:
+        """Stop accepting, end every connection, and wait for their audit events."""
+        if self._acceptor is not None:
+            self._acceptor.close()
+            await self._acceptor.wait_closed()
+            self._acceptor = None
+        for conn in list(self._connections):
+            conn.shut_down("the bastion is shutting down")
+        deadline = self._clock() + 10
+        while (self._connections or self._tasks) and self._clock() < deadline:  # noqa: ASYNC110
+            # Connections leave the set from asyncssh callbacks; polling briefly is simpler
+            # than an event per connection, and this runs once, at shutdown.
+            await asyncio.sleep(0.02)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # ------------------------------------------------------------------ audit helpers
+    def track(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background; :meth:`close` waits for it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def audit_soon(self, event: str, **fields: Any) -> None:
+        """Record an event without holding up the protocol (refusals, disconnects)."""
+        self.track(self.audit(event, **fields))
+
+    async def audit(self, event: str, **fields: Any) -> bool:
+        actor = fields.pop("actor", None) or "-"
+        outcome = fields.pop("outcome", "refused")
+        return await self.login.audit(event, actor=actor, outcome=outcome, **fields)
+
+    def refused_connection(self, peer: Peer, reason: str) -> None:
+        source = source_key(peer.address)
+        now = self._clock()
+        window = self.config.limits.connection_window.total_seconds()
+        started, suppressed = self._refusals.get(source, (0.0, 0))
+        if now - started < window:
+            self._refusals[source] = (started, suppressed + 1)
+            return
+        self._refusals[source] = (now, 0)
+        if len(self._refusals) > 10000:  # a spread-out flood must not grow this forever
+            self._refusals = {k: v for k, v in self._refusals.items() if now - v[0] < window}
+        self.audit_soon(
+            "connection.throttled",
+            source=peer.address,
+            source_port=peer.port,
+            reason=reason,
+            refused_since_last_event=suppressed,
+        )
+
+
+class _Connection(asyncssh.SSHServer):
+    """One client connection: the two-factor login, then at most one console session."""
+
+    def __init__(self, door: FrontDoor) -> None:
+        self._door = door
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self.id = secrets.token_hex(6)
+        self.peer = Peer("", 0)
+        self._admitted = False
+        self._username = ""
+        self._candidate: PublicKey | None = None
+        self._offered = ""  # fingerprint of the last key offered, for the failure event
+        self._key: PublicKey | None = None
+        self._code_attempts = 0
+        self._closed_for_auth = False  # no method is offered any more on this connection
+        self._failure_recorded = False
+        self._identity: Identity | None = None
+        self._session: _ConsoleSession | None = None
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._close_reason = ""  # set when the server ends the connection
+
+    # ------------------------------------------------------------------ connection
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername") or ("", 0)
+        self.peer = Peer(str(peer[0]), int(peer[1]))
+        admission = self._door.throttle.admit(self.id, self.peer.address)
+        if not admission.admitted:
+            self._door.refused_connection(self.peer, admission.reason)
+            conn.abort()
+            return
+        self._admitted = True
+        self._door._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._door._connections.discard(self)
+        self._door.throttle.authenticated(self.id)
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+        if self._session is not None:
+            self._session.end_console()
+        if self._identity is None and not self._failure_recorded:
+            reason = "no accepted key" if self._key is None else "no code given"
+            if exc is not None and "timeout" in str(exc).lower():
+                reason = f"login timeout ({reason})"
+            self._record_failure(reason, mfa="not_reached" if self._key is None else "none")
+        elif self._identity is not None:
+            self._door.audit_soon(
+                "connection.closed",
+                actor=self._identity.user,
+                outcome="closed",
+                connection=self.id,
+                source=self.peer.address,
+                source_port=self.peer.port,
+                reason=self._close_reason or (str(exc) if exc else "client closed the connection"),
+            )
+
+    def shut_down(self, reason: str) -> None:
+        self._close_reason = reason
+        if self._conn is not None:
+            self._conn.disconnect(asyncssh.DISC_BY_APPLICATION, reason)
+
+    def _fields(self) -> dict[str, Any]:
+        key = self._key.fingerprint if self._key else self._offered
+        return {
+            "user": self._username[:_MAX_NAME],
+            "key": key or None,
+            "connection": self.id,
+            "source": self.peer.address,
+            "source_port": self.peer.port,
+        }
+
+    def _record_failure(self, reason: str, *, mfa: str) -> None:
+        self._failure_recorded = True
+        self._door.audit_soon(
+            "login.failed",
+            actor=self._username[:_MAX_NAME] or "-",
+            outcome="denied",
+            mfa=mfa,
+            reason=reason,
+            **self._fields(),
+        )
+
+    # ------------------------------------------------------------------ first factor
+    def begin_auth(self, username: str) -> bool:
+        # A new user name restarts authentication from nothing (RFC 4252 section 5).
+        if username != self._username:
+            self._username = username
+            self._candidate = self._key = None
+            self._offered = ""
+            self._code_attempts = 0
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return not self._closed_for_auth and self._key is None
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        data = key.public_data
+        self._candidate = self._door.login.key_for(username, data)
+        if self._candidate is None:
+            self._offered = PublicKey(key.get_algorithm(), data, "", 0).fingerprint
+        return self._candidate is not None
+
+    def signature_algorithm_allowed(self, algorithm: bytes) -> bool:
+        return algorithm not in asyncssh_ext.REFUSED_SIGNATURE_ALGORITHMS
+
+    def first_factor_verified(self, username: str, key_data: bytes) -> bool:
+        if self._candidate is None or self._candidate.blob != key_data:
+            # Cannot happen with asyncssh's handler order; refuse rather than guess.
+            self._candidate = self._door.login.key_for(username, key_data)
+        self._key = self._candidate
+        return True
+
+    # ------------------------------------------------------------------ second factor
+    def kbdint_auth_supported(self) -> bool:
+        return not self._closed_for_auth and self._key is not None
+
+    async def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> KbdIntChallenge:
+        lock = await self._door.login.lock_state(username)
+        if lock.locked:
+            self._closed_for_auth = True
+            self._record_failure(lock.message(), mfa=Verdict.LOCKED)
+            return "", lock.message(), "", []
+        return "", "", "", [(PROMPT, False)]
+
+    async def validate_kbdint_response(
+        self, username: str, responses: Sequence[str]
+    ) -> KbdIntChallenge | bool:
+        if self._closed_for_auth or self._key is None:
+            return False
+        if len(responses) != 1:
+            return "", "answer with one verification code", "", [(PROMPT, False)]
+        self._code_attempts += 1
+        result = await self._door.login.check_code(username, responses[0])
+        if result.accepted:
+            return await self._logged_in(username, result.method)
+        self._record_failure(result.message or result.verdict, mfa=result.verdict)
+        left = self._door.config.limits.code_attempts_per_connection - self._code_attempts
+        final = (Verdict.LOCKED, Verdict.NOT_ENROLLED, Verdict.UNAVAILABLE)
+        if result.verdict in final or left <= 0 or "try again in" in result.message:
+            self._closed_for_auth = True
+            # No prompt: the client shows the message, answers nothing, and is refused.
+            return "", result.message, "", []
+        return "", f"{result.message}; {left} attempt(s) left", "", [(PROMPT, False)]
+
+    async def _logged_in(self, username: str, method: str) -> bool:
+        if self._key is None:  # asyncssh offers the code only after the key
+            return False
+        fields = self._fields()
+        if method == "scratch_code":
+            fields["scratch_codes_left"] = await self._door.login.scratch_codes_left(username)
+        # Audit before action: no event on disk, no login.
+        if not await self._door.audit(
+            "login.succeeded", actor=username, outcome="allowed", mfa=method, **fields
+        ):
+            self._closed_for_auth = True
+            self._failure_recorded = True
+            return False
+        user = self._door.login.user(username)
+        self._identity = Identity(
+            user=username,
+            groups=tuple(user.groups) if user else (),
+            key_fingerprint=self._key.fingerprint,
+            method=method,
+            connection=self.id,
+            peer=self.peer,
+        )
+        return True
+
+    def auth_completed(self) -> None:
+        self._door.throttle.authenticated(self.id)
+        timeout = self._door.config.limits.session_open_timeout.total_seconds()
+        self._session_timer = asyncio.get_running_loop().call_later(timeout, self._no_session)
+
+    def _no_session(self) -> None:
+        if self._session is None:
+            self.shut_down("no session was opened")
+
+    # ------------------------------------------------------------------ channels
+    def session_requested(self) -> asyncssh.SSHServerSession[bytes] | bool:
+        if self._identity is None:
+            return False
+        if self._session is not None:
+            self.refuse("session", "a second session on one connection")
+            return False
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+        self._session = _ConsoleSession(self._door, self, self._identity)
+        return self._session
+
+    def refuse(self, what: str, detail: str = "") -> None:
+        self._door.audit_soon(
+            "channel.refused",
+            actor=self._username[:_MAX_NAME] or "-",
+            outcome="refused",
+            request=what,
+            detail=detail,
+            **self._fields(),
+        )
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
+        self.refuse("direct-tcpip", f"{dest_host[:255]}:{dest_port}")
+        return False
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        self.refuse("tcpip-forward", f"{listen_host[:255]}:{listen_port}")
+        return False
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        self.refuse("direct-streamlocal", dest_path[:255])
+        return False
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        self.refuse("streamlocal-forward", listen_path[:255])
+        return False
+
+    def tun_requested(self, unit: int | None) -> bool:
+        self.refuse("tun", str(unit))
+        return False
+
+    def tap_requested(self, unit: int | None) -> bool:
+        self.refuse("tap", str(unit))
+        return False
+
+
+class _ConsoleSession(asyncssh.SSHServerSession[bytes]):
+    """The one session of a connection: a PTY running the console in its own process."""
+
+    def __init__(self, door: FrontDoor, connection: _Connection, identity: Identity) -> None:
+        self._door = door
+        self._connection = connection
+        self._identity = identity
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self._term = ""
+        self._size = TerminalSize(80, 24)
+        self._pty = False
+        self._exec: str | None = None
+        self._console: Console | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+
+    def channel_request_refused(self, request: str, detail: str) -> None:
+        self._connection.refuse(request, detail)
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any
+    ) -> bool:
+        self._pty = True
+        self._term = term_type if _TERM.fullmatch(term_type) else "xterm-256color"
+        self._size = TerminalSize(*term_size)
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self._exec = command
+        self._connection.refuse("exec", command[:200])
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        self._connection.refuse("subsystem", subsystem[:64])
+        return False
+
+    def session_started(self) -> None:
+        chan = self._chan
+        if chan is None:
+            return
+        if self._exec is not None or not self._pty:
+            if self._exec is None:
+                self._connection.refuse("shell without a terminal")
+            message = EXEC_REFUSAL if self._exec is not None else NEEDS_TERMINAL
+            chan.write_stderr(f"{message}\n".encode())
+            chan.exit(1)
+            return
+        self._door.track(self._run_console())
+
+    async def _run_console(self) -> None:
+        chan = self._chan
+        if chan is None:
+            return
+        identity = self._identity
+        if not await self._door.audit(
+            "console.started",
+            actor=identity.user,
+            outcome="started",
+            connection=identity.connection,
+            term=self._term,
+        ):
+            chan.write_stderr(b"the audit log cannot be written; no session can start\r\n")
+            chan.exit(1)
+            return
+        console = Console(
+            self._door.console_command(identity),
+            env={
+                "TERM": self._term,
+                "LANG": "C.UTF-8",
+                "PATH": "/usr/bin:/bin",
+                "COLORTERM": "truecolor",
+            },
+            size=self._size,
+            write=chan.write,
+            pause_input=self._pause_input,
+        )
+        self._console = console
+        code = 1
+        try:
+            await console.start()
+            code = await console.wait()
+        except OSError:
+            log.exception("console of %s could not start", identity.user)
+            chan.write_stderr(b"the console could not start; tell an administrator\r\n")
+        finally:
+            console.close()
+        self._door.audit_soon(
+            "console.ended",
+            actor=identity.user,
+            outcome="ended",
+            connection=identity.connection,
+            exit_status=code,
+        )
+        with contextlib.suppress(OSError, asyncssh.Error):  # the client may be gone already
+            chan.exit(code)
+
+    def _pause_input(self, paused: bool) -> None:
+        if self._chan is None:
+            return
+        if paused:
+            self._chan.pause_reading()
+        else:
+            self._chan.resume_reading()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._console is not None:
+            self._console.feed(data)
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self._size = TerminalSize(width, height, pixwidth, pixheight)
+        if self._console is not None:
+            self._console.resize(self._size)
+
+    def pause_writing(self) -> None:
+        if self._console is not None:
+            self._console.pause_output(True)
+
+    def resume_writing(self) -> None:
+        if self._console is not None:
+            self._console.pause_output(False)
+
+    def eof_received(self) -> bool:
+        self.end_console()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.end_console()
+
+    def end_console(self) -> None:
+        # No awaits: on an abrupt disconnect asyncssh may destroy the caller's task. Closing
+        # the console ends its process; _run_console then records the end.
+        if self._console is not None:
+            self._console.close()

@@ -1,0 +1,163 @@
+"""One worker process: the front door on a shared port, until SIGTERM.
+
+The supervisor (``bastion serve``) starts one worker per core; each binds the same port
+with ``SO_REUSEPORT`` and the kernel spreads new connections across them. Everything the
+workers share lives in files made for several writers: the audit log (flock), the replay
+guard and lockouts (SQLite, durable), the throttle (SQLite, in-memory durability).
+
+    python -m bastion.ssh.worker --config PATH --port N [--ready-fd FD] [--lifeline-fd FD]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import resource
+import signal
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from bastion.audit.log import AuditLog, load_or_create_hmac_key
+from bastion.config import Config, load_config
+from bastion.config.users import UserDirectory
+from bastion.errors import BastionError
+from bastion.ssh.console import python_argv
+from bastion.ssh.front_door import FrontDoor, Identity
+from bastion.ssh.host_key import load_or_create_host_key
+from bastion.ssh.login import LoginService
+from bastion.ssh.throttle import SourceThrottle
+
+__all__ = ["Worker", "main", "placeholder_console"]
+
+log = logging.getLogger("bastion.worker")
+
+
+def placeholder_console(identity: Identity) -> list[str]:
+    return python_argv(
+        "bastion.ssh.placeholder",
+        identity.user,
+        identity.key_fingerprint,
+        identity.method,
+        *identity.groups,
+    )
+
+
+class Worker:
+    """Everything one worker runs, opened and closed together (also used by tests)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        state = config.paths.state_dir
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.audit = AuditLog(
+            config.paths.audit_log, hmac_key=load_or_create_hmac_key(state / "audit-hmac.key")
+        )
+        limits = config.limits
+        self.throttle = SourceThrottle(
+            state / "throttle.db",
+            per_source=limits.connections_per_source,
+            window=limits.connection_window.total_seconds(),
+            max_authenticating=limits.max_unauthenticated,
+            login_timeout=limits.login_timeout.total_seconds(),
+        )
+        self.login: LoginService | None = None
+        self.door: FrontDoor | None = None
+        self.port = 0
+
+    async def start(self, port: int | None = None, *, reuse_port: bool = False) -> int:
+        config = self.config
+        self.audit.open()
+        self.login = LoginService(config, UserDirectory(config), self.audit)
+        self.door = FrontDoor(
+            config,
+            host_key=load_or_create_host_key(config.listener.host_key),
+            login=self.login,
+            throttle=self.throttle,
+            audit=self.audit,
+            console_command=placeholder_console,
+        )
+        listen_port = config.listener.port if port is None else port
+        self.port = await self.door.listen(
+            config.listener.address, listen_port, reuse_port=reuse_port
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        if self.door is not None:
+            await self.door.close()
+        await self.audit.aclose()
+        if self.login is not None:
+            self.login.close()
+        self.throttle.close()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+def _watch_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
+    def readable() -> None:
+        if not os.read(fd, 64):
+            log.error("the supervisor has gone; this worker stops")
+            loop.remove_reader(fd)
+            stop.set()
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+
+
+async def _serve(config: Config, port: int, ready_fd: int | None, lifeline_fd: int | None) -> None:
+    worker = Worker(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if lifeline_fd is not None:
+        _watch_lifeline(loop, lifeline_fd, stop)
+    try:
+        await worker.start(port, reuse_port=True)
+        if ready_fd is not None:
+            os.write(ready_fd, f"ready {os.getpid()}\n".encode())
+            os.close(ready_fd)
+        log.info("worker %d listening on %s:%d", os.getpid(), config.listener.address, port)
+        await stop.wait()
+    finally:
+        await worker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bastion.ssh.worker")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("--lifeline-fd", type=int)
+    args = parser.parse_args(argv)
+    # The supervisor blocks these to wait for them synchronously; exec keeps the mask.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+    # A thousand connections need more descriptors than the usual soft limit of 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    logging.basicConfig(
+        level=logging.INFO, format=f"bastion worker {os.getpid()}: %(levelname)s %(message)s"
+    )
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    try:
+        config = load_config(args.config)
+        asyncio.run(_serve(config, args.port, args.ready_fd, args.lifeline_fd))
+    except BastionError as exc:
+        sys.stderr.write(f"bastion worker: {exc}\n")
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The console runs in its own process, as a session leader on its own pty: input, output,
+resizes and exit status cross the bridge, and a dropped connection ends the process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from bastion.config import load_config
+from bastion.ssh.front_door import Identity
+from bastion.ssh.worker import Worker
+from front_door.harness import BastionEnv, make_env
+from front_door.test_login_asyncssh import login
+
+# A console that reports its process facts, echoes lines, reports resizes, exits on "q".
+PROBE = r"""
+import os, signal, sys, termios
+fd = sys.stdin.fileno()
+def size(*_):
+    s = os.get_terminal_size(fd)
+    sys.stdout.write(f"size {s.columns}x{s.lines}\r\n"); sys.stdout.flush()
+signal.signal(signal.SIGWINCH, size)
+sys.stdout.write(f"pid {os.getpid()} sid {os.getsid(0)} tty {os.isatty(fd)} "
+                 f"ctty {os.tcgetpgrp(fd) == os.getpgrp()} term {os.environ['TERM']}\r\n")
+size()
+for line in sys.stdin:
+    line = line.strip()
+    if line == "q":
+        sys.exit(7)
+    sys.stdout.write(f"got {line}\r\n"); sys.stdout.flush()
+"""
+
+
+def probe_console(identity: Identity) -> list[str]:
+    # The probe claims the pty as its controlling terminal, as the real console does.
+    claim = "import fcntl, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    return [sys.executable, "-c", claim + PROBE]
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[BastionEnv, int]]:
+    env = make_env(tmp_path, operators=3)
+    worker = Worker(load_config(env.config_path))
+    port = await worker.start()
+    assert worker.door is not None
+    worker.door.console_command = probe_console
+    try:
+        yield env, port
+    finally:
+        await worker.stop()
+
+
+async def read_until(process: asyncssh.SSHClientProcess[str], text: str) -> str:
+    seen = ""
+    async with asyncio.timeout(10):
+        while text not in seen:
+            chunk = await process.stdout.read(1024)
+            if not chunk:
+                break
+            seen += chunk
+    assert text in seen, seen
+    return seen
+
+
+async def test_console_process_pty_resize_input_and_exit_status(
+    served: tuple[BastionEnv, int],
+) -> None:
+    env, port = served
+    op = env.fresh()
+    conn, _ = await login(port, op.name, op.key, [op.code()])
+    assert conn is not None
+    async with conn:
+        process = await conn.create_process(term_type="screen-256color", term_size=(120, 40))
+        banner = await read_until(process, "size 120x40")
+        fields = banner.split()
+        pid, sid = int(fields[1]), int(fields[3])
+        assert pid == sid != os.getsid(0)  # its own session, not the server's
+        assert "tty True ctty True term screen-256color" in banner
+        process.change_terminal_size(90, 20)
+        await read_until(process, "size 90x20")
+        process.stdin.write("hello\n")
+        await read_until(process, "got hello")
+        process.stdin.write("q\n")
+        result = await process.wait(check=False)
+        assert result.exit_status == 7
+    ended = await env.event("console.ended", actor=op.name)
+    assert ended["exit_status"] == 7
+
+
+async def test_a_dropped_connection_ends_the_console(served: tuple[BastionEnv, int]) -> None:
+    env, port = served
+    op = env.fresh()
+    conn, _ = await login(port, op.name, op.key, [op.code()])
+    assert conn is not None
+    process = await conn.create_process(term_type="xterm", term_size=(80, 24))
+    banner = await read_until(process, "size 80x24")
+    pid = int(banner.split()[1])
+    conn.abort()
+    await env.event("console.ended", actor=op.name)
+    async with asyncio.timeout(10):
+        while _running(pid):  # noqa: ASYNC110 - a process ending has no event to wait on
+            await asyncio.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "zombie" not in status
+
+
+async def test_a_shell_without_a_terminal_is_refused(served: tuple[BastionEnv, int]) -> None:
+    env, port = served
+    op = env.fresh()
+    conn, _ = await login(port, op.name, op.key, [op.code()])
+    assert conn is not None
+    async with conn:
+        result = await conn.run(check=False)  # no pty requested
+    assert result.exit_status == 1
+    assert "connect with a terminal" in str(result.stderr)
+    await env.event("channel.refused", user=op.name, request="shell without a terminal")
