@@ -126,3 +126,43 @@ async def test_a_shell_without_a_terminal_is_refused(served: tuple[BastionEnv, i
     assert result.exit_status == 1
     assert "connect with a terminal" in str(result.stderr)
     await env.event("channel.refused", user=op.name, request="shell without a terminal")
+
+
+async def test_unix_sockets_tunnels_signals_and_breaks_are_refused(
+    served: tuple[BastionEnv, int],
+) -> None:
+    env, port = served
+    op = env.fresh()
+    conn, _ = await login(port, op.name, op.key, [op.code()])
+    assert conn is not None
+    async with conn:
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.open_unix_connection("/run/containerd/containerd.sock")
+        with pytest.raises(asyncssh.ChannelListenError):
+            await conn.start_unix_server(asyncssh.SSHUNIXSession, "/tmp/bastion-listen.sock")
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.open_tun(0)
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.open_tap(0)
+        process = await conn.create_process(term_type="xterm", term_size=(80, 24))
+        await read_until(process, "size 80x24")
+        process.send_signal("INT")
+        process.send_break(100)
+        process.stdin.write("still here\n")
+        await read_until(process, "got still here")  # neither reached the console
+        process.stdin.write("q\n")
+        await process.wait(check=False)
+    wanted = {
+        ("direct-streamlocal", "/run/containerd/containerd.sock"),
+        ("streamlocal-forward", "/tmp/bastion-listen.sock"),
+        ("tun", "0"),
+        ("tap", "0"),
+        ("signal", "SIGINT"),
+        ("break", ""),
+    }
+    async with asyncio.timeout(10):
+        while True:
+            seen = {(e["request"], e["detail"]) for e in env.audit_events("channel.refused")}
+            if wanted <= seen:
+                break
+            await asyncio.sleep(0.02)
