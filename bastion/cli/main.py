@@ -85,8 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     u.set_defaults(run=lambda a: user.list_users(a.config))
 
     p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
-    p.add_argument("--state-dir", type=Path, help="where to keep the demo's files")
-    p.set_defaults(run=lambda a: _demo_module().run(a.state_dir))
+    p.add_argument(
+        "--state-dir", type=Path, help="where to keep the demo's files (default: .state/demo)"
+    )
+    p.add_argument("--port", type=int, default=2222, help="SSH port on 127.0.0.1; 0: any free port")
+    p.set_defaults(run=lambda a: _demo_module().run(a.state_dir, a.port))
 
     p = commands.add_parser("devstack", help="the local stand-ins: kubesim and OpenBao")
     stack_commands = p.add_subparsers(dest="devstack_command", required=True, metavar="ACTION")
