@@ -39,16 +39,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 import asyncssh
 import hvac
-import segno
 import yaml
 from hvac.exceptions import VaultError
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from bastion.cli.user import draw_qr
 from bastion.config import Config, load_config, summary
 from bastion.devstack.background import kube_client
 from bastion.devstack.openbao import OpenBaoError
@@ -573,7 +573,7 @@ def _show_login(files: DemoFiles, bastion: _Bastion, secret: str) -> None:
         "code with an authenticator app,"
     )
     print()
-    _draw_qr(otpauth_uri(DEMO_USER, secret, ISSUER), out)
+    draw_qr(otpauth_uri(DEMO_USER, secret, ISSUER), out)
     print()
     print(f"  otpauth URI: {otpauth_uri(DEMO_USER, secret, ISSUER)}")
     print(f"  or compute the current code: oathtool --totp -b {secret}")
@@ -589,17 +589,6 @@ def _show_login(files: DemoFiles, bastion: _Bastion, secret: str) -> None:
     print(f"audit log  {files.audit_log}  (check it: bastion audit verify {files.audit_log})")
     print(f"details    {files.info}")
     print("Ctrl-C to stop.", flush=True)
-
-
-def _draw_qr(uri: str, out: TextIO) -> None:
-    qr = segno.make_qr(uri, error="m")
-    encoding = getattr(out, "encoding", None) or "utf-8"
-    try:
-        "█▀▄".encode(encoding)
-        compact = True
-    except (UnicodeEncodeError, LookupError):
-        compact = False  # ANSI colours instead of Unicode half blocks
-    qr.terminal(out=out, compact=compact)
 
 
 def _write_info(

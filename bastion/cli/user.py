@@ -374,7 +374,7 @@ def _write_secret(path: Path, secret: str, before_publish: Callable[[], None]) -
         os.close(dir_fd)
 
 
-def _draw_qr(uri: str, out: TextIO) -> None:
+def draw_qr(uri: str, out: TextIO) -> None:
     qr = segno.make_qr(uri, error="m")
     encoding = getattr(out, "encoding", None) or "utf-8"
     try:
@@ -437,7 +437,7 @@ def enroll(config_path: Path, name: str, issuer: str, *, out: TextIO | None = No
         file=out,
     )
     print(file=out)
-    _draw_qr(uri, out)
+    draw_qr(uri, out)
     print(file=out)
     print(f"otpauth URI: {uri}", file=out)
     print(f"Secret for manual entry (base32, SHA1, 6 digits, 30 s): {secret}", file=out)

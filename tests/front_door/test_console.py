@@ -16,7 +16,7 @@ from bastion.config import load_config
 from bastion.ssh.front_door import Identity
 from bastion.ssh.worker import Worker
 from front_door.harness import BastionEnv, make_env
-from front_door.test_login_asyncssh import login
+from front_door.test_login_asyncssh import fresh_login
 
 # A console that reports its process facts, echoes lines, reports resizes, exits on "q".
 PROBE = r"""
@@ -72,9 +72,7 @@ async def test_console_process_pty_resize_input_and_exit_status(
     served: tuple[BastionEnv, int],
 ) -> None:
     env, port = served
-    op = env.fresh()
-    conn, _ = await login(port, op.name, op.key, [op.code()])
-    assert conn is not None
+    op, conn = await fresh_login(env, port)
     async with conn:
         process = await conn.create_process(term_type="screen-256color", term_size=(120, 40))
         banner = await read_until(process, "size 120x40")
@@ -95,9 +93,7 @@ async def test_console_process_pty_resize_input_and_exit_status(
 
 async def test_a_dropped_connection_ends_the_console(served: tuple[BastionEnv, int]) -> None:
     env, port = served
-    op = env.fresh()
-    conn, _ = await login(port, op.name, op.key, [op.code()])
-    assert conn is not None
+    op, conn = await fresh_login(env, port)
     process = await conn.create_process(term_type="xterm", term_size=(80, 24))
     banner = await read_until(process, "size 80x24")
     pid = int(banner.split()[1])
@@ -118,9 +114,7 @@ def _running(pid: int) -> bool:
 
 async def test_a_shell_without_a_terminal_is_refused(served: tuple[BastionEnv, int]) -> None:
     env, port = served
-    op = env.fresh()
-    conn, _ = await login(port, op.name, op.key, [op.code()])
-    assert conn is not None
+    op, conn = await fresh_login(env, port)
     async with conn:
         result = await conn.run(check=False)  # no pty requested
     assert result.exit_status == 1
@@ -132,9 +126,7 @@ async def test_unix_sockets_tunnels_signals_and_breaks_are_refused(
     served: tuple[BastionEnv, int],
 ) -> None:
     env, port = served
-    op = env.fresh()
-    conn, _ = await login(port, op.name, op.key, [op.code()])
-    assert conn is not None
+    _, conn = await fresh_login(env, port)
     async with conn:
         with pytest.raises(asyncssh.ChannelOpenError):
             await conn.open_unix_connection("/run/containerd/containerd.sock")

@@ -79,6 +79,14 @@ async def login(
     return conn, client
 
 
+async def fresh_login(env: BastionEnv, port: int) -> tuple[Operator, asyncssh.SSHClientConnection]:
+    """A fresh operator, logged in with key and code."""
+    op = env.fresh()
+    conn, client = await login(port, op.name, op.key, [op.code()])
+    assert conn is not None, client.shown
+    return op, conn
+
+
 async def shell_output(conn: asyncssh.SSHClientConnection) -> tuple[str, int | None]:
     result = await conn.run(term_type="xterm", term_size=(100, 30), timeout=20)
     out = result.stdout if isinstance(result.stdout, str) else ""
