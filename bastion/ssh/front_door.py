@@ -335,7 +335,7 @@ class _Connection(asyncssh.SSHServer):
         self._record_failure(result.message or result.verdict, mfa=result.verdict)
         left = self._door.config.limits.code_attempts_per_connection - self._code_attempts
         final = (Verdict.LOCKED, Verdict.NOT_ENROLLED, Verdict.UNAVAILABLE)
-        if result.verdict in final or left <= 0 or "try again in" in result.message:
+        if result.verdict in final or left <= 0 or result.locked_now:
             self._closed_for_auth = True
             # No prompt: the client shows the message, answers nothing, and is refused.
             return "", result.message, "", []

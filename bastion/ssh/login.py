@@ -65,6 +65,7 @@ class CodeCheck:
     verdict: Verdict
     message: str = ""  # shown to the operator (never says which factor was wrong)
     method: str = "totp"
+    locked_now: bool = False  # this failure locked the account
 
     @property
     def accepted(self) -> bool:
@@ -172,7 +173,7 @@ class LoginService:
         await self._in_db(self._guard.record_failure, name, self._clock())
         locked = await self.lock_state(name)
         message = locked.message() if locked.locked else "the code was not accepted"
-        return CodeCheck(verdict, message, method)
+        return CodeCheck(verdict, message, method, locked_now=locked.locked)
 
     async def scratch_codes_left(self, name: str) -> int:
         return await self._in_db(self._guard.scratch_codes_left, name)
