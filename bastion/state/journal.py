@@ -1,0 +1,559 @@
+"""The state journal: every session and everything it creates, in SQLite, safe across processes.
+
+The rule (DESIGN.md): a resource (a Vault lease, a temp directory, an ephemeral container, a
+pod) is written here *before* it is created (:meth:`Journal.plan`), marked when it exists
+(:meth:`Journal.created`) and marked again once it is gone (:meth:`Journal.removed`). So
+whatever a process had made when it died can be found and removed by the reaper of another
+(or the next) process: see :mod:`bastion.session.reaper`.
+
+Sessions are owned by one worker process, identified by an :class:`Owner`: its pid, its start
+time in clock ticks since boot (``/proc/PID/stat`` field 22) and the boot id. The pid alone
+is not enough, since pids are reused; a pid with the same start time on the same boot is the
+same process. A session whose owner is no longer alive is an orphan (:meth:`Journal.orphaned`).
+
+Every public method is one atomic step: a single SQL statement in autocommit mode, or a
+``BEGIN IMMEDIATE`` transaction when a read must decide a write. Rules are enforced by the
+database statement itself (``UPDATE ... WHERE state != 'closed'``), never by a separate read
+followed by a write, so racing processes cannot both win. ``synchronous=FULL`` in WAL mode
+makes each step durable before the method returns: a plan is on disk before the thing it
+plans is created.
+
+Threads: a ``Journal`` holds one ``sqlite3`` connection, which may only be used from the
+thread that opened it (Python's ``check_same_thread``; a misuse raises
+``sqlite3.ProgrammingError``). Each worker process opens its own ``Journal`` on one dedicated
+database thread and makes every call from that thread, so the event loop never waits on an
+``fsync``. Several processes (and several ``Journal`` objects) may use one file at once.
+
+The server opens this database at ``<state_dir>/journal.db``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PENDING",
+    "Claim",
+    "Journal",
+    "Owner",
+    "ResourceRecord",
+    "SessionRecord",
+]
+
+CLOSED = "closed"
+OPENED = "authenticated"  # the state a session is opened in (bastion.session.lifecycle)
+PLANNED, CREATED, REMOVED, FAILED = "planned", "created", "removed", "failed"
+PENDING = (PLANNED, CREATED, FAILED)  # everything that may still exist
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    source TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    owner_started INTEGER NOT NULL,
+    owner_boot TEXT NOT NULL,
+    state TEXT NOT NULL,
+    target TEXT,
+    opened_at REAL NOT NULL,
+    idle_deadline REAL,
+    hard_deadline REAL,
+    closed_at REAL,
+    kill_requested INTEGER NOT NULL DEFAULT 0 CHECK (kill_requested IN (0, 1)),
+    claimed_by TEXT,
+    claimed_at REAL
+);
+CREATE TABLE IF NOT EXISTS resources (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL REFERENCES sessions (id),
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('planned', 'created', 'removed', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS resources_pending ON resources (session)
+    WHERE status != 'removed';
+CREATE INDEX IF NOT EXISTS sessions_live ON sessions (state) WHERE state != 'closed';
+"""
+
+# Rows are read with SELECT *: the column order is the one in _SCHEMA, which _session and
+# _resource unpack.
+
+
+# ---------------------------------------------------------------------------- processes
+@functools.cache
+def current_boot() -> str:
+    """This boot's id: start times count from boot, so an owner is only known on its boot."""
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat`` (clock ticks since boot); None when no such process
+    is running (gone, or exited and not yet waited for).
+
+    PermissionError when the process exists but ``/proc`` hides it from us (``hidepid``):
+    then nobody can tell whether it is the owner, and callers must not assume it is dead.
+    """
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 2 (the command name, in parentheses) may itself hold spaces and ")".
+    rest = raw[raw.rfind(b")") + 2 :].split()
+    if len(rest) < 20:  # the process went away while we read
+        return None
+    state, started = rest[0], rest[19]  # fields 3 and 22
+    if state in (b"Z", b"X", b"x"):  # exited, waiting to be reaped: not alive
+        return None
+    return int(started)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A process, identified even across pid reuse: pid, start time and boot id."""
+
+    pid: int
+    started: int
+    boot: str = field(default_factory=current_boot)
+
+    @classmethod
+    def current(cls) -> Owner:
+        started = process_start_time(os.getpid())
+        if started is None:  # pragma: no cover - only without /proc, which Linux always has
+            raise RuntimeError("cannot read this process's start time from /proc")
+        return cls(os.getpid(), started, current_boot())
+
+    def is_alive(self) -> bool:
+        """True when this very process is still running (not exited, not a reused pid).
+
+        A process we may not look at counts as alive: reaping a live session's resources
+        would be worse than leaving a dead one's for an administrator.
+        """
+        if self.boot != current_boot():
+            return False
+        try:
+            return process_start_time(self.pid) == self.started
+        except PermissionError:
+            return True
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who is reaping a session: a process (:class:`Owner`) and a nonce per reaper.
+
+    A claim is void when its process is gone, and expires after a time-to-live when its
+    process is alive but the claim was not renewed (a reaper stuck somewhere).
+    """
+
+    owner: Owner
+    nonce: str
+
+    @classmethod
+    def new(cls) -> Claim:
+        return cls(Owner.current(), secrets.token_hex(6))
+
+    def __str__(self) -> str:
+        return f"{self.owner.pid}:{self.owner.started}:{self.owner.boot}:{self.nonce}"
+
+    @classmethod
+    def parse(cls, text: str) -> Claim | None:
+        try:
+            pid, started, boot, nonce = text.split(":")
+            return cls(Owner(int(pid), int(started), boot), nonce)
+        except ValueError:
+            return None
+
+
+# ---------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    user: str
+    source: str  # ip:port
+    owner_pid: int
+    owner_started: int
+    owner_boot: str
+    state: str
+    target: dict[str, Any] | None
+    opened_at: float
+    idle_deadline: float | None
+    hard_deadline: float | None
+    closed_at: float | None
+    kill_requested: bool
+    claimed_by: str | None
+    claimed_at: float | None
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.owner_pid, self.owner_started, self.owner_boot)
+
+    @property
+    def closed(self) -> bool:
+        return self.state == CLOSED
+
+
+@dataclass(frozen=True)
+class ResourceRecord:
+    id: int
+    session: str
+    kind: str
+    ref: dict[str, Any]
+    status: str  # planned, created, removed or failed
+    attempts: int  # cleanup attempts that failed
+    error: str | None  # the last failure
+    updated_at: float
+
+
+def _session(row: tuple[Any, ...]) -> SessionRecord:
+    (sid, user, source, pid, started, boot, state, target, opened, idle, hard, closed) = row[:12]
+    kill, claimed_by, claimed_at = row[12:]
+    return SessionRecord(
+        id=sid,
+        user=user,
+        source=source,
+        owner_pid=int(pid),
+        owner_started=int(started),
+        owner_boot=boot,
+        state=state,
+        target=None if target is None else json.loads(target),
+        opened_at=float(opened),
+        idle_deadline=idle,
+        hard_deadline=hard,
+        closed_at=closed,
+        kill_requested=bool(kill),
+        claimed_by=claimed_by,
+        claimed_at=claimed_at,
+    )
+
+
+def _resource(row: tuple[Any, ...]) -> ResourceRecord:
+    rid, session, kind, ref, status, attempts, error, updated_at = row
+    return ResourceRecord(
+        id=int(rid),
+        session=session,
+        kind=kind,
+        ref=json.loads(ref),
+        status=status,
+        attempts=int(attempts),
+        error=error,
+        updated_at=float(updated_at),
+    )
+
+
+def _json(value: Mapping[str, Any], what: str) -> str:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise TypeError(f"{what} must be a mapping with string keys")
+    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------- the journal
+class Journal:
+    """Sessions and their resources; see the module docstring (one thread per object)."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Create the file 0600 ourselves, so it is never readable by others, not even
+        # between SQLite creating it and a chmod; SQLite gives -wal and -shm the same mode.
+        # A symbolic link in its place is refused (ELOOP), not followed.
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        os.close(os.open(path, flags, 0o600))
+        path.chmod(0o600)
+        # Autocommit: every statement is its own transaction; timeout is the busy timeout.
+        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------------ sessions
+    def open_session(
+        self,
+        id: str,
+        *,
+        user: str,
+        source: str,
+        owner: Owner,
+        opened_at: float,
+        idle_deadline: float | None = None,
+        hard_deadline: float | None = None,
+        state: str = OPENED,
+    ) -> None:
+        """Record a new session; ValueError if the id was ever used."""
+        if state == CLOSED:
+            raise ValueError("a session cannot be opened closed")
+        try:
+            self._db.execute(
+                "INSERT INTO sessions (id, user, source, owner_pid, owner_started, owner_boot, "
+                "state, opened_at, idle_deadline, hard_deadline) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    id,
+                    user,
+                    source,
+                    owner.pid,
+                    owner.started,
+                    owner.boot,
+                    state,
+                    opened_at,
+                    idle_deadline,
+                    hard_deadline,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise ValueError(f"session {id} already exists in the journal") from None
+
+    def set_state(
+        self,
+        id: str,
+        state: str,
+        *,
+        target: Mapping[str, Any] | None = None,
+        idle_deadline: float | None = None,
+        hard_deadline: float | None = None,
+    ) -> None:
+        """Move a session to ``state``; None leaves a field as it is, ``target={}`` clears it.
+
+        Nothing leaves ``closed``: ValueError. Closing is :meth:`close_session` (it records
+        when); ``set_state(id, "closed")`` on a session already closed changes nothing.
+        """
+        if state == CLOSED:
+            record = self.session(id)
+            if record is None:
+                raise KeyError(f"no session {id} in the journal")
+            if not record.closed:
+                raise ValueError(f"session {id}: close it with close_session, not set_state")
+            return
+        cursor = self._db.execute(
+            "UPDATE sessions SET state = :state, "
+            "target = CASE WHEN :keep THEN target ELSE :target END, "
+            "idle_deadline = coalesce(:idle, idle_deadline), "
+            "hard_deadline = coalesce(:hard, hard_deadline) "
+            "WHERE id = :id AND state != 'closed'",
+            {
+                "state": state,
+                "keep": target is None,
+                "target": _json(target, "target") if target else None,
+                "idle": idle_deadline,
+                "hard": hard_deadline,
+                "id": id,
+            },
+        )
+        if cursor.rowcount == 1:
+            return
+        if self.session(id) is None:
+            raise KeyError(f"no session {id} in the journal")
+        raise ValueError(f"session {id} is closed: nothing leaves closed (wanted {state})")
+
+    def close_session(self, id: str, closed_at: float) -> None:
+        """Mark the session closed (once: closing again keeps the first time)."""
+        cursor = self._db.execute(
+            "UPDATE sessions SET state = 'closed', closed_at = coalesce(closed_at, ?) WHERE id = ?",
+            (closed_at, id),
+        )
+        if cursor.rowcount != 1:
+            raise KeyError(f"no session {id} in the journal")
+
+    def session(self, id: str) -> SessionRecord | None:
+        row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (id,)).fetchone()
+        return None if row is None else _session(row)
+
+    def live_sessions(self) -> list[SessionRecord]:
+        """Sessions not closed, oldest first (whoever owns them, dead or alive)."""
+        rows = self._db.execute(
+            "SELECT * FROM sessions WHERE state != 'closed' ORDER BY opened_at, id"
+        ).fetchall()
+        return [_session(row) for row in rows]
+
+    # ------------------------------------------------------------------ admin kills
+    def request_kill(self, id: str) -> bool:
+        """Ask the session's owner to end it; True if a live session of that id exists."""
+        cursor = self._db.execute(
+            "UPDATE sessions SET kill_requested = 1 WHERE id = ? AND state != 'closed'", (id,)
+        )
+        return cursor.rowcount == 1
+
+    def kill_requests(self, owner: Owner) -> list[str]:
+        """Ids of ``owner``'s live sessions that an administrator asked to end."""
+        rows = self._db.execute(
+            "SELECT id FROM sessions WHERE kill_requested = 1 AND state != 'closed' "
+            "AND owner_pid = ? AND owner_started = ? AND owner_boot = ? ORDER BY opened_at, id",
+            (owner.pid, owner.started, owner.boot),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    # ------------------------------------------------------------------ resources
+    def plan(self, session: str, kind: str, ref: Mapping[str, Any]) -> int:
+        """Record a resource *before* creating it; returns its id. ValueError when the
+        session is closed or unknown: nothing is created for a session that has ended."""
+        if not kind:
+            raise ValueError("a resource needs a kind")
+        cursor = self._db.execute(
+            "INSERT INTO resources (session, kind, ref, status, attempts, updated_at) "
+            "SELECT ?, ?, ?, 'planned', 0, ? "
+            "WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? AND state != 'closed')",
+            (session, kind, _json(ref, "ref"), self._clock(), session),
+        )
+        if cursor.rowcount != 1 or cursor.lastrowid is None:
+            state = "is closed" if self.session(session) is not None else "does not exist"
+            raise ValueError(f"session {session} {state}: cannot plan a {kind}")
+        return int(cursor.lastrowid)
+
+    def created(self, resource_id: int, ref: Mapping[str, Any] | None = None) -> None:
+        """The planned resource now exists; ``ref`` adds what became known (key by key)."""
+        extra = {} if ref is None else json.loads(_json(ref, "ref"))
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT status, ref FROM resources WHERE id = ?", (resource_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"no resource {resource_id} in the journal")
+            if row[0] != PLANNED:
+                raise ValueError(f"resource {resource_id} is {row[0]}, not planned")
+            merged = {**json.loads(row[1]), **extra}
+            self._db.execute(
+                "UPDATE resources SET status = 'created', ref = ?, updated_at = ? WHERE id = ?",
+                (_json(merged, "ref"), self._clock(), resource_id),
+            )
+
+    def removed(self, resource_id: int) -> None:
+        """The resource is gone (or was never made). Removing again changes nothing."""
+        cursor = self._db.execute(
+            "UPDATE resources SET status = 'removed', updated_at = ? "
+            "WHERE id = ? AND status != 'removed'",
+            (self._clock(), resource_id),
+        )
+        if cursor.rowcount == 0 and self._status(resource_id) is None:
+            raise KeyError(f"no resource {resource_id} in the journal")
+
+    def failed(self, resource_id: int, error: str) -> None:
+        """A cleanup attempt failed: count it; the resource stays pending for the reaper."""
+        cursor = self._db.execute(
+            "UPDATE resources SET status = 'failed', attempts = attempts + 1, error = ?, "
+            "updated_at = ? WHERE id = ? AND status != 'removed'",
+            (error, self._clock(), resource_id),
+        )
+        if cursor.rowcount == 1:
+            return
+        if self._status(resource_id) is None:
+            raise KeyError(f"no resource {resource_id} in the journal")
+        raise ValueError(f"resource {resource_id} was removed already; it cannot fail now")
+
+    def pending(self, session: str) -> list[ResourceRecord]:
+        """The session's resources that may still exist, in creation (plan) order."""
+        rows = self._db.execute(
+            "SELECT * FROM resources WHERE session = ? AND status != 'removed' ORDER BY id",
+            (session,),
+        ).fetchall()
+        return [_resource(row) for row in rows]
+
+    def resources(self, session: str) -> list[ResourceRecord]:
+        """All of the session's resources, removed ones included, in creation order."""
+        rows = self._db.execute(
+            "SELECT * FROM resources WHERE session = ? ORDER BY id",
+            (session,),
+        ).fetchall()
+        return [_resource(row) for row in rows]
+
+    def _status(self, resource_id: int) -> str | None:
+        row = self._db.execute(
+            "SELECT status FROM resources WHERE id = ?", (resource_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    # ------------------------------------------------------------------ orphans
+    def orphaned(self) -> list[tuple[SessionRecord, list[ResourceRecord]]]:
+        """Sessions whose owner is gone and which are not finished: not closed, or closed
+        with resources still pending. One consistent snapshot of the file."""
+        with self._transaction("BEGIN"):
+            rows = self._db.execute(
+                "SELECT * FROM sessions WHERE state != 'closed' "
+                "OR id IN (SELECT session FROM resources "
+                "WHERE status != 'removed') ORDER BY opened_at, id"
+            ).fetchall()
+            candidates = [_session(row) for row in rows]
+            dead = [s for s in candidates if not s.owner.is_alive()]
+            return [(s, self.pending(s.id)) for s in dead]
+
+    def claim(self, session: str, claim: Claim, *, now: float, ttl: float) -> bool:
+        """Take (or renew) the right to reap ``session``; False when another live reaper
+        holds a claim younger than ``ttl`` or the session needs no reaping any more.
+
+        Only the holder of the claim cleans the session's resources, one at a time, newest
+        first; a reaper renews its claim before each resource.
+        """
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT * FROM sessions WHERE id = :id AND "
+                "(state != 'closed' OR EXISTS (SELECT 1 FROM resources "
+                "WHERE session = :id AND status != 'removed'))",
+                {"id": session},
+            ).fetchone()
+            if row is None:
+                return False
+            record = _session(row)
+            if record.owner.is_alive():  # never reap what a live process may still use
+                return False
+            holder = record.claimed_by
+            if holder is not None and holder != str(claim):
+                other = Claim.parse(holder)
+                fresh = record.claimed_at is not None and record.claimed_at > now - ttl
+                if fresh and (other is None or other.owner.is_alive()):
+                    return False
+            self._db.execute(
+                "UPDATE sessions SET claimed_by = ?, claimed_at = ? WHERE id = ?",
+                (str(claim), now, session),
+            )
+            return True
+
+    def release(self, session: str, claim: Claim) -> None:
+        """Give up the claim on ``session`` (a no-op unless ``claim`` holds it)."""
+        self._db.execute(
+            "UPDATE sessions SET claimed_by = NULL, claimed_at = NULL "
+            "WHERE id = ? AND claimed_by = ?",
+            (session, str(claim)),
+        )
+
+    def finish_reaped(self, session: str, claim: Claim, closed_at: float) -> bool:
+        """Close a reaped session and drop the claim, if ``claim`` holds it and nothing is
+        pending; True when this call did so."""
+        cursor = self._db.execute(
+            "UPDATE sessions SET state = 'closed', closed_at = coalesce(closed_at, ?), "
+            "claimed_by = NULL, claimed_at = NULL "
+            "WHERE id = ? AND claimed_by = ? AND NOT EXISTS (SELECT 1 FROM resources "
+            "WHERE session = ? AND status != 'removed')",
+            (closed_at, session, str(claim), session),
+        )
+        return cursor.rowcount == 1
+
+    @contextlib.contextmanager
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front, so what is read decides what is written;
+        # a plain BEGIN is a read snapshot (WAL) for several SELECTs that must agree.
+        self._db.execute(begin)
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
