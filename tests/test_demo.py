@@ -143,7 +143,7 @@ async def asyncssh_login(info: dict[str, Any], code: str) -> tuple[list[str], st
         preferred_auth="publickey,keyboard-interactive",
         client_factory=lambda: client,
     ) as conn:
-        result = await conn.run(term_type="xterm", term_size=(100, 30), timeout=20)
+        result = await conn.run(term_type="xterm", term_size=(100, 30), input="\n", timeout=20)
     out = result.stdout if isinstance(result.stdout, str) else ""
     return client.prompts, out, result.exit_status
 
@@ -159,6 +159,13 @@ def audit_events(path: Path, event: str, count: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
+def end_placeholder_session(child: pexpect.spawn) -> None:
+    child.expect("Welcome, demo.")
+    child.expect("Press Enter")
+    child.sendline("")
+    child.expect(pexpect.EOF)
+
+
 def test_demo_logs_in_with_asyncssh_and_openssh_then_stops_clean(demo: Demo) -> None:
     info = demo.wait_ready()
     stack = json.loads((demo.state / "stack" / "devstack.json").read_text())
@@ -210,8 +217,7 @@ def test_demo_logs_in_with_asyncssh_and_openssh_then_stops_clean(demo: Demo) -> 
     assert seen == 0, child.before
     # The first login used this time step; the server accepts the next one too (±1 step).
     child.sendline(totp.at(time.time() + 30))
-    child.expect("Welcome, demo.")
-    child.expect(pexpect.EOF)
+    end_placeholder_session(child)
     child.close()
     assert child.exitstatus == 0
 

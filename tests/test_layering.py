@@ -17,7 +17,9 @@ IO_MODULES = {
 }  # fmt: skip
 PURE = ["bastion.policy", "bastion.labels", "bastion.audit.chain", "bastion.redact",
         "bastion.sshkeys", "bastion.durations", "bastion.globs", "bastion.images",
-        "bastion.kube_permissions", "bastion.totp", "bastion.enrolment"]  # fmt: skip
+        "bastion.kube_permissions", "bastion.totp", "bastion.enrolment",
+        "bastion.console_protocol", "bastion.session.lifecycle",
+        "bastion.session.deadlines"]  # fmt: skip
 
 
 def loaded_after_import(module: str) -> set[str]:
@@ -65,3 +67,12 @@ def test_import_linter_contracts_cover_the_pure_modules() -> None:
     pure = next(c for c in contracts if c["name"] == "Pure modules import no I/O library")
     assert set(PURE) <= set(pure["source_modules"])
     assert set(pure["forbidden_modules"]) >= IO_MODULES
+
+
+def test_the_console_protocol_is_a_leaf() -> None:
+    # Both the console and the broker import it; importing it must not pull in the broker.
+    loaded = loaded_after_import("bastion.console_protocol")
+    assert {m for m in loaded if m.startswith("bastion")} == {
+        "bastion",
+        "bastion.console_protocol",
+    }

@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from bastion import __version__
-from bastion.cli import audit, check_config, user
+from bastion.cli import audit, check_config, sessions, user
 from bastion.errors import BastionError
 
 __all__ = ["main"]
@@ -84,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(u)
     u.set_defaults(run=lambda a: user.list_users(a.config))
 
+    _add_sessions(commands)
+
     p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
     p.add_argument(
         "--state-dir", type=Path, help="where to keep the demo's files (default: .state/demo)"
@@ -98,6 +101,18 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--fixture", type=Path, help="kubesim fixture (default: the demo cluster)")
     up.set_defaults(run=lambda a: _demo_module().devstack_up(a.state_dir, a.fixture))
     return parser
+
+
+def _add_sessions(commands: Any) -> None:
+    p = commands.add_parser("sessions", help="live sessions: list them, end one")
+    session_commands = p.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
+    s = session_commands.add_parser("list", help="live sessions, their state and deadlines")
+    _config_option(s)
+    s.set_defaults(run=lambda a: sessions.list_sessions(a.config))
+    s = session_commands.add_parser("kill", help="end a session and wipe what it created")
+    s.add_argument("session_id", metavar="ID")
+    _config_option(s)
+    s.set_defaults(run=lambda a: sessions.kill(a.config, a.session_id))
 
 
 def _serve(config: Path, workers: int | None) -> int:

@@ -60,7 +60,7 @@ _KEY_POLICY = (
 
 # ---------------------------------------------------------------------------- helpers
 @dataclass(frozen=True)
-class _Service:
+class ServiceIdentity:
     """The service user, and whether this process must take its identity for state files."""
 
     name: str
@@ -69,7 +69,7 @@ class _Service:
     switch: bool
 
 
-def _service(config: Config) -> _Service:
+def service_identity(config: Config) -> ServiceIdentity:
     owner = service_owner(config)
     if owner is None:
         raise ConfigError(
@@ -83,9 +83,9 @@ def _service(config: Config) -> _Service:
         gid = os.getegid()
     euid = os.geteuid()
     if euid == uid:
-        return _Service(name, uid, gid, switch=False)
+        return ServiceIdentity(name, uid, gid, switch=False)
     if euid == 0:
-        return _Service(name, uid, gid, switch=True)
+        return ServiceIdentity(name, uid, gid, switch=True)
     raise BastionError(
         f"the bastion's state and audit log belong to the service user {name}, and you are "
         f"{_user_name(euid)}",
@@ -94,7 +94,7 @@ def _service(config: Config) -> _Service:
 
 
 @contextlib.contextmanager
-def _as_service_user(service: _Service) -> Iterator[None]:
+def as_service_user(service: ServiceIdentity) -> Iterator[None]:
     """Create and open state files as the service user, so the server can use them."""
     if not service.switch:
         yield
@@ -118,7 +118,7 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _actor() -> tuple[str, dict[str, Any]]:
+def invoking_actor() -> tuple[str, dict[str, Any]]:
     """The invoking OS user (the real uid), and who ran sudo, if anyone did."""
     uid = os.getuid()
     extra: dict[str, Any] = {}
@@ -128,7 +128,7 @@ def _actor() -> tuple[str, dict[str, Any]]:
     return _user_name(uid), extra
 
 
-def _open_audit(config: Config) -> AuditLog:
+def open_audit(config: Config) -> AuditLog:
     """The audit log, opened (so an unwritable log refuses the change before it is made)."""
     try:
         config.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -293,14 +293,14 @@ def add(
     text += yaml.safe_dump(data, sort_keys=False, width=100_000)
     target = directory / f"{name}.yaml"
     parse_user_file(target, text)  # the server's own parser: what it would refuse, we do
-    service = _service(config)
-    actor, extra = _actor()
-    with _as_service_user(service):
-        audit = _open_audit(config)
+    service = service_identity(config)
+    actor, extra = invoking_actor()
+    with as_service_user(service):
+        audit = open_audit(config)
     try:
         _publish_user_file(directory, name, text)
         try:
-            with _as_service_user(service):
+            with as_service_user(service):
                 audit.record_now(
                     "user.added",
                     actor=actor,
@@ -398,14 +398,14 @@ def enroll(config_path: Path, name: str, issuer: str, *, out: TextIO | None = No
     config = load_config(config_path, check_files=False)
     user = _find_user(config, name)
     _check_issuer(issuer)
-    service = _service(config)
-    actor, extra = _actor()
+    service = service_identity(config)
+    actor, extra = invoking_actor()
     secret = new_totp_secret()
     codes = new_scratch_codes()
     path = config.totp_secret_path(user)
 
-    with _as_service_user(service):
-        audit = _open_audit(config)
+    with as_service_user(service):
+        audit = open_audit(config)
 
         def store_codes_and_record() -> None:
             # Recorded before the new secret replaces the old one: no unrecorded enrolment.
@@ -475,10 +475,10 @@ def unlock(config_path: Path, name: str, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     config = load_config(config_path, check_files=False)
     _find_user(config, name)
-    service = _service(config)
-    actor, extra = _actor()
-    with _as_service_user(service):
-        audit = _open_audit(config)
+    service = service_identity(config)
+    actor, extra = invoking_actor()
+    with as_service_user(service):
+        audit = open_audit(config)
         try:
             guard = LoginGuard(config.login_db_path())
             try:
@@ -524,10 +524,10 @@ def _enrolled(config: Config, user: User) -> str:
 def list_users(config_path: Path, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     config = load_config(config_path, check_files=False)
-    service = _service(config)
+    service = service_identity(config)
     rows = [("NAME", "GROUPS", "SOURCE", "ENROLLED", "SCRATCH", "FAILURES", "LOCK")]
     notes: list[str] = []
-    with _as_service_user(service):
+    with as_service_user(service):
         db = config.login_db_path()
         guard = LoginGuard(db) if db.exists() else None  # listing creates no state
         try:

@@ -236,6 +236,8 @@ class Limits(_Strict):
     session_open_timeout: Duration = timedelta(seconds=30)
     keepalive_interval: Duration = timedelta(seconds=30)
     code_attempts_per_connection: int = Field(3, ge=1, le=10)
+    console_idle_timeout: Duration = timedelta(minutes=15)
+    session_hard_limit: Duration = timedelta(hours=12)
     lockout_after_failures: int = Field(5, ge=1)
     hard_lock_after_failures: int = Field(20, ge=1)
     kubernetes_timeout: Duration = timedelta(seconds=10)

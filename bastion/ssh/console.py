@@ -55,8 +55,10 @@ class Console:
         size: TerminalSize,
         write: Callable[[bytes], None],
         pause_input: Callable[[bool], None],
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self._argv = list(argv)
+        self._pass_fds = tuple(pass_fds)
         self._env = env
         self._size = size
         self._write = write
@@ -65,14 +67,21 @@ class Console:
         self._process: asyncio.subprocess.Process | None = None
         self._pending = bytearray()
         self._reading_paused = False
+        self._closed = False
         self._output_done = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
+
+    def is_closed(self) -> bool:
+        # A method, not a property: it changes across awaits, and mypy narrows attributes.
+        return self._closed
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
     async def start(self) -> None:
+        if self.is_closed():
+            raise OSError("the console was closed before it started")
         master, slave = os.openpty()
         try:
             os.set_blocking(master, False)
@@ -85,6 +94,7 @@ class Console:
                 env=self._env,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=self._pass_fds,
             )
         except BaseException:
             os.close(master)
@@ -93,6 +103,10 @@ class Console:
             os.close(slave)
         self._master = master
         self._loop.add_reader(master, self._readable)
+        if self.is_closed():  # closed while the process was being started: end it now
+            self._closed = False
+            self.close()
+            raise OSError("the console was closed while it started")
 
     # ------------------------------------------------------------------ console → client
     def _readable(self) -> None:
@@ -176,6 +190,7 @@ class Console:
     def close(self) -> None:
         """End the console and release the pty; safe to call more than once, without awaits
         (asyncssh may destroy the session's task on an abrupt disconnect)."""
+        self._closed = True
         process = self._process
         if process is not None and process.returncode is None:
             # A hang-up first, as a terminal would; whatever ignores it is killed shortly.

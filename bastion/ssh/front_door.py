@@ -17,6 +17,7 @@ import contextlib
 import logging
 import re
 import secrets
+import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,13 @@ from asyncssh.auth import KbdIntChallenge
 
 from bastion.audit.log import AuditLog
 from bastion.config import Config
+from bastion.console_protocol import BROKER_FD_ENV, encode
+from bastion.console_protocol import Notice as NoticeMessage
+from bastion.errors import AuditUnavailable
+from bastion.session.broker import SessionBroker
+from bastion.session.deadlines import Notice
+from bastion.session.lifecycle import Ending, State
+from bastion.session.session import Session
 from bastion.ssh import asyncssh_ext
 from bastion.ssh.algorithms import algorithms
 from bastion.ssh.console import Console, TerminalSize
@@ -49,6 +57,7 @@ SIGNATURE_ALGORITHMS = (
     "rsa-sha2-512",
     "rsa-sha2-256",
 )
+_TYPEAHEAD_MAX = 64 * 1024
 _TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _MAX_NAME = 64
 
@@ -81,10 +90,12 @@ class FrontDoor:
         login: LoginService,
         throttle: SourceThrottle,
         audit: AuditLog,
+        broker: SessionBroker,
         console_command: ConsoleCommand,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.broker = broker
         self.login = login
         self.throttle = throttle
         self.console_command = console_command
@@ -132,12 +143,18 @@ class FrontDoor:
         sockets = self._acceptor.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
 
-    async def close(self) -> None:
-        """Stop accepting, end every connection, and wait for their audit events."""
+    async def stop_accepting(self) -> None:
         if self._acceptor is not None:
             self._acceptor.close()
             await self._acceptor.wait_closed()
             self._acceptor = None
+
+    async def close(self) -> None:
+        """Stop accepting, end every connection, and wait for their audit events."""
+        await self.stop_accepting()
+        # Consoles whose sessions were just wiped finish first: they tell their operator why.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
         for conn in list(self._connections):
             conn.shut_down("the bastion is shutting down")
         deadline = self._clock() + 10
@@ -436,6 +453,9 @@ class _ConsoleSession(asyncssh.SSHServerSession[bytes]):
         self._pty = False
         self._exec: str | None = None
         self._console: Console | None = None
+        self._session: Session | None = None
+        self._lost = False
+        self._typeahead = bytearray()
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
@@ -481,16 +501,23 @@ class _ConsoleSession(asyncssh.SSHServerSession[bytes]):
         if chan is None:
             return
         identity = self._identity
-        if not await self._door.audit(
-            "console.started",
-            actor=identity.user,
-            outcome="started",
-            connection=identity.connection,
-            term=self._term,
-        ):
-            chan.write_stderr(b"the audit log cannot be written; no session can start\r\n")
+        try:
+            session = await self._door.broker.open(
+                user=identity.user,
+                source=f"{identity.peer.address}:{identity.peer.port}",
+                connection=identity.connection,
+            )
+        except (AuditUnavailable, OSError) as exc:
+            log.error("session of %s not opened: %s", identity.user, exc)  # noqa: TRY400
+            chan.write_stderr(b"the bastion cannot record this session, so it cannot start\r\n")
             chan.exit(1)
             return
+        self._session = session
+        if self._lost:  # the client left while the session was being opened
+            await session.end(Ending.DISCONNECT)
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setblocking(False)
         console = Console(
             self._door.console_command(identity),
             env={
@@ -498,28 +525,50 @@ class _ConsoleSession(asyncssh.SSHServerSession[bytes]):
                 "LANG": "C.UTF-8",
                 "PATH": "/usr/bin:/bin",
                 "COLORTERM": "truecolor",
+                BROKER_FD_ENV: str(theirs.fileno()),
             },
             size=self._size,
             write=chan.write,
             pause_input=self._pause_input,
+            pass_fds=(theirs.fileno(),),
         )
-        self._console = console
+        session.on_end(lambda _: console.close())
         code = 1
+        watcher: asyncio.Task[None] | None = None
         try:
             await console.start()
+            theirs.close()
+            self._console = console
+            if self._typeahead:
+                console.feed(bytes(self._typeahead))
+                self._typeahead.clear()
+            await session.move(State.BROWSING, term=self._term)
+            watcher = asyncio.get_running_loop().create_task(
+                session.watch_deadlines(lambda notice: _notify(ours, notice))
+            )
             code = await console.wait()
         except OSError:
             log.exception("console of %s could not start", identity.user)
             chan.write_stderr(b"the console could not start; tell an administrator\r\n")
         finally:
             console.close()
+            theirs.close()
+            ours.close()
         self._door.audit_soon(
             "console.ended",
             actor=identity.user,
             outcome="ended",
+            session=session.id,
             connection=identity.connection,
             exit_status=code,
         )
+        await session.end(Ending.LOGOUT)  # no-op when something else ended it first
+        if watcher is not None:
+            await watcher
+        ending = session.ending
+        if ending is not None and ending is not Ending.LOGOUT and not self._lost:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                chan.write(f"\r\n\abastion: {_ENDINGS.get(ending, ending)}\r\n".encode())
         with contextlib.suppress(OSError, asyncssh.Error):  # the client may be gone already
             chan.exit(code)
 
@@ -532,8 +581,14 @@ class _ConsoleSession(asyncssh.SSHServerSession[bytes]):
             self._chan.resume_reading()
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._session is not None:
+            self._session.touch()
         if self._console is not None:
             self._console.feed(data)
+        elif len(self._typeahead) + len(data) <= _TYPEAHEAD_MAX:
+            # Typed before the console is up (the session is still being opened): kept, as
+            # a terminal would, and handed over once it starts.
+            self._typeahead += data
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self._size = TerminalSize(width, height, pixwidth, pixheight)
@@ -549,14 +604,33 @@ class _ConsoleSession(asyncssh.SSHServerSession[bytes]):
             self._console.pause_output(False)
 
     def eof_received(self) -> bool:
-        self.end_console()
-        return False
+        # The client will send no more input (e.g. `echo x | ssh -tt`). Like sshd, keep the
+        # session: the console ends on its own or when the channel closes.
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self.end_console()
 
     def end_console(self) -> None:
-        # No awaits: on an abrupt disconnect asyncssh may destroy the caller's task. Closing
-        # the console ends its process; _run_console then records the end.
+        # No awaits: on an abrupt disconnect asyncssh may destroy the caller's task. The
+        # wipe runs in its own task; closing the console lets _run_console finish.
+        if self._session is not None:
+            self._session.end_soon(Ending.DISCONNECT)
         if self._console is not None:
             self._console.close()
+
+
+_ENDINGS = {
+    Ending.IDLE: "the session was idle too long and has ended",
+    Ending.HARD_LIMIT: "the session reached its time limit and has ended",
+    Ending.ADMIN_KILL: "an administrator ended this session",
+    Ending.SHUTDOWN: "the bastion is shutting down; this session has ended",
+    Ending.ERROR: "the session could not be recorded and has ended",
+}
+
+
+def _notify(sock: socket.socket, notice: Notice) -> None:
+    message = NoticeMessage(str(notice.kind), round(notice.seconds_left, 1), notice.message())
+    with contextlib.suppress(OSError):  # a console that does not read misses the notice
+        sock.send(encode(message))

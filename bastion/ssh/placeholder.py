@@ -1,4 +1,4 @@
-"""The console placeholder: says who the operator is, then exits.
+"""The console placeholder: says who the operator is, and ends the session at Enter.
 
 It runs as the session's console process on its own pty until the Textual console lands;
 it is deliberately tiny and reads nothing from the operator. Its arguments come from the
@@ -35,10 +35,12 @@ def main(argv: list[str]) -> int:
         f"  groups      {', '.join(groups) or '(none)'}",
         f"  terminal    {os.environ.get('TERM', 'unknown')} {size.columns}x{size.lines}",
         "",
-        "The debug console is not installed on this bastion yet; this session ends now.",
+        "The debug console is not installed on this bastion yet.",
+        "Press Enter to end this session.",
     ]
     sys.stdout.write("\r\n".join(lines) + "\r\n")
     sys.stdout.flush()
+    sys.stdin.readline()  # Enter, or end of input (the connection went away)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -24,11 +25,15 @@ from bastion.audit.log import AuditLog, load_or_create_hmac_key
 from bastion.config import Config, load_config
 from bastion.config.users import UserDirectory
 from bastion.errors import BastionError
+from bastion.session.broker import SessionBroker
+from bastion.session.cleaners import lease_cleaner
+from bastion.session.reaper import Reaper, temp_dir_cleaner
 from bastion.ssh.console import python_argv
 from bastion.ssh.front_door import FrontDoor, Identity
 from bastion.ssh.host_key import load_or_create_host_key
 from bastion.ssh.login import LoginService
 from bastion.ssh.throttle import SourceThrottle
+from bastion.vault import VaultClient
 
 __all__ = ["Worker", "main", "placeholder_console"]
 
@@ -63,7 +68,11 @@ class Worker:
             max_authenticating=limits.max_unauthenticated,
             login_timeout=limits.login_timeout.total_seconds(),
         )
+        self.vault = VaultClient(config.vault)  # logs in on first use, not here
         self.login: LoginService | None = None
+        self.broker: SessionBroker | None = None
+        self.reaper: Reaper | None = None
+        self._reaping: asyncio.Task[None] | None = None
         self.door: FrontDoor | None = None
         self.port = 0
 
@@ -71,12 +80,27 @@ class Worker:
         config = self.config
         self.audit.open()
         self.login = LoginService(config, UserDirectory(config), self.audit)
+        self.broker = SessionBroker(config, self.audit)
+        self.broker.start()
+        # Sessions of a worker that died (even by kill -9) are wiped from the journal: at
+        # start and then every minute.
+        self.reaper = Reaper(
+            self.broker.journal,
+            {
+                "temp_dir": temp_dir_cleaner(self.broker.temp_root),
+                "lease": lease_cleaner(self.vault),
+            },
+            self.audit,
+            in_db=self.broker.in_db,
+        )
+        self._reaping = asyncio.get_running_loop().create_task(self.reaper.run(), name="reaper")
         self.door = FrontDoor(
             config,
             host_key=load_or_create_host_key(config.listener.host_key),
             login=self.login,
             throttle=self.throttle,
             audit=self.audit,
+            broker=self.broker,
             console_command=placeholder_console,
         )
         listen_port = config.listener.port if port is None else port
@@ -86,8 +110,22 @@ class Worker:
         return self.port
 
     async def stop(self) -> None:
+        """Stop accepting, wipe every session (within 20 s), close connections, flush."""
+        if self.door is not None:
+            await self.door.stop_accepting()
+        if self.broker is not None:
+            await self.broker.shutdown()
         if self.door is not None:
             await self.door.close()
+        if self._reaping is not None:
+            self._reaping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaping
+        if self.reaper is not None:
+            await self.reaper.aclose()
+        if self.broker is not None:
+            self.broker.close()
+        await self.vault.close()
         await self.audit.aclose()
         if self.login is not None:
             self.login.close()

@@ -88,7 +88,7 @@ async def fresh_login(env: BastionEnv, port: int) -> tuple[Operator, asyncssh.SS
 
 
 async def shell_output(conn: asyncssh.SSHClientConnection) -> tuple[str, int | None]:
-    result = await conn.run(term_type="xterm", term_size=(100, 30), timeout=20)
+    result = await conn.run(term_type="xterm", term_size=(100, 30), input="\n", timeout=20)
     out = result.stdout if isinstance(result.stdout, str) else ""
     return out, result.exit_status
 

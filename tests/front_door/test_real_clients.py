@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncssh
 import paramiko
 import pexpect
 import pytest
@@ -73,6 +74,8 @@ def test_openssh_key_then_code_with_partial_success(served: tuple[BastionEnv, in
     child.sendline(op.code())
     child.expect(f"Welcome, {op.name}.")
     child.expect("100x30")
+    child.expect("Press Enter")
+    child.sendline("")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
@@ -90,6 +93,8 @@ def test_openssh_wrong_code_is_told_and_asked_again(served: tuple[BastionEnv, in
     child.expect("Verification code: ")
     child.sendline(op.code())
     child.expect(f"Welcome, {op.name}.")
+    child.expect("Press Enter")
+    child.sendline("")
     child.expect(pexpect.EOF)
 
 
@@ -141,6 +146,8 @@ def test_openssh_forwardings_and_env_are_refused_and_audited(
     child.expect("Verification code: ")
     child.sendline(op.code())
     child.expect(f"Welcome, {op.name}.")
+    child.expect("Press Enter")
+    child.sendline("")
     child.expect(pexpect.EOF)
     requests = {
         (e["request"], e["detail"])
@@ -192,6 +199,7 @@ def test_paramiko_key_and_code(served: tuple[BastionEnv, int]) -> None:
         chan = transport.open_session()
         chan.get_pty(term="vt100", width=90, height=20)
         chan.invoke_shell()
+        chan.send(b"\n")  # the placeholder ends the session at Enter
         out = b""
         while not chan.exit_status_ready() or chan.recv_ready():
             data = chan.recv(4096)
@@ -366,3 +374,45 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     os.kill(bastion.proc.pid, signal.SIGKILL)
     bastion.stop()
     assert _wait_gone(workers) == set()
+
+
+def test_after_kill_9_the_next_start_reaps_the_session(tmp_path: Path) -> None:
+    env = make_env(tmp_path, operators=1)
+    op = env.fresh()
+    bastion = ServedBastion(env, workers=1).start()
+    assert bastion.proc is not None
+
+    async def open_session() -> asyncssh.SSHClientConnection:
+        conn, _ = await login(bastion.port, op.name, op.key, [op.code()])
+        assert conn is not None
+        process = await conn.create_process(term_type="xterm", term_size=(80, 24))
+        async with asyncio.timeout(10):
+            while "Press Enter" not in await process.stdout.read(4096):
+                pass
+        return conn
+
+    async def hold_and_kill() -> str:
+        conn = await open_session()
+        opened = env.wait_for_event("session.opened", actor=op.name)
+        assert bastion.proc is not None
+        for pid in _children(bastion.proc.pid) | {bastion.proc.pid}:
+            os.kill(pid, signal.SIGKILL)  # no wipe: the processes just vanish
+        conn.abort()
+        return str(opened["session"])
+
+    session = asyncio.run(hold_and_kill())
+    bastion.stop()
+    temp = env.state_dir / "sessions" / session
+    assert temp.is_dir()  # nobody wiped it
+    assert not env.audit_events("session.wiped")
+    restarted = ServedBastion(env, workers=1).start()
+    try:
+        started = time.monotonic()
+        reaped = env.wait_for_event("session.reaped", timeout=10, session=session)
+        assert time.monotonic() - started < 10
+        assert not temp.exists()
+        cleaned = env.wait_for_event("reaper.cleaned", session=session)
+        assert cleaned["kind"] == "temp_dir"
+        assert reaped["session"] == session
+    finally:
+        assert restarted.stop() == 0

@@ -1,0 +1,120 @@
+"""``bastion sessions list`` and ``bastion sessions kill ID``.
+
+Both read the state journal that every worker writes. A kill is a request in the journal:
+the worker that owns the session sees it within about a second and wipes the session as
+for any other ending (the operator is told an administrator ended it).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from bastion.cli.user import as_service_user, invoking_actor, open_audit, service_identity
+from bastion.config import Config, load_config
+from bastion.errors import BastionError
+from bastion.state.journal import Journal
+
+__all__ = ["kill", "list_sessions"]
+
+_WAIT_FOR_WIPE = 25.0
+
+
+def _journal_path(config: Config) -> Path:
+    return config.paths.state_dir / "journal.db"
+
+
+def _when(moment: float | None, now: float) -> str:
+    if moment is None:
+        return "-"
+    stamp = datetime.fromtimestamp(moment, UTC).strftime("%H:%M:%S")
+    left = moment - now
+    return f"{stamp} ({int(left // 60)}m{int(left % 60):02d}s)" if left > 0 else f"{stamp} (due)"
+
+
+def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    config = load_config(config_path, check_files=False)
+    path = _journal_path(config)
+    if not path.exists():
+        print("no sessions: the bastion has not run with this state_dir yet", file=out)
+        return 0
+    with as_service_user(service_identity(config)):
+        journal = Journal(path)
+        try:
+            live = journal.live_sessions()
+        finally:
+            journal.close()
+    now = time.time()
+    rows = [("ID", "USER", "FROM", "STATE", "SINCE", "IDLE DEADLINE", "HARD DEADLINE", "TARGET")]
+    for s in live:
+        target = "-"
+        if s.target:
+            target = "/".join(str(s.target.get(k, "?")) for k in ("cluster", "namespace", "pod"))
+        since = datetime.fromtimestamp(s.opened_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append(
+            (
+                s.id,
+                s.user,
+                s.source,
+                s.state,
+                since,
+                _when(s.idle_deadline, now),
+                _when(s.hard_deadline, now),
+                target,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        print(line.rstrip(), file=out)
+    if not live:
+        print("(no live sessions)", file=out)
+    return 0
+
+
+def kill(config_path: Path, session_id: str, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    config = load_config(config_path, check_files=False)
+    path = _journal_path(config)
+    service = service_identity(config)
+    actor, extra = invoking_actor()
+    with as_service_user(service):
+        audit = open_audit(config)
+        journal = Journal(path)
+        try:
+            record = journal.session(session_id)
+            if record is None or not journal.request_kill(session_id):
+                state = "has already ended" if record is not None else "does not exist"
+                raise BastionError(
+                    f"session {session_id} {state}",
+                    hint="bastion sessions list shows the live sessions and their IDs",
+                )
+            audit.record_now(
+                "session.kill_requested",
+                actor=actor,
+                outcome="requested",
+                session=session_id,
+                user=record.user,
+                **extra,
+            )
+            deadline = time.monotonic() + _WAIT_FOR_WIPE
+            while time.monotonic() < deadline:
+                now = journal.session(session_id)
+                if now is not None and now.state == "closed":
+                    print(f"session {session_id} of {record.user} ended and wiped", file=out)
+                    return 0
+                time.sleep(0.2)
+        finally:
+            journal.close()
+            audit.close()
+    print(
+        f"kill requested for session {session_id} of {record.user}, but it has not closed "
+        f"within {_WAIT_FOR_WIPE:.0f} s; if its bastion worker is gone, the reaper of the "
+        "next start wipes it",
+        file=out,
+    )
+    return 1
