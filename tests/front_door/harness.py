@@ -107,6 +107,20 @@ class BastionEnv:
         raise AssertionError(f"no {event} event matching {match} in {self.audit_log}")
 
 
+async def bastion_cli(env: BastionEnv, *args: str) -> asyncio.subprocess.Process:
+    """``bastion ARGS --config <env's config>`` as a real process, output piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bastion.cli.main",
+        *args,
+        "--config",
+        str(env.config_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
 def make_env(root: Path, operators: int = 8, **limits: Any) -> BastionEnv:
     root.mkdir(parents=True, exist_ok=True)
     users = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from bastion.config import load_config
 from bastion.ssh.front_door import PROMPT
 from bastion.ssh.worker import Worker
 from bastion.state.logins import LoginGuard
-from front_door.harness import BastionEnv, Operator, make_env
+from front_door.harness import BastionEnv, Operator, bastion_cli, make_env
 
 
 @pytest.fixture
@@ -261,17 +260,7 @@ async def test_hard_lock_until_an_administrator_unlocks(served: tuple[BastionEnv
     conn, client = await login(port, op.name, op.key, [op.code()])
     assert conn is None
     assert client.shown == ["account locked after too many failed logins: ask an administrator"]
-    unlock = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bastion.cli.main",
-        "user",
-        "unlock",
-        op.name,
-        "--config",
-        str(env.config_path),
-        stdout=asyncio.subprocess.PIPE,
-    )
+    unlock = await bastion_cli(env, "user", "unlock", op.name)
     out, _ = await unlock.communicate()
     assert unlock.returncode == 0, out
     conn, client = await login(port, op.name, op.key, [op.code()])
@@ -335,17 +324,7 @@ async def test_a_connection_that_opens_no_session_is_closed(tmp_path: Path) -> N
 async def test_enrolled_secret_and_scratch_codes_log_in(served: tuple[BastionEnv, int]) -> None:
     env, port = served
     op = env.fresh()
-    enroll = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bastion.cli.main",
-        "user",
-        "enroll",
-        op.name,
-        "--config",
-        str(env.config_path),
-        stdout=asyncio.subprocess.PIPE,
-    )
+    enroll = await bastion_cli(env, "user", "enroll", op.name)
     out, _ = await enroll.communicate()
     assert enroll.returncode == 0
     text = out.decode()

@@ -20,7 +20,7 @@ from bastion.config import load_config
 from bastion.ssh.front_door import Identity
 from bastion.ssh.worker import Worker
 from bastion.state.journal import Journal
-from front_door.harness import BastionEnv, make_env
+from front_door.harness import BastionEnv, bastion_cli, make_env
 from front_door.test_console import read_until
 from front_door.test_login_asyncssh import fresh_login
 
@@ -192,30 +192,11 @@ async def test_input_keeps_an_idle_session_alive(tmp_path: Path) -> None:
 async def test_an_administrator_kills_a_session(served: tuple[BastionEnv, Worker]) -> None:
     env, worker = served
     conn, process, session, seen = await open_console(env, worker)
-    listing = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bastion.cli.main",
-        "sessions",
-        "list",
-        "--config",
-        str(env.config_path),
-        stdout=asyncio.subprocess.PIPE,
-    )
+    listing = await bastion_cli(env, "sessions", "list")
     out, _ = await listing.communicate()
     assert session in out.decode()
     assert "browsing" in out.decode()
-    killer = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bastion.cli.main",
-        "sessions",
-        "kill",
-        session,
-        "--config",
-        str(env.config_path),
-        stdout=asyncio.subprocess.PIPE,
-    )
+    killer = await bastion_cli(env, "sessions", "kill", session)
     seen = await read_until(process, "an administrator ended this session")
     out, _ = await killer.communicate()
     assert killer.returncode == 0, out
@@ -228,17 +209,7 @@ async def test_an_administrator_kills_a_session(served: tuple[BastionEnv, Worker
 
 async def test_killing_an_unknown_session_says_so(served: tuple[BastionEnv, Worker]) -> None:
     env, _ = served
-    killer = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bastion.cli.main",
-        "sessions",
-        "kill",
-        "0123456789abcdef",
-        "--config",
-        str(env.config_path),
-        stderr=asyncio.subprocess.PIPE,
-    )
+    killer = await bastion_cli(env, "sessions", "kill", "0123456789abcdef")
     _, err = await killer.communicate()
     assert killer.returncode == 1
     assert "session 0123456789abcdef does not exist" in err.decode()
