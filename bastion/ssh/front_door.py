@@ -542,14 +542,17 @@ class _ConsoleSession(asyncssh.SSHServerSession[bytes]):
             if self._typeahead:
                 console.feed(bytes(self._typeahead))
                 self._typeahead.clear()
-            await session.move(State.BROWSING, term=self._term)
-            watcher = asyncio.get_running_loop().create_task(
-                session.watch_deadlines(lambda notice: _notify(ours, notice))
-            )
+            if session.ending is None:  # a disconnect may have begun the wipe already
+                await session.move(State.BROWSING, term=self._term)
+                watcher = asyncio.get_running_loop().create_task(
+                    session.watch_deadlines(lambda notice: _notify(ours, notice))
+                )
             code = await console.wait()
         except OSError:
-            log.exception("console of %s could not start", identity.user)
-            chan.write_stderr(b"the console could not start; tell an administrator\r\n")
+            if session.ending is None:
+                log.exception("console of %s could not start", identity.user)
+                with contextlib.suppress(OSError, asyncssh.Error):
+                    chan.write_stderr(b"the console could not start; tell an administrator\r\n")
         finally:
             console.close()
             theirs.close()
