@@ -162,11 +162,19 @@ class Session:
         self._resources.append(Resource(resource_id, kind, full, cleanup))
         return made
 
+    async def release(self, kind: str) -> list[dict[str, str]]:
+        """Remove this session's resources of ``kind`` now (newest first), e.g. the lease of
+        a debug that could not start; the session goes on."""
+        mine = [r for r in self._resources if r.kind == kind]
+        outcomes = [await self._clean(r) for r in reversed(mine)]
+        self._resources = [r for r in self._resources if r.kind != kind]
+        return outcomes
+
     # ------------------------------------------------------------------ state
     async def move(self, state: State, **fields: Any) -> None:
         check_move(self.state, state)
         previous, self.state = self.state, state
-        await self._in_db(self._journal.set_state, self.id, str(state))
+        await self._in_db(self._journal.set_state, self.id, str(state), target=fields.get("target"))
         await self._record("session.state", outcome=str(state), previous=str(previous), **fields)
 
     def touch(self) -> None:
@@ -247,6 +255,10 @@ class Session:
             return {**what, "outcome": "failed", "error": str(exc)}
         await self._in_db(self._journal.removed, resource.journal_id)
         return {**what, "outcome": result}
+
+    async def record(self, event: str, *, outcome: str, **fields: Any) -> None:
+        """An audit event of this session; an unwritable log ends the session."""
+        await self._record(event, outcome=outcome, **fields)
 
     async def _record(self, event: str, *, outcome: str, **fields: Any) -> None:
         try:

@@ -1,0 +1,168 @@
+"""Starting a debug: the policy decision, the session's Kubernetes credential, and the
+check of the target pod with that credential. The debug container itself (issue 6) is made
+with what :func:`start_debug` returns.
+
+Order, and why:
+
+1. decide with the labels the console reported (untrusted, but only used to pick the Vault
+   role and refuse early);
+2. journal, then ask Vault for a credential for exactly the target namespace, valid for the
+   grant's ``max_session`` (at least 10 minutes, Kubernetes' minimum; the session's own
+   deadline ends it sooner when the grant says so, and the wipe revokes it);
+3. read the pod with that credential and decide again with its real labels: a console that
+   lied about labels gets nothing.
+
+Any failure after step 1 revokes the credential at once (no half-started debug is left),
+moves the session back to ``browsing`` and raises one sentence for the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bastion.config import Config
+from bastion.config.models import Cluster
+from bastion.errors import BastionError, PolicyDenied
+from bastion.kube import KubeApi
+from bastion.policy import DebugRequest, DebugTarget, Limits, Principal, decide
+from bastion.session.lifecycle import State
+from bastion.session.session import Session
+from bastion.vault import MIN_KUBE_TTL, KubeCredential, VaultClient
+
+__all__ = ["DebugAccess", "start_debug"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DebugAccess:
+    cluster: Cluster
+    credential: KubeCredential
+    limits: Limits
+    pod: dict[str, Any]
+
+
+def _cluster(config: Config, name: str) -> Cluster:
+    for cluster in config.clusters:
+        if cluster.name == name:
+            return cluster
+    raise PolicyDenied(f"there is no cluster named {name!r} on this bastion")
+
+
+async def start_debug(
+    session: Session,
+    *,
+    config: Config,
+    vault: VaultClient,
+    principal: Principal,
+    target: DebugTarget,
+    request: DebugRequest,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> DebugAccess:
+    policy = config.policy()
+    first = decide(policy, principal, target, request, now())
+    if not first.allowed or first.limits is None:
+        await _refused(session, target, first.reason)
+        raise PolicyDenied(first.reason)
+    cluster = _cluster(config, target.cluster)
+    where = {"cluster": target.cluster, "namespace": target.namespace, "pod": target.pod}
+    await session.move(State.STARTING_DEBUG, target=where, mode=str(request.mode))
+    try:
+        return await _credential_and_check(
+            session,
+            config=config,
+            vault=vault,
+            principal=principal,
+            target=target,
+            request=request,
+            cluster=cluster,
+            limits=first.limits,
+            now=now,
+        )
+    except (BastionError, ValueError) as exc:
+        outcomes = await session.release("lease")
+        reason = exc.message if isinstance(exc, BastionError) else str(exc)
+        await _refused(session, target, reason, released=outcomes)
+        if session.ending is None:
+            await session.move(State.BROWSING)
+        raise
+
+
+async def _credential_and_check(
+    session: Session,
+    *,
+    config: Config,
+    vault: VaultClient,
+    principal: Principal,
+    target: DebugTarget,
+    request: DebugRequest,
+    cluster: Cluster,
+    limits: Limits,
+    now: Callable[[], datetime],
+) -> DebugAccess:
+    ttl = max(limits.max_session, MIN_KUBE_TTL)
+    mount, role, namespace = cluster.vault_mount, limits.vault_role, target.namespace
+
+    async def revoke(credential: KubeCredential) -> str:
+        credential.token.drop()
+        await vault.revoke_lease(credential.lease_id)
+        return "revoked"
+
+    holder: list[KubeCredential] = []
+
+    async def issue() -> KubeCredential:
+        credential = await vault.issue_kube_credential(
+            mount, role, namespace, timedelta(seconds=ttl.total_seconds())
+        )
+        holder.append(credential)
+        return credential
+
+    credential: KubeCredential = await session.track(
+        "lease",
+        {"cluster": cluster.name, "mount": mount, "role": role, "namespace": namespace},
+        create=issue,
+        cleanup=lambda: revoke(holder[0]),
+        created_ref=lambda c: {"lease_id": c.lease_id, "service_account": c.service_account},
+    )
+    timeout = config.limits.kubernetes_timeout.total_seconds()
+    async with KubeApi(cluster, credential.token, timeout=timeout) as kube:
+        pod = await kube.get_pod(target.namespace, target.pod)
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    checked = DebugTarget(
+        target.cluster, target.namespace, target.pod, dict(labels), target.container
+    )
+    final = decide(config.policy(), principal, checked, request, now())
+    if not final.allowed or final.limits is None:
+        raise PolicyDenied(final.reason)
+    if final.limits.vault_role != limits.vault_role:
+        raise PolicyDenied(
+            "the pod's labels are not the ones the console showed; refresh the list and try again"
+        )
+    await session.record(
+        "session.credential_issued",
+        outcome="issued",
+        cluster=cluster.name,
+        namespace=namespace,
+        vault_role=role,
+        service_account=credential.service_account,
+        lease_seconds=round(credential.lease_duration.total_seconds()),
+    )
+    return DebugAccess(cluster, credential, final.limits, pod)
+
+
+async def _refused(
+    session: Session, target: DebugTarget, reason: str, *, released: Any = None
+) -> None:
+    await session.record(
+        "session.debug_refused",
+        outcome="refused",
+        cluster=target.cluster,
+        namespace=target.namespace,
+        pod=target.pod,
+        reason=reason,
+        **({"released": released} if released else {}),
+    )
