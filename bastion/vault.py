@@ -1,4 +1,4 @@
-"""The bastion's Vault/OpenBao adapter: AppRole login, Kubernetes credentials, leases.
+"""The bastion's Vault/OpenBao adapter: login, Kubernetes credentials, leases.
 
 hvac is synchronous, so every request runs on one of this client's two small thread pools (one
 hvac adapter, hence one HTTP connection pool, per worker thread) and the event loop never
@@ -15,16 +15,18 @@ What this module guarantees:
   CA-bundle environment variables are ignored: the address and CA in the config are the only
   ones used.
 - The bastion's own token: AppRole login with the role-id from the config and the secret-id
-  read from its 0600 file at each login (never kept); renewed at two thirds of its TTL; a new
-  login when renewal fails, when the token is not renewable, or when it nears its max TTL; a
-  request refused with 403 because the token died behind our back is retried once after a new
-  login.
+  read from its 0600 file at each login (never kept), or TLS client certificate login (Vault's
+  ``cert`` auth method) whose key file is checked the same way at each login and whose
+  certificate every request presents (Vault checks it again when the token is renewed);
+  renewed at two thirds of its TTL; a new login when renewal fails, when the token is not
+  renewable, or when it nears its max TTL; a request refused with 403 because the token died
+  behind our back is retried once after a new login.
 - Kubernetes tokens are :class:`KubeToken` objects: ``repr``/``str`` say ``<redacted>``, they
   cannot be pickled, and :meth:`KubeToken.reveal` is the only way to the value.
 - Every failure is a :class:`~bastion.errors.BackendUnavailable` whose message is one sentence
   an operator understands and whose hint tells the administrator what to fix. Messages and log
-  lines never contain the bastion's token, the secret-id, a Kubernetes token or a response
-  body.
+  lines never contain the bastion's token, the secret-id, the client key, a Kubernetes token
+  or a response body.
 - A credential request abandoned at its deadline (or cancelled) is not forgotten: if Vault
   answers within twice the timeout, the lease it brings is revoked. A later answer is lost and
   its lease ends at its TTL (docs/vault.md).
@@ -37,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import math
 import os
@@ -46,7 +49,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -55,6 +58,9 @@ from urllib.parse import urlsplit
 import hvac.adapters
 import hvac.exceptions
 import requests
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from bastion.config.loader import secret_file_problem
 from bastion.config.models import Vault
@@ -74,6 +80,11 @@ _WORKERS = 4  # threads per pool: one pool for credential requests, one for ever
 # gave up after one: a late answer still brings the lease id, and the lease is revoked.
 _LATE_ANSWERS = 2
 _MAX_SECRET_ID = 4096
+_MAX_PEM = 1 << 20  # bytes: a client key or certificate chain file is far smaller
+_CERT_EXPIRY_WARNING = timedelta(days=7)  # log a warning at each login from then on
+# Why the renewer logs in again, in the login's log line: a refused or short renewal means the
+# token reached its max TTL (or died); a replaced client certificate is told apart.
+_MAX_TTL = "the token reached its maximum TTL"
 _MIN_RENEW_DELAY = 0.2  # seconds: never spin on a zero or tiny TTL
 _MAX_RETRY_DELAY = 30.0  # seconds between login attempts while Vault is unavailable
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -201,6 +212,81 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def _read_private(path: Path, what: str, fix: str, limit: int) -> bytes:
+    """A secret file's bytes (at most ``limit`` + 1), checked on the open descriptor as at
+    start-up: a regular file, not a symbolic link, mode 0600, owned by the running user."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise BackendUnavailable(
+            f"The {what} {path} does not exist, so the bastion cannot log in to Vault.",
+            hint=fix,
+        ) from None
+    except OSError as exc:
+        problem = (
+            "is a symbolic link"
+            if exc.errno == errno.ELOOP
+            else f"cannot be opened ({exc.strerror})"
+        )
+        raise BackendUnavailable(
+            f"The {what} {path} {problem}, so the bastion cannot log in to Vault.",
+            hint=fix,
+        ) from None
+    try:
+        uid = os.geteuid()
+        unsafe = secret_file_problem(os.fstat(fd), path, f"uid {uid}", uid)
+        if unsafe:
+            raise BackendUnavailable(
+                f"The {what} {path} {unsafe}, so the bastion refuses to use it to log in to Vault.",
+                hint=fix,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise BackendUnavailable(
+            f"The {what} {path} cannot be read ({exc.strerror}), so the bastion cannot log in "
+            "to Vault.",
+            hint=fix,
+        ) from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _read_certificate(path: Path) -> x509.Certificate:
+    """The first certificate of a PEM file (the client certificate; intermediates follow)."""
+    fix = f"write the bastion's client certificate (PEM) to {path}"
+    try:
+        with path.open("rb") as f:
+            data = f.read(_MAX_PEM)
+    except FileNotFoundError:
+        raise BackendUnavailable(
+            f"The TLS client certificate file {path} does not exist, so the bastion cannot log "
+            "in to Vault.",
+            hint=fix,
+        ) from None
+    except OSError as exc:
+        raise BackendUnavailable(
+            f"The TLS client certificate file {path} cannot be read ({exc.strerror}), so the "
+            "bastion cannot log in to Vault.",
+            hint=fix,
+        ) from None
+    try:
+        return x509.load_pem_x509_certificates(data)[0]
+    except ValueError:
+        raise BackendUnavailable(
+            f"The TLS client certificate file {path} holds no PEM certificate, so the bastion "
+            "cannot log in to Vault.",
+            hint=fix,
+        ) from None
+
+
 @dataclass(frozen=True)
 class _Doing:
     """What the bastion was doing, for the one-sentence error message."""
@@ -225,8 +311,20 @@ class VaultClient:
                 "never talks to Vault without TLS.",
                 hint="set vault.address in the config to Vault's https:// address",
             )
+        if (config.approle is None) == (config.tls_client is None):
+            raise BackendUnavailable(
+                "The bastion's Vault configuration must name exactly one login method, "
+                "AppRole or a TLS client certificate.",
+                hint="set one of vault.approle and vault.tls_client in the config",
+            )
         self._config = config
         self._address = config.address.rstrip("/")
+        if config.tls_client is None:
+            self._method, self._method_kind = "AppRole", "an AppRole"
+            self._login_path = "auth/approle/login"
+        else:
+            self._method, self._method_kind = "TLS client certificate", "a cert (TLS certificate)"
+            self._login_path = "auth/cert/login"
         self._timeout = config.timeout.total_seconds()
         self._clock = clock
         # Credential requests wait longer for late answers (see _LATE_ANSWERS) on their own
@@ -266,7 +364,8 @@ class VaultClient:
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
-        """Log in with AppRole and keep the bastion's token alive in the background."""
+        """Log in (AppRole or TLS client certificate) and keep the bastion's token alive in
+        the background."""
         self._check_open()
         if self._token is None:
             await self._login(self._generation, reason="start-up")
@@ -490,22 +589,27 @@ class VaultClient:
 
     # ------------------------------------------------------------------ the bastion's token
     async def _login(self, seen: int, *, reason: str) -> None:
-        """Log in with AppRole unless someone else already did since generation ``seen``."""
+        """Log in unless someone else already did since generation ``seen``. The login step
+        is the only difference between AppRole and TLS client certificate login."""
         async with self._login_lock:
             if self._generation != seen and self._token is not None:
                 return
             self._check_open()
-            doing = _Doing("log in to Vault with AppRole", "auth/approle/login", login=True)
+            action = "AppRole" if self._config.tls_client is None else "its TLS client certificate"
+            doing = _Doing(f"log in to Vault with {action}", self._login_path, login=True)
             loop = asyncio.get_running_loop()
-            secret_id = await loop.run_in_executor(self._executor, self._read_secret_id)
-            body = {"role_id": self._config.approle.role_id, "secret_id": secret_id}
-            del secret_id
+            body = await loop.run_in_executor(self._executor, self._login_body)
             try:
-                answer = await self._request("POST", "auth/approle/login", body, None)
+                # A certificate login opens a new TLS connection: it presents the certificate
+                # and key in the files now, so a rotated pair counts from this login on.
+                answer = await self._request(
+                    "POST", self._login_path, body, None, fresh=self._config.tls_client is not None
+                )
             except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence
                 raise self._explain(exc, doing) from None
             finally:
                 body.clear()
+            mount = self._login_path.removesuffix("/login")
             try:
                 auth = _require(answer, "auth", dict, "auth section")
                 token = _require(auth, "client_token", str, "client token")
@@ -513,20 +617,31 @@ class VaultClient:
                 renewable = _require(auth, "renewable", bool, "renewable flag")
             except _Malformed as exc:
                 raise BackendUnavailable(
-                    f"Vault's answer to the bastion's AppRole login had no {exc.what}.",
-                    hint="check that auth/approle is an AppRole auth method and see Vault's log",
+                    f"Vault's answer to the bastion's {self._method} login had no {exc.what}.",
+                    hint=f"check that {mount} is {self._method_kind} auth method and see "
+                    "Vault's log",
                 ) from None
             self._token = token
             self._generation += 1
             self._login_ttl = float(ttl)
             self._set_ttl(float(ttl), renewable)
             log.info(
-                "logged in to Vault at %s with AppRole (%s); token valid for %d s%s",
+                "logged in to Vault at %s with %s (%s); token valid for %d s%s",
                 self._address,
+                self._method,
                 reason,
                 ttl,
                 ", renewable" if renewable else ", not renewable",
             )
+
+    def _login_body(self) -> dict[str, Any]:
+        """The login request's body, from the files read now (on a worker thread)."""
+        tls = self._config.tls_client
+        if tls is not None:
+            self._check_client_certificate()
+            return {"name": tls.role}
+        assert self._config.approle is not None  # noqa: S101 - __init__ checked: one of two
+        return {"role_id": self._config.approle.role_id, "secret_id": self._read_secret_id()}
 
     def _set_ttl(self, ttl: float, renewable: bool) -> None:
         self._token_ttl = ttl
@@ -536,45 +651,10 @@ class VaultClient:
 
     def _read_secret_id(self) -> str:
         """The AppRole secret-id, read from its file now, checked as at start-up."""
+        assert self._config.approle is not None  # noqa: S101 - only called for AppRole
         path: Path = self._config.approle.secret_id_file
         fix = f"write the AppRole secret-id to {path}, mode 0600, owned by the bastion's user"
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise BackendUnavailable(
-                f"The AppRole secret-id file {path} does not exist, so the bastion cannot log "
-                "in to Vault.",
-                hint=fix,
-            ) from None
-        except OSError as exc:
-            problem = (
-                "is a symbolic link"
-                if exc.errno == errno.ELOOP
-                else f"cannot be opened ({exc.strerror})"
-            )
-            raise BackendUnavailable(
-                f"The AppRole secret-id file {path} {problem}, so the bastion cannot log in "
-                "to Vault.",
-                hint=fix,
-            ) from None
-        try:
-            uid = os.geteuid()
-            unsafe = secret_file_problem(os.fstat(fd), path, f"uid {uid}", uid)
-            if unsafe:
-                raise BackendUnavailable(
-                    f"The AppRole secret-id file {path} {unsafe}, so the bastion refuses to "
-                    "use it to log in to Vault.",
-                    hint=fix,
-                )
-            raw = os.read(fd, _MAX_SECRET_ID + 1)
-        except OSError as exc:
-            raise BackendUnavailable(
-                f"The AppRole secret-id file {path} cannot be read ({exc.strerror}), so the "
-                "bastion cannot log in to Vault.",
-                hint=fix,
-            ) from None
-        finally:
-            os.close(fd)
+        raw = _read_private(path, "AppRole secret-id file", fix, _MAX_SECRET_ID)
         try:
             secret_id = raw.decode("ascii").strip()
         except UnicodeDecodeError:
@@ -586,6 +666,70 @@ class VaultClient:
                 hint=fix,
             )
         return secret_id
+
+    def _check_client_certificate(self) -> None:
+        """Check the client key file (as the secret-id file is checked) and that it belongs
+        to an unexpired certificate, before the login request presents them. requests loads
+        both files again from their paths for each new TLS connection; nothing here keeps
+        or logs the key."""
+        tls = self._config.tls_client
+        assert tls is not None  # noqa: S101 - only called for certificate login
+        key_path, cert_path = tls.key_file, tls.cert_file
+        fix = (
+            f"write the private key of the certificate {cert_path} to {key_path} (PEM, not "
+            "encrypted), mode 0600, owned by the bastion's user"
+        )
+        raw = _read_private(key_path, "TLS client key file", fix, _MAX_PEM)
+        try:
+            key = serialization.load_pem_private_key(raw, password=None)
+        except TypeError:  # cryptography's way of saying "encrypted, and no password given"
+            problem: str | None = "is encrypted with a passphrase, which the bastion cannot use"
+        except (ValueError, UnsupportedAlgorithm):
+            problem = "does not hold a PEM private key"
+        else:
+            problem = None
+            public_key = key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            del key
+        del raw
+        if problem is not None:
+            raise BackendUnavailable(
+                f"The TLS client key file {key_path} {problem}, so the bastion cannot log in "
+                "to Vault.",
+                hint=fix,
+            )
+        certificate = _read_certificate(cert_path)
+        presented = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if presented != public_key:
+            raise BackendUnavailable(
+                f"The TLS client key file {key_path} does not hold the private key of the "
+                f"certificate {cert_path}, so the bastion cannot log in to Vault.",
+                hint="install the certificate and its own key together (docs/vault.md, rotation)",
+            )
+        now = datetime.now(UTC)
+        until, since = certificate.not_valid_after_utc, certificate.not_valid_before_utc
+        renew = "issue a new client certificate for the bastion (docs/vault.md, rotation)"
+        if until <= now or since > now:
+            when = (
+                f"expired at {until:%Y-%m-%d %H:%M} UTC"
+                if until <= now
+                else f"is not valid before {since:%Y-%m-%d %H:%M} UTC"
+            )
+            raise BackendUnavailable(
+                f"The TLS client certificate {cert_path} {when}, so the bastion cannot log in "
+                "to Vault.",
+                hint=renew if until <= now else f"check the clock of this host, or {renew}",
+            )
+        if until - now < _CERT_EXPIRY_WARNING:
+            log.warning(
+                "the bastion's TLS client certificate %s expires at %s UTC: %s",
+                cert_path,
+                f"{until:%Y-%m-%d %H:%M}",
+                renew,
+            )
 
     async def _keep_token_alive(self) -> None:
         """Renew the bastion's token at 2/3 of its TTL; log in again when renewal fails, the
@@ -605,8 +749,8 @@ class VaultClient:
             try:
                 if self._token is None or not self._renewable:
                     await self._login(seen, reason="the token is not renewable")
-                elif not await self._renew_self():
-                    await self._login(seen, reason="the token reached its maximum TTL")
+                elif (why := await self._renew_self()) is not None:
+                    await self._login(seen, reason=why)
                 retry = 1.0
             except BackendUnavailable as exc:
                 log.warning(
@@ -617,35 +761,54 @@ class VaultClient:
                 self._token_due = loop.time() + retry
                 retry = min(retry * 2, _MAX_RETRY_DELAY)
 
-    async def _renew_self(self) -> bool:
-        """Renew the bastion's token; False when a new login is needed instead."""
+    async def _renew_self(self) -> str | None:
+        """Renew the bastion's token; None when renewed, else why a new login is needed."""
         doing = _Doing("renew its own Vault token", "auth/token/renew-self")
         increment = f"{int(self._login_ttl)}s"
         seen = self._generation
+        certificate = self._config.tls_client is not None
         try:
+            # With a certificate login, Vault checks the certificate again at renewal: a new
+            # connection presents the files as they are now, so a rotated certificate shows.
             answer = await self._request(
-                "POST", "auth/token/renew-self", {"increment": increment}, self._token
+                "POST",
+                "auth/token/renew-self",
+                {"increment": increment},
+                self._token,
+                fresh=certificate,
             )
         except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence
             failure = self._explain(exc, doing)
             if isinstance(exc, hvac.exceptions.Forbidden | hvac.exceptions.InvalidRequest):
                 log.warning("Vault refused to renew the bastion's token; logging in again")
-                return False
+                return _MAX_TTL
+            if (
+                certificate
+                and isinstance(exc, hvac.exceptions.VaultError)
+                and "client identity" in _error_text(exc)
+            ):
+                # OpenBao (HTTP 500 "client identity during renewal not matching client
+                # identity used during login") after the certificate was rotated.
+                log.warning(
+                    "Vault refused to renew the bastion's token: it belongs to the client "
+                    "certificate of the last login, which was replaced since; logging in again"
+                )
+                return "the client certificate was replaced"
             raise failure from None
         if seen != self._generation:
-            return True  # a new login happened meanwhile; its schedule stands
+            return None  # a new login happened meanwhile; its schedule stands
         try:
             auth = _require(answer, "auth", dict, "auth section")
             ttl = _require(auth, "lease_duration", int, "token TTL")
             renewable = _require(auth, "renewable", bool, "renewable flag")
         except _Malformed:
-            return False
+            return _MAX_TTL
         if ttl < self._login_ttl:
             log.info("the bastion's Vault token nears its maximum TTL (%d s left)", ttl)
-            return False
+            return _MAX_TTL
         self._set_ttl(float(ttl), renewable)
         log.info("renewed the bastion's Vault token; valid for %d s", ttl)
-        return True
+        return None
 
     # ------------------------------------------------------------------ requests
     async def _authed(
@@ -701,16 +864,21 @@ class VaultClient:
         token: str | None,
         *,
         abandon: Callable[[Any], None] | None = None,
+        fresh: bool = False,
     ) -> Any:
         """One HTTP request on a worker thread, bounded by the timeout. Raises hvac's and
-        requests' exceptions, TimeoutError, _Redirected or _Malformed."""
+        requests' exceptions, TimeoutError, _Redirected or _Malformed. ``fresh``: on a new
+        connection (a certificate login presents the files as they are now)."""
         self._check_open()
         loop = asyncio.get_running_loop()
         if abandon is None:
             executor, read_timeout = self._executor, self._timeout
         else:
             executor, read_timeout = self._issuer, self._timeout * _LATE_ANSWERS
-        future = loop.run_in_executor(executor, self._send, method, path, body, token, read_timeout)
+        send = functools.partial(
+            self._send, method, path, body, token, read_timeout=read_timeout, fresh=fresh
+        )
+        future = loop.run_in_executor(executor, send)
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._timeout)
         except (TimeoutError, asyncio.CancelledError):
@@ -725,15 +893,22 @@ class VaultClient:
         path: str,
         body: dict[str, Any] | None,
         token: str | None,
+        *,
         read_timeout: float,
+        fresh: bool,
     ) -> Any:
         adapter = getattr(self._local, "adapter", None)
+        tls = self._config.tls_client
         if adapter is None:
             adapter = hvac.adapters.RawAdapter(
                 base_uri=self._address,
                 verify=str(self._config.ca_file),
                 timeout=self._timeout,
                 allow_redirects=False,
+                # Every request presents the client certificate: Vault checks it at login
+                # and again when the token is renewed. requests loads both files (by path)
+                # for each new TLS connection.
+                cert=None if tls is None else (str(tls.cert_file), str(tls.key_file)),
             )
             # Only the config's address and CA: no proxy, CA bundle or .netrc from the
             # environment.
@@ -741,6 +916,10 @@ class VaultClient:
             self._local.adapter = adapter
             with self._adapters_lock:
                 self._adapters.append(adapter)
+        elif fresh:
+            # Drop this thread's kept-alive connections: the new one loads the certificate
+            # and key files as they are now (a login, or a renewal Vault checks them at).
+            adapter.session.close()
         adapter.token = token
         timeout = (self._timeout, read_timeout)
         try:
@@ -807,7 +986,12 @@ class VaultClient:
                 f"{where} failed the TLS check against the CA in {self._config.ca_file}, "
                 f"{could_not}.",
                 hint="make vault.ca_file the CA that signed Vault's certificate, and "
-                "vault.address a name that certificate is issued for",
+                "vault.address a name that certificate is issued for"
+                + (
+                    ""
+                    if self._config.tls_client is None
+                    else "; check too that vault.tls_client's certificate and key belong together"
+                ),
             )
         if isinstance(exc, TimeoutError | requests.exceptions.Timeout):
             return BackendUnavailable(
@@ -832,6 +1016,14 @@ class VaultClient:
                 f"{where} gave an answer without {exc.what}, {could_not}.",
                 hint="check that vault.address is Vault's API address and see Vault's log",
             )
+        tls = self._config.tls_client
+        if tls is not None and isinstance(exc, OSError):
+            # requests' own error when a certificate or key file vanished since the check.
+            return BackendUnavailable(
+                f"The bastion's TLS client certificate {tls.cert_file} or its key {tls.key_file} "
+                f"could not be loaded, {could_not}.",
+                hint="restore both files (the key mode 0600, owned by the bastion's user)",
+            )
         if not isinstance(exc, hvac.exceptions.VaultError):
             log.error("unexpected error from the Vault client: %s", type(exc).__name__)
             return BackendUnavailable(
@@ -853,14 +1045,7 @@ class VaultClient:
                 hint="check Vault's status (bao status) and its log",
             )
         if doing.login and status in (400, 401, 403):
-            return BackendUnavailable(
-                "Vault refused the bastion's AppRole login: the role-id or the secret-id is "
-                "wrong, or the secret-id has expired.",
-                hint="generate a new secret-id (bao write -f "
-                "auth/approle/role/<role>/secret-id), write it to "
-                f"{self._config.approle.secret_id_file} with mode 0600, and check "
-                "vault.approle.role_id",
-            )
+            return self._login_refused()
         if doing.role and status == 400 and doing.namespace in text and "namespace" in text:
             return BackendUnavailable(
                 f"Vault's Kubernetes role {doing.role!r} does not allow namespace "
@@ -887,7 +1072,8 @@ class VaultClient:
         if status == 429:
             return BackendUnavailable(
                 f"{where} is rate-limiting the bastion, {could_not}.",
-                hint="raise the rate-limit quota that applies to the bastion's AppRole",
+                hint=f"raise the rate-limit quota that applies to the bastion's {self._method} "
+                "login",
             )
         if status >= 500:
             return BackendUnavailable(
@@ -898,6 +1084,26 @@ class VaultClient:
         return BackendUnavailable(
             f"{where} refused the request (HTTP {status or 'error'}), {could_not}.",
             hint="see Vault's server log at this time for the reason",
+        )
+
+    def _login_refused(self) -> BackendUnavailable:
+        tls, approle = self._config.tls_client, self._config.approle
+        if tls is not None:
+            return BackendUnavailable(
+                f"Vault refused the bastion's TLS client certificate login: its cert role "
+                f"{tls.role!r} does not exist or does not trust the certificate {tls.cert_file}.",
+                hint=f"make auth/cert/certs/{tls.role} trust the CA that issued the certificate "
+                f"(bao write auth/cert/certs/{tls.role} certificate=@client-ca.pem "
+                "token_policies=bastion), check vault.tls_client.role, and check that nothing "
+                "between the bastion and Vault ends TLS (Vault must see the client certificate)",
+            )
+        assert approle is not None  # noqa: S101 - __init__ checked: one of the two
+        return BackendUnavailable(
+            "Vault refused the bastion's AppRole login: the role-id or the secret-id is "
+            "wrong, or the secret-id has expired.",
+            hint="generate a new secret-id (bao write -f "
+            "auth/approle/role/<role>/secret-id), write it to "
+            f"{approle.secret_id_file} with mode 0600, and check vault.approle.role_id",
         )
 
 

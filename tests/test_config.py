@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import WriteConfig
+from conftest import FAKE_PEM, WriteConfig, secret_file
 
 from bastion.config import load_config
 from bastion.errors import ConfigError, SecretFileError
@@ -306,3 +306,84 @@ def test_check_config_cli_missing_file(tmp_path: Path) -> None:
     result = run_cli("check-config", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert result.stderr.startswith(f"bastion: {tmp_path / 'nope.yaml'}: no such file")
+
+
+# ---------------------------------------------------------------------- vault login methods
+def tls_client_login(root: Path) -> dict[str, Any]:
+    """The vault section's certificate login, with its files under ``root``."""
+    (root / "vault-client.crt").write_bytes(FAKE_PEM)
+    secret_file(root / "vault-client.key", b"-----BEGIN PRIVATE KEY-----\n...\n")
+    return {"cert_file": "vault-client.crt", "key_file": "vault-client.key", "role": "bastion"}
+
+
+def test_vault_login_by_tls_client_certificate(write_config: WriteConfig, tmp_path: Path) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        del data["vault"]["approle"]
+        data["vault"]["tls_client"] = tls_client_login(tmp_path)
+
+    config = load_config(write_config(edit))
+    assert config.vault.approle is None
+    assert config.vault.tls_client is not None
+    assert config.vault.tls_client.cert_file == tmp_path / "vault-client.crt"
+    assert config.vault.tls_client.key_file == tmp_path / "vault-client.key"
+    assert config.vault.tls_client.role == "bastion"
+
+
+def test_vault_needs_exactly_one_login_method(write_config: WriteConfig, tmp_path: Path) -> None:
+    def both(data: dict[str, Any]) -> None:
+        data["vault"]["tls_client"] = tls_client_login(tmp_path)
+
+    def neither(data: dict[str, Any]) -> None:
+        del data["vault"]["approle"]
+
+    assert problems(write_config(both)) == [
+        "57: vault: both 'approle' and 'tls_client' are set; the bastion logs in to Vault one "
+        "way: keep exactly one of them"
+    ]
+    assert problems(write_config(neither)) == [
+        "57: vault: no login method: set 'approle' (role_id, secret_id_file) or 'tls_client' "
+        "(cert_file, key_file, role) to say how the bastion logs in to Vault"
+    ]
+
+
+def test_tls_client_keys_are_checked(write_config: WriteConfig, tmp_path: Path) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        del data["vault"]["approle"]
+        data["vault"]["tls_client"] = tls_client_login(tmp_path)
+        del data["vault"]["tls_client"]["role"]
+        data["vault"]["tls_client"]["cert"] = "vault-client.crt"
+
+    assert problems(write_config(edit)) == [
+        "60: vault.tls_client.role: required key is missing",
+        "63: vault.tls_client.cert: unknown key 'cert'; allowed keys here: cert_file, key_file, "
+        "role",
+    ]
+
+
+def test_tls_client_key_is_a_secret_file_and_cert_a_certificate(
+    write_config: WriteConfig, tmp_path: Path
+) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        del data["vault"]["approle"]
+        data["vault"]["tls_client"] = tls_client_login(tmp_path)
+
+    path = write_config(edit)
+    key, cert = tmp_path / "vault-client.key", tmp_path / "vault-client.crt"
+    key.chmod(0o644)
+    with pytest.raises(SecretFileError) as caught:
+        load_config(path)
+    assert caught.value.message.splitlines()[1].strip() == (
+        f"{path}:62: vault.tls_client.key_file: secret file {key} has mode 0644; expected 0600 "
+        f"(run: chmod 600 {key})"
+    )
+    key.chmod(0o600)
+    cert.write_text("not a certificate")
+    assert problems(path) == [
+        f"61: vault.tls_client.cert_file: certificate file {cert} holds no PEM certificate"
+    ]
+    key.unlink()
+    cert.unlink()
+    assert problems(path) == [
+        f"62: vault.tls_client.key_file: secret file {key} does not exist",
+        f"61: vault.tls_client.cert_file: certificate file {cert} does not exist",
+    ]

@@ -378,10 +378,12 @@ def _vault_check(config: Config) -> str:
     """The config's Vault and cluster sections at work: AppRole login, a credential for one
     namespace, used there and refused elsewhere, then revoked (which kills the token)."""
     cluster, grant = config.clusters[0], config.grants[0]
+    approle = config.vault.approle
+    assert approle is not None  # noqa: S101 - the demo writes its config with AppRole
     try:
         vault = hvac.Client(url=config.vault.address, verify=str(config.vault.ca_file))
-        secret_id = config.vault.approle.secret_id_file.read_text().strip()
-        vault.auth.approle.login(role_id=config.vault.approle.role_id, secret_id=secret_id)
+        secret_id = approle.secret_id_file.read_text().strip()
+        vault.auth.approle.login(role_id=approle.role_id, secret_id=secret_id)
         creds = vault.write_data(
             f"{cluster.vault_mount}/creds/{grant.vault_role}",
             data={"kubernetes_namespace": "payments", "ttl": "10m"},

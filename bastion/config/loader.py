@@ -350,15 +350,15 @@ def _check_secret_file(
     return None
 
 
-def _check_ca_file(path: Path, loc: Loc) -> ConfigIssue | None:
+def _check_ca_file(path: Path, loc: Loc, what: str = "CA file") -> ConfigIssue | None:
     try:
         head = path.read_bytes()[:65536]
     except FileNotFoundError:
-        return ConfigIssue(loc, f"CA file {path} does not exist")
+        return ConfigIssue(loc, f"{what} {path} does not exist")
     except OSError as exc:
-        return ConfigIssue(loc, f"CA file {path} cannot be read: {exc.strerror}")
+        return ConfigIssue(loc, f"{what} {path} cannot be read: {exc.strerror}")
     if b"-----BEGIN CERTIFICATE-----" not in head:
-        return ConfigIssue(loc, f"CA file {path} holds no PEM certificate")
+        return ConfigIssue(loc, f"{what} {path} holds no PEM certificate")
     return None
 
 
@@ -374,9 +374,13 @@ def _check_files(config: Config, owner: str, owner_uid: int) -> list[ConfigIssue
         file = config.user_file(user.name)
         loc: Loc = ("totp_secret_file",) if file else ("users", i, "totp_secret_file")
         secret_files.append((path, loc, file))
-    secret_files.append(
-        (config.vault.approle.secret_id_file, ("vault", "approle", "secret_id_file"), None)
-    )
+    vault = config.vault
+    if vault.approle is not None:
+        secret_files.append(
+            (vault.approle.secret_id_file, ("vault", "approle", "secret_id_file"), None)
+        )
+    if vault.tls_client is not None:
+        secret_files.append((vault.tls_client.key_file, ("vault", "tls_client", "key_file"), None))
     if config.listener.host_key.exists():
         secret_files.append((config.listener.host_key, ("listener", "host_key"), None))
     for path, loc, file in secret_files:
@@ -389,6 +393,11 @@ def _check_files(config: Config, owner: str, owner_uid: int) -> list[ConfigIssue
     ca_files.append((config.vault.ca_file, ("vault", "ca_file")))
     for path, loc in ca_files:
         found = _check_ca_file(path, loc)
+        if found:
+            issues.append(found)
+    if vault.tls_client is not None:
+        where: Loc = ("vault", "tls_client", "cert_file")
+        found = _check_ca_file(vault.tls_client.cert_file, where, "certificate file")
         if found:
             issues.append(found)
     return issues

@@ -41,6 +41,7 @@ __all__ = [
     "Limits",
     "Listener",
     "Paths",
+    "TlsClient",
     "User",
     "Vault",
 ]
@@ -210,11 +211,35 @@ class AppRole(_Strict):
     secret_id_file: ConfigPath
 
 
+class TlsClient(_Strict):
+    """Login with a TLS client certificate (Vault's ``cert`` auth method, mutual TLS)."""
+
+    cert_file: ConfigPath  # PEM certificate (may be followed by its intermediates)
+    key_file: ConfigPath  # its private key: a secret file
+    role: Identifier  # the cert auth role: ``name`` of auth/cert/login
+
+
 class Vault(_Strict):
     address: HttpsUrl
     ca_file: ConfigPath
-    approle: AppRole
+    # Exactly one of the two: how the bastion logs in to Vault.
+    approle: AppRole | None = None
+    tls_client: TlsClient | None = None
     timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _one_login(self) -> Vault:
+        if self.approle is not None and self.tls_client is not None:
+            raise ValueError(
+                "both 'approle' and 'tls_client' are set; the bastion logs in to Vault one "
+                "way: keep exactly one of them"
+            )
+        if self.approle is None and self.tls_client is None:
+            raise ValueError(
+                "no login method: set 'approle' (role_id, secret_id_file) or 'tls_client' "
+                "(cert_file, key_file, role) to say how the bastion logs in to Vault"
+            )
+        return self
 
 
 class Paths(_Strict):

@@ -8,10 +8,16 @@
    tokens, roles and role bindings, and holds the pod permissions it hands out (so it needs
    no ``escalate``/``bind``: kubesim enforces RBAC escalation prevention like Kubernetes);
 3. starts OpenBao (``-dev -dev-tls``) and configures it: AppRole ``bastion`` with a policy
-   limited to the bastion's paths, the Kubernetes secrets engine pointed at kubesim with its
-   CA pinned, and one role per grant (or one ``debug`` role) whose generated rules are
+   limited to the bastion's paths, the ``cert`` auth method with a role ``bastion`` (same
+   policy) trusting a throwaway CA that issued the bastion's client certificate, the
+   Kubernetes secrets engine pointed at kubesim with its CA pinned, and one role per grant
+   (or one ``debug`` role) whose generated rules are
    :func:`bastion.kube_permissions.rules_for_modes`;
 4. writes ``devstack.json`` with everything a client needs.
+
+The dev-TLS listener requests (without requiring) a client certificate in every handshake, as
+a production listener does unless ``tls_disable_client_certs`` is set, so certificate login
+works against it as it is.
 
 ``stop()`` stops both and removes the stack's temporary files.
 """
@@ -23,12 +29,17 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import hvac
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bastion.devstack.kubesim.app import KubeSim
 from bastion.devstack.kubesim.store import RESOURCES
@@ -36,11 +47,13 @@ from bastion.devstack.openbao import OpenBao
 from bastion.kube_permissions import Rule, rules_for_modes
 from bastion.policy import Mode
 
-__all__ = ["DEFAULT_FIXTURE", "LocalStack", "VaultRole"]
+__all__ = ["DEFAULT_FIXTURE", "ClientCA", "LocalStack", "VaultRole"]
 
 DEFAULT_FIXTURE = "demo.yaml"
 OPENBAO_SA = ("kube-system", "openbao")
 APPROLE = "bastion"
+CERT_ROLE = "bastion"  # the cert auth role (auth/cert/certs/bastion), same policy as the AppRole
+CLIENT_CERT, CLIENT_KEY = "vault-client.crt", "vault-client.key"  # in the state dir
 # What the engine itself does in the cluster (its own needs, not the sessions').
 _ENGINE_RULES = (
     Rule(("serviceaccounts",), ("create", "delete", "get")),
@@ -65,6 +78,83 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
+class ClientCA:
+    """A throwaway CA for the bastion's Vault client certificate (the ``cert`` auth method)."""
+
+    def __init__(self, name: str = "devstack-vault-client-ca", *, days: int = 30) -> None:
+        now = datetime.now(UTC) - timedelta(minutes=5)  # tolerate small clock skew
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self.certificate = (
+            x509.CertificateBuilder()
+            .subject_name(self.name)
+            .issuer_name(self.name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), False)
+            .sign(self._key, hashes.SHA256())
+        )
+
+    @property
+    def pem(self) -> str:
+        return self.certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+    def issue(
+        self,
+        cert_file: Path,
+        key_file: Path,
+        *,
+        common_name: str = "bastion",
+        not_after: datetime | None = None,
+    ) -> x509.Certificate:
+        """A new key (written 0600) and a client certificate for it, signed by this CA, valid
+        as long as the CA unless ``not_after`` says otherwise."""
+        now = datetime.now(UTC) - timedelta(minutes=5)
+        until = not_after or self.certificate.not_valid_after_utc
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(min(now, until - timedelta(minutes=1)))
+            .not_valid_after(until)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), False
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        pem_key = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _write_private(key_file, pem_key.decode())
+        cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        return certificate
+
+
 def bastion_policy(mount: str) -> str:
     """The bastion's Vault policy: its own token, its mount's creds, its own leases."""
     return "\n".join(
@@ -87,6 +177,7 @@ class LocalStack:
     mount: str = "kubernetes"
     kubesim: KubeSim = field(init=False)
     openbao: OpenBao = field(init=False)
+    client_ca: ClientCA | None = field(init=False, default=None)
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -116,7 +207,8 @@ class LocalStack:
         await self.kubesim.stop()
         for leftover in ("kubesim", "openbao"):
             shutil.rmtree(self.state_dir / leftover, ignore_errors=True)
-        (self.state_dir / "approle-secret-id").unlink(missing_ok=True)
+        for secret in ("approle-secret-id", CLIENT_KEY, CLIENT_CERT):
+            (self.state_dir / secret).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ kubesim side
     def _engine_identity(self) -> str:
@@ -205,6 +297,21 @@ class LocalStack:
         secret_id = bao.auth.approle.generate_secret_id(role_name=APPROLE)["data"]["secret_id"]
         secret_file = self.state_dir / "approle-secret-id"
         _write_private(secret_file, secret_id + "\n")
+        # The same policy for a TLS client certificate login (auth/cert).
+        self.client_ca = ClientCA()
+        cert_file, key_file = self.state_dir / CLIENT_CERT, self.state_dir / CLIENT_KEY
+        self.client_ca.issue(cert_file, key_file, common_name="bastion")
+        bao.sys.enable_auth_method("cert")
+        bao.adapter.post(
+            f"/v1/auth/cert/certs/{CERT_ROLE}",
+            json={
+                "certificate": self.client_ca.pem,
+                "allowed_common_names": ["bastion"],
+                "token_policies": [APPROLE],
+                "token_ttl": "1h",
+                "token_max_ttl": "4h",
+            },
+        )
         self.info = {
             "kube_api": self.kubesim.url,
             "kube_ca": str(self.kubesim.ca_file),
@@ -214,6 +321,9 @@ class LocalStack:
             "vault_root_token": self.openbao.root_token,
             "approle_role_id": role_id,
             "approle_secret_id_file": str(secret_file),
+            "vault_client_cert": str(cert_file),
+            "vault_client_key": str(key_file),
+            "vault_cert_role": CERT_ROLE,
             "vault_kubernetes_mount": self.mount,
             "vault_roles": [role.name for role in roles],
             "kubesim_pid": os.getpid(),
