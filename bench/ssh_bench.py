@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""SSH front door: logins per second and memory per idle connection, against OpenSSH's sshd.
+"""SSH front door: logins/s, memory per idle connection and session start, against sshd.
 
 What is measured, in one run, on loopback:
 
@@ -18,6 +18,20 @@ What is measured, in one run, on loopback:
    before the connections, divided by the number of connections. For the bastion (1 worker)
    that is the worker; the supervisor is shown apart. For sshd it is the listener and every
    per-connection process it forked. Kernel memory (socket buffers) is not in PSS.
+3. **Session start.** One session is: TCP connect and full login (a), then a session
+   channel with a PTY (``xterm-256color``, 80x24) and a shell request, up to the first byte
+   of output on the terminal (b, split at the server's answer to the shell request); then,
+   once the whole greeting is there, Enter, and the time until the channel closes (the
+   wipe). Each session is a fresh connection and a fresh user. ``--sessions`` of them one
+   at a time (1 client process), then ``--load-sessions`` with ``--session-load`` in
+   flight (``--clients`` processes). Medians and p90. The bastion (1 worker) runs its
+   console, today ``bastion.ssh.placeholder`` (a session is opened first: audit event,
+   journal, temp directory; Enter ends it and the session is wiped). sshd (key only) runs
+   ``ForceCommand <this interpreter> -I -c 'import sys; print("Welcome");
+   sys.stdin.readline()'`` through the user's shell, with ``SetEnv SHLVL=1`` so that
+   Debian's bash does not source ``~/.bashrc`` for an sshd child. The same two commands
+   are also timed alone (spawned on a pty, no SSH), and the bastion's sessions are split
+   at its own audit events' time stamps.
 
 Each successful bastion login burns the user's current TOTP time step (the replay guard),
 so the bench enrols ``--users`` users (one shared client key, a fresh TOTP secret each) and
@@ -32,8 +46,8 @@ processes share the same cores ("client cores").
 
 Run from the repository root (as root, or as a user sshd can run for)::
 
-    .venv/bin/python bench/ssh_bench.py                # ~55 s on 2 cores
-    .venv/bin/python bench/ssh_bench.py --quick        # ~25 s
+    .venv/bin/python bench/ssh_bench.py                # ~70 s on 2 cores
+    .venv/bin/python bench/ssh_bench.py --quick        # ~35 s
     .venv/bin/python bench/ssh_bench.py --skip-sshd    # the bastion rows only
 """
 
@@ -42,21 +56,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import platform
 import pwd
 import resource
+import shlex
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,6 +93,14 @@ WARMUP = 3  # untimed logins per client process before a timed run
 TARGET_LOGINS_PER_CORE = 150
 TARGET_KB_PER_CONNECTION = 100
 TARGET_CONNECTIONS = 1000
+TERM_TYPE = "xterm-256color"
+# The bastion's console today (bastion.ssh.placeholder) greets and ends with this line.
+GREETING_END = "Press Enter to end this session."
+# What the sshd baseline runs (ForceCommand): the same interpreter printing one line, then
+# waiting for Enter like the placeholder, so that the wipe rows are comparable too.
+BASELINE_CODE = 'import sys; print("Welcome"); sys.stdin.readline()'
+SESSION_WARMUP = 2  # untimed sessions per client process before the timed ones
+SESSION_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -114,6 +141,35 @@ class _CodeClient(asyncssh.SSHClient):
         if self._secret is None or len(prompts) != 1:
             return None
         return [pyotp.TOTP(self._secret).now()]
+
+
+class _Terminal(asyncssh.SSHClientSession[bytes]):
+    """The client's side of a PTY session: when the first byte came, and the greeting."""
+
+    def __init__(self, marker: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        self.marker = marker
+        self.first_byte: float | None = None
+        self.output = bytearray()
+        self.greeted: asyncio.Future[float] = loop.create_future()
+        self.closed: asyncio.Future[float] = loop.create_future()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        now = time.time()
+        if self.first_byte is None:
+            self.first_byte = now
+        if not self.greeted.done():
+            self.output += data
+            if self.marker in self.output:
+                self.greeted.set_result(now)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        now = time.time()
+        if not self.greeted.done():
+            tail = bytes(self.output[-120:])
+            self.greeted.set_exception(RuntimeError(f"closed before the greeting: {tail!r}"))
+        if not self.closed.done():
+            self.closed.set_result(now)
 
 
 @dataclass
@@ -196,6 +252,60 @@ class _Client:
     def open_now(self) -> int:
         return len(self.held) - self.dropped
 
+    async def session(self, user: tuple[str, str | None]) -> dict[str, Any]:
+        """Connect, log in, open a PTY + shell session, wait for the greeting, press Enter
+        and wait for the channel to close. Wall-clock times (``time.time``), so that the
+        coordinator can line them up with the bastion's audit log."""
+        connect = time.time()
+        conn = await self.login(user)
+        try:
+            login = time.time()
+            chan, term = await conn.create_session(
+                lambda: _Terminal(self.job["marker"].encode()),
+                term_type=TERM_TYPE,
+                term_size=(80, 24),
+                encoding=None,
+            )
+            accepted = time.time()
+            greeted = await asyncio.wait_for(term.greeted, SESSION_TIMEOUT)
+            chan.write(b"\r")
+            enter = time.time()
+            closed = await asyncio.wait_for(term.closed, SESSION_TIMEOUT)
+        finally:
+            conn.close()
+        await conn.wait_closed()
+        return {
+            "user": user[0],
+            "connect": connect,
+            "login": login,
+            "accepted": accepted,
+            "first_byte": term.first_byte,
+            "greeted": greeted,
+            "enter": enter,
+            "closed": closed,
+        }
+
+    async def sessions(self, count: int, tally: _Tally, timings: list[dict[str, Any]]) -> None:
+        """``count`` sessions, ``concurrency`` of them in flight, each with a fresh user."""
+        remaining = count
+
+        async def runner() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                user = self.take_user()
+                if user is None:
+                    tally.errors["ran out of users"] += 1
+                    continue
+                try:
+                    timings.append(await self.session(user))
+                except (TimeoutError, OSError, asyncssh.Error, RuntimeError) as exc:
+                    tally.failed(exc)
+                    continue
+                tally.ok += 1
+
+        await asyncio.gather(*(runner() for _ in range(self.job["concurrency"])))
+
 
 async def _client_main(job: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
@@ -212,6 +322,7 @@ async def _client_main(job: dict[str, Any]) -> None:
         if not words or words[0] == "quit":
             break
         tally = _Tally()
+        timings: list[dict[str, Any]] = []
         cpu = _own_cpu()
         started = time.time()
         if words[0] == "run":  # run SECONDS: timed handshakes
@@ -221,6 +332,8 @@ async def _client_main(job: dict[str, Any]) -> None:
             )
         elif words[0] == "hold":  # hold N: open N more connections and keep them
             await client.hold(int(words[1]), tally)
+        elif words[0] == "sessions":  # sessions N: N sessions start to end, then close
+            await client.sessions(int(words[1]), tally, timings)
         ended = time.time()
         _reply(
             {
@@ -232,6 +345,7 @@ async def _client_main(job: dict[str, Any]) -> None:
                 "latencies": tally.latencies,
                 "open": client.open_now(),
                 "dropped": client.dropped,
+                "sessions": timings,
             }
         )
     for conn in client.held:
@@ -368,6 +482,8 @@ class Server:
     proc: subprocess.Popen[Any]
     totp: bool
     log: Path
+    marker: str = ""  # the text that ends the console's greeting
+    audit_log: Path | None = None
 
     def pids(self) -> list[int]:
         return process_tree(self.proc.pid)
@@ -481,9 +597,11 @@ class Lab:
             raise RuntimeError(f"bastion serve did not start: {line!r}\n{log.read_text()[-2000:]}")
         port = int(line.split(" with ")[0].rsplit(":", 1)[1])
         label = f"bastion serve --workers {workers}"
-        return Server(label, "key + TOTP", str(workers), port, proc, True, log)
+        audit = self.root / f"state-{self._runs}" / "audit.jsonl"
+        return Server(label, "key + TOTP", str(workers), port, proc, True, log, GREETING_END, audit)
 
-    def start_sshd(self, sshd: str) -> Server:
+    def start_sshd(self, sshd: str, session_command: str | None = None) -> Server:
+        """sshd, key only; with ``session_command``, every session runs it (ForceCommand)."""
         directory = self.root / "sshd"
         directory.mkdir(exist_ok=True)
         host_key = directory / "ssh_host_ed25519_key"
@@ -513,6 +631,18 @@ class Lab:
                     "KexAlgorithms curve25519-sha256",
                     "HostKeyAlgorithms ssh-ed25519",
                     "PubkeyAcceptedAlgorithms ssh-ed25519",
+                    *(
+                        [
+                            "PrintMotd no",
+                            "PrintLastLog no",
+                            # Debian's bash sources ~/.bashrc when SSH_CLIENT is set and SHLVL
+                            # is below 2; the user's rc files are not sshd's cost.
+                            "SetEnv SHLVL=1",
+                            f"ForceCommand {session_command}",
+                        ]
+                        if session_command
+                        else []
+                    ),
                     "",
                 ]
             )
@@ -531,7 +661,9 @@ class Lab:
             raise RuntimeError(f"sshd did not start: {exc}\n{log.read_text()[-2000:]}") from None
         version = subprocess.run([sshd, "-V"], capture_output=True, text=True, check=False)
         name = (version.stderr or version.stdout).split(",")[0].strip() or "sshd"
-        return Server(f"{name} sshd", "key only (no TOTP)", "fork/conn", port, proc, False, log)
+        return Server(
+            f"{name} sshd", "key only (no TOTP)", "fork/conn", port, proc, False, log, "Welcome"
+        )
 
 
 class Clients:
@@ -553,6 +685,7 @@ class Clients:
                 "key_path": str(lab.key_path),
                 "totp": server.totp,
                 "concurrency": concurrency,
+                "marker": server.marker,
                 "users": [list(u) for u in users[i::count]],
             }
             job_path = lab.root / f"client-{server.port}-{i}.json"
@@ -702,6 +835,133 @@ def measure_memory(
     return rows
 
 
+@dataclass
+class SessionRun:
+    server: Server
+    in_flight: int
+    timings: list[dict[str, Any]]
+    errors: Counter[str]
+    seconds: float
+    server_cpu: float
+
+    def phase(self, end: str, start: str) -> list[float]:
+        """Sorted ``end - start`` of every session, in seconds."""
+        return sorted(t[end] - t[start] for t in self.timings)
+
+
+def measure_sessions(
+    lab: Lab,
+    server: Server,
+    users: Sequence[tuple[str, str | None]],
+    *,
+    in_flight: int,
+    count: int,
+    max_clients: int,
+) -> SessionRun:
+    """``count`` sessions with ``in_flight`` of them at a time, from 1 or more processes."""
+    procs = max_clients if in_flight >= max_clients and in_flight % max_clients == 0 else 1
+    shares = [count // procs + (i < count % procs) for i in range(procs)]
+    clients = Clients(lab, server, procs, in_flight // procs, users)
+    try:
+        warm = clients.command("sessions", SESSION_WARMUP)
+        time.sleep(0.3)  # the warm-up sessions' last audit events and reaping settle
+        before = cpu_seconds(server.pids())
+        for proc, n in zip(clients.procs, shares, strict=True):
+            send(proc, "sessions", n)
+        replies = list(clients._replies())
+        time.sleep(0.5)  # sshd reaps its children (their CPU time counts once reaped)
+        after = cpu_seconds(server.pids())
+    finally:
+        clients.close()
+    errors: Counter[str] = Counter(clients.warmup_errors)
+    for reply in warm:
+        errors.update({f"warm-up: {k}": v for k, v in reply["errors"].items()})
+    for reply in replies:
+        errors.update(reply["errors"])
+    return SessionRun(
+        server,
+        in_flight,
+        [t for r in replies for t in r["sessions"]],
+        errors,
+        max(r["ended"] for r in replies) - min(r["started"] for r in replies),
+        after - before,
+    )
+
+
+async def _first_bytes_on_pty(argv: Sequence[str], env: dict[str, str], count: int) -> list[float]:
+    """Start ``argv`` on a fresh pty ``count`` times, as the front door starts its console
+    (without SSH, session or audit): seconds from the spawn to the first byte on the master.
+    Each run then gets Enter and is waited for."""
+    loop = asyncio.get_running_loop()
+    times = []
+    for _ in range(count):
+        master, slave = os.openpty()
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.set_blocking(master, False)
+        first: asyncio.Future[float] = loop.create_future()
+
+        def readable(master: int = master, first: asyncio.Future[float] = first) -> None:
+            now = time.perf_counter()
+            try:
+                data = os.read(master, 4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not first.done():
+                if data:
+                    first.set_result(now)
+                else:
+                    first.set_exception(RuntimeError(f"{argv[0]} wrote nothing"))
+
+        start = time.perf_counter()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        finally:
+            os.close(slave)
+        loop.add_reader(master, readable)
+        try:
+            times.append(await asyncio.wait_for(first, SESSION_TIMEOUT) - start)
+            os.write(master, b"\r")
+            await asyncio.wait_for(proc.wait(), SESSION_TIMEOUT)
+        finally:
+            loop.remove_reader(master)
+            os.close(master)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    return sorted(times)
+
+
+def audit_stamps(path: Path) -> dict[str, dict[str, float]]:
+    """Per user (every timed session has its own): when each session event was stamped.
+
+    The audit log stamps an event in its writer thread just before the write and fsync."""
+    wanted = {"browsing", "wiping", "closed"}
+    stamps: dict[str, dict[str, float]] = defaultdict(dict)
+    with path.open() as lines:
+        for line in lines:
+            event = json.loads(line)
+            name, outcome = event.get("event"), event.get("outcome")
+            if name == "session.opened":
+                key = "opened"
+            elif name == "session.state" and outcome in wanted:
+                key = outcome
+            else:
+                continue
+            moment = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
+            stamps[event["actor"]][key] = moment.timestamp()
+    return stamps
+
+
 # ====================================================================== report
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], left: set[int]) -> None:
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
@@ -829,6 +1089,129 @@ def print_memory(rows: Sequence[MemoryRow]) -> None:
     )
 
 
+SESSION_PHASES = (
+    ("(a) TCP connect + full login", "login", "connect"),
+    ("(b) session request -> first output byte", "first_byte", "login"),
+    ("  (b1) channel open, PTY and shell answered", "accepted", "login"),
+    ("  (b2) shell answered -> first output byte", "first_byte", "accepted"),
+    ("(a)+(b) TCP connect -> first output byte", "first_byte", "connect"),
+    ("wipe: Enter -> channel closed", "closed", "enter"),
+)
+AUDIT_STEPS = (
+    ("session request -> session.opened stamped", "audit_opened", "login"),
+    ("session.opened -> browsing stamped", "audit_browsing", "audit_opened"),
+    ("browsing stamped -> first byte at the client", "first_byte", "audit_browsing"),
+    ("Enter -> wiping stamped", "audit_wiping", "enter"),
+    ("wiping -> closed stamped", "audit_closed", "audit_wiping"),
+    ("closed stamped -> channel closed at the client", "closed", "audit_closed"),
+)
+
+
+def _ms(values: Sequence[float], q: float) -> str:
+    return f"{percentile(values, q) * 1e3:.1f}" if values else "-"
+
+
+def _ratio(ours: Sequence[float], base: Sequence[float], q: float) -> str:
+    if not ours or not base or percentile(base, q) <= 0:
+        return "-"
+    return f"{percentile(ours, q) / percentile(base, q):.2f}x"
+
+
+def print_sessions(runs: Sequence[SessionRun], alone: dict[str, list[float]]) -> None:
+    out = []
+
+    def row(
+        label: str,
+        level: str,
+        count: str,
+        base: list[float],
+        ours: list[float],
+        *,
+        spread: bool = True,
+        scale: float = 1e3,
+    ) -> None:
+        def cell(values: list[float], q: float) -> str:
+            if not spread and q != 0.5:
+                return ""
+            return f"{percentile(values, q) * scale:.1f}" if values else "-"
+
+        out.append(
+            (
+                label,
+                level,
+                count,
+                cell(base, 0.5),
+                cell(base, 0.9),
+                cell(ours, 0.5),
+                cell(ours, 0.9),
+                _ratio(ours, base, 0.5),
+                _ratio(ours, base, 0.9) if spread else "",
+            )
+        )
+
+    for level in sorted({r.in_flight for r in runs}):
+        base = next((r for r in runs if not r.server.totp and r.in_flight == level), None)
+        ours = next((r for r in runs if r.server.totp and r.in_flight == level), None)
+        counts = [str(len(r.timings)) if r else "-" for r in (base, ours)]
+        count = counts[1] if base is None else "/".join(counts)
+        for label, end, start in SESSION_PHASES:
+            row(
+                label,
+                str(level),
+                count,
+                base.phase(end, start) if base else [],
+                ours.phase(end, start) if ours else [],
+            )
+        cpu = [[r.server_cpu / len(r.timings)] if r and r.timings else [] for r in (base, ours)]
+        row("server CPU per session, with child processes", str(level), count, *cpu, spread=False)
+        rates = [[len(r.timings) / r.seconds] if r and r.seconds else [] for r in (base, ours)]
+        label = "sessions per second (a rate, not ms)"
+        row(label, str(level), count, *rates, spread=False, scale=1.0)
+    if alone:
+        base_alone, ours_alone = alone.get("baseline", []), alone.get("console", [])
+        count = f"{len(base_alone)}/{len(ours_alone)}"
+        label = "console process alone: spawn on a pty -> first byte"
+        row(label, "1", count, base_alone, ours_alone)
+    table(
+        (
+            "phase (ms)",
+            "in flight",
+            "sessions",
+            "sshd p50",
+            "sshd p90",
+            "bastion p50",
+            "bastion p90",
+            "p50 vs sshd",
+            "p90 vs sshd",
+        ),
+        out,
+        {0},
+    )
+    for r in runs:
+        for error, n in r.errors.most_common(3):
+            print(f"  {r.server.label}, {r.in_flight} in flight: {n} x {error}")
+
+
+def print_audit_split(runs: Sequence[SessionRun]) -> None:
+    """The bastion's session start and wipe, split at its own audit events' stamps."""
+    out = []
+    for r in runs:
+        if not r.server.totp or r.server.audit_log is None or not r.server.audit_log.exists():
+            continue
+        stamps = audit_stamps(r.server.audit_log)
+        merged = [
+            {**t, **{f"audit_{k}": v for k, v in stamps.get(t["user"], {}).items()}}
+            for t in r.timings
+        ]
+        for label, end, start in AUDIT_STEPS:
+            values = sorted(t[end] - t[start] for t in merged if end in t and start in t)
+            out.append(
+                (label, str(r.in_flight), str(len(values)), _ms(values, 0.5), _ms(values, 0.9))
+            )
+    if out:
+        table(("bastion step (ms)", "in flight", "sessions", "p50", "p90"), out, {0})
+
+
 def verdicts(rates: Sequence[RateRow], memory: Sequence[MemoryRow]) -> bool:
     ok = True
     print()
@@ -869,7 +1252,7 @@ def verdicts(rates: Sequence[RateRow], memory: Sequence[MemoryRow]) -> bool:
 # ====================================================================== main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller counts (~25 s)")
+    parser.add_argument("--quick", action="store_true", help="smaller counts (~35 s)")
     parser.add_argument("--skip-sshd", action="store_true", help="no OpenSSH baseline rows")
     parser.add_argument("--sshd", default=SSHD, help=f"path of OpenSSH's sshd (default {SSHD})")
     parser.add_argument("--users", type=int, help="enrolled users (default 1500, quick 600)")
@@ -881,6 +1264,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--hold", type=int, nargs="+", help="idle connection counts (default 100 500 1000)"
     )
+    parser.add_argument(
+        "--sessions", type=int, help="sequential sessions per server (default 30, quick 10)"
+    )
+    parser.add_argument(
+        "--load-sessions", type=int, help="sessions under load per server (default 64, quick 16)"
+    )
+    parser.add_argument(
+        "--session-load", type=int, default=8, help="sessions in flight under load (default 8)"
+    )
     parser.add_argument("--client", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.users is None:
@@ -890,10 +1282,98 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.hold is None:
         args.hold = [20, 50, 100] if args.quick else [100, 500, 1000]
     args.hold = sorted(args.hold)
+    if args.sessions is None:
+        args.sessions = 10 if args.quick else 30
+    if args.load_sessions is None:
+        args.load_sessions = 16 if args.quick else 64
     needed = args.hold[-1] + WARMUP * args.clients
     if args.users < needed:
         parser.error(f"--users must be at least {needed} for --hold {args.hold[-1]}")
+    needed = session_users(args, 1) + session_users(args, args.clients)
+    if args.users < needed:
+        parser.error(f"--users must be at least {needed} for the session rows")
     return args
+
+
+def session_users(args: argparse.Namespace, procs: int) -> int:
+    """Users one session row uses up: its client processes' warm-ups, then its sessions."""
+    count = args.sessions if procs == 1 else args.load_sessions
+    return (WARMUP + SESSION_WARMUP) * procs + count
+
+
+def session_rows(
+    lab: Lab,
+    sshd: str | None,
+    sshd_users: Sequence[tuple[str, str | None]],
+    bastion_users: Sequence[tuple[str, str | None]],
+    args: argparse.Namespace,
+) -> list[SessionRun]:
+    """Measure and print the session start rows: sshd's (if any), then the bastion's."""
+    sessions: list[SessionRun] = []
+    baseline_argv = [sys.executable, "-I", "-c", BASELINE_CODE]
+    baseline_command = shlex.join(baseline_argv)
+
+    def run(server: Server, users: Sequence[tuple[str, str | None]]) -> None:
+        first = session_users(args, 1)
+        try:
+            sessions.append(
+                measure_sessions(
+                    lab, server, users[:first], in_flight=1, count=args.sessions, max_clients=1
+                )
+            )
+            sessions.append(
+                measure_sessions(
+                    lab,
+                    server,
+                    users[first:],
+                    in_flight=args.session_load,
+                    count=args.load_sessions,
+                    max_clients=args.clients,
+                )
+            )
+        finally:
+            server.stop()
+
+    if sshd is not None:
+        run(lab.start_sshd(sshd, baseline_command), sshd_users)
+    run(lab.start_bastion(1), bastion_users)
+    from bastion.ssh.console import python_argv  # noqa: PLC0415 - only the session rows
+
+    console_argv = python_argv(
+        "bastion.ssh.placeholder", lab.users[0][0], lab.key.get_fingerprint(), "totp", "oncall"
+    )
+    # The environment the front door gives its console (without the broker socket).
+    env = {"TERM": TERM_TYPE, "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "COLORTERM": "truecolor"}
+    alone = {
+        "baseline": asyncio.run(_first_bytes_on_pty(baseline_argv, env, args.sessions)),
+        "console": asyncio.run(_first_bytes_on_pty(console_argv, env, args.sessions)),
+    }
+    bare_argv = [sys.executable, "-I", "-S", "-c", BASELINE_CODE]
+    bare = asyncio.run(_first_bytes_on_pty(bare_argv, env, args.sessions))
+    shell = pwd.getpwuid(os.geteuid()).pw_shell
+    print(
+        "session start, on loopback: a fresh connection and user per session; the client asks "
+        f"for a PTY ({TERM_TYPE}, 80x24) and a shell, waits for the greeting, sends Enter and "
+        "waits for the channel to close\n"
+        f"bastion serve --workers 1 runs its console: {shlex.join(console_argv[:4])} ..."
+    )
+    if sshd is not None:
+        print(
+            f"sshd (key only) runs ForceCommand {baseline_command} (through {shell} -c, "
+            "SetEnv SHLVL=1)"
+        )
+    print_sessions(sessions, alone)
+    print(
+        f"for scale, the interpreter without site-packages ({shlex.join(bare_argv[1:4])} ...) "
+        f"alone on a pty: {_ms(bare, 0.5)} ms p50, {_ms(bare, 0.9)} ms p90 to the first byte"
+    )
+    print()
+    print(
+        "inside the bastion: the same sessions split at its audit events' time stamps "
+        "(stamped by the writer thread just before write + fsync)"
+    )
+    print_audit_split(sessions)
+    return sessions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -952,6 +1432,9 @@ def main(argv: list[str] | None = None) -> int:
             "processes minus their idle PSS, divided by the connections"
         )
         print_memory(memory)
+        print()
+
+        session_rows(lab, sshd, sshd_users, bastion_users, args)
         ok = verdicts(rates, memory)
     print(f"\ntotal time {time.perf_counter() - began:.1f} s")
     return 0 if ok else 1
