@@ -289,8 +289,9 @@ class LocalStack:
         bao.auth.approle.create_or_update_approle(
             role_name=APPROLE,
             token_policies=[APPROLE],
-            token_ttl="1h",
-            token_max_ttl="4h",
+            # Periodic: renewed forever, never re-issued at a max TTL. A session credential's
+            # lease dies with the token that asked for it, so the token must outlive sessions.
+            token_period="1h",
             secret_id_ttl="24h",
         )
         role_id = bao.auth.approle.read_role_id(role_name=APPROLE)["data"]["role_id"]
@@ -308,8 +309,7 @@ class LocalStack:
                 "certificate": self.client_ca.pem,
                 "allowed_common_names": ["bastion"],
                 "token_policies": [APPROLE],
-                "token_ttl": "1h",
-                "token_max_ttl": "4h",
+                "token_period": "1h",
             },
         )
         self.info = {

@@ -564,3 +564,16 @@ async def test_kubernetes_down_behind_vault_is_one_clear_sentence(spare: Threade
         )
         assert "kubernetes_host" in (caught.value.hint or "")
         assert await vault.healthy()  # Vault itself is fine
+
+
+def test_the_stacks_bastion_token_is_periodic(info: dict[str, Any]) -> None:
+    # A session credential's lease dies with the token that asked for it: the bastion's
+    # token must be renewable for as long as the bastion runs, never capped by a max TTL.
+    bao = hvac.Client(url=info["vault_addr"], verify=info["vault_ca"])
+    secret_id = Path(info["approle_secret_id_file"]).read_text().strip()
+    bao.auth.approle.login(role_id=info["approle_role_id"], secret_id=secret_id)
+    me = bao.auth.token.lookup_self()["data"]
+    assert me["period"] == 3600
+    assert me["explicit_max_ttl"] == 0
+    assert me["renewable"]
+    bao.auth.token.revoke_self()
