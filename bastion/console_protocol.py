@@ -19,6 +19,11 @@ from typing import Any, ClassVar
 __all__ = [
     "BROKER_FD_ENV",
     "MAX_LINE",
+    "DebugEnded",
+    "DebugProgress",
+    "DebugRefused",
+    "DebugRequest",
+    "Handover",
     "Message",
     "Notice",
     "ProtocolError",
@@ -49,13 +54,71 @@ class Notice(Message):
     message: str
 
 
-_TYPES: dict[str, type[Message]] = {cls.type: cls for cls in (Notice,)}
+@dataclass(frozen=True)
+class DebugRequest(Message):
+    """Console → broker: start a debug shell. Every field is untrusted: the broker decides
+    with the pod's real labels and refuses privileges beyond the restricted profile."""
+
+    type: ClassVar[str] = "debug"
+    cluster: str  # "" = the bastion's only cluster
+    namespace: str
+    pod: str
+    container: str  # "" = the pod's only container
+    mode: str
+    image: str  # "" = the one image policy approves there
+    reason: str
+    run_as_user: int
+    privileged: bool
+    add_capabilities: list[str]
+
+
+@dataclass(frozen=True)
+class DebugProgress(Message):
+    """Broker → console: a step of starting the debug shell, for the operator to watch."""
+
+    type: ClassVar[str] = "progress"
+    message: str
+
+
+@dataclass(frozen=True)
+class DebugRefused(Message):
+    """Broker → console: the debug did not start (one sentence); nothing of it is left."""
+
+    type: ClassVar[str] = "refused"
+    message: str
+
+
+@dataclass(frozen=True)
+class Handover(Message):
+    """Broker → console: the shell is ready; restore the terminal and exit now, the broker
+    attaches the operator's terminal to the debug container."""
+
+    type: ClassVar[str] = "handover"
+    message: str
+
+
+@dataclass(frozen=True)
+class DebugEnded(Message):
+    """Broker → the next console: how the last debug shell ended, shown on arrival."""
+
+    type: ClassVar[str] = "ended"
+    target: str
+    exit_status: int
+    message: str
+
+
+_TYPES: dict[str, type[Message]] = {
+    cls.type: cls
+    for cls in (Notice, DebugRequest, DebugProgress, DebugRefused, Handover, DebugEnded)
+}
 _PY_TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "float": (int, float),
     "int": (int,),
     "bool": (bool,),
+    "list[str]": (list,),
 }
+_MAX_ITEMS = 64
 
 
 def encode(message: Message) -> bytes:
@@ -91,4 +154,8 @@ def decode(line: bytes) -> Message:
             raise ProtocolError(f"{cls.type}.{name} has the wrong type")
         if not isinstance(value, allowed):
             raise ProtocolError(f"{cls.type}.{name} has the wrong type")
+        if isinstance(value, list) and (
+            len(value) > _MAX_ITEMS or not all(isinstance(item, str) for item in value)
+        ):
+            raise ProtocolError(f"{cls.type}.{name} must be a short list of strings")
     return cls(**data)

@@ -40,6 +40,7 @@ __all__ = [
     "Mode",
     "Policy",
     "Principal",
+    "approved_images",
     "decide",
 ]
 
@@ -180,14 +181,21 @@ class Policy:
         return [self.grants[i] for i in sorted(indices)]
 
 
-def _evaluate(grant: Grant, target: DebugTarget, request: DebugRequest, now: datetime) -> _Step:
+def _evaluate(
+    grant: Grant,
+    target: DebugTarget,
+    request: DebugRequest,
+    now: datetime,
+    *,
+    labels_known: bool = True,
+) -> _Step:
     if not grant.in_force(now):
         return _Step.TIME
     if not grant.covers_cluster(target.cluster):
         return _Step.CLUSTER
     if not grant.covers_namespace(target.namespace):
         return _Step.NAMESPACE
-    if not grant.pod_selector.matches(target.labels):
+    if labels_known and not grant.pod_selector.matches(target.labels):
         return _Step.POD
     if request.mode not in grant.modes:
         return _Step.MODE
@@ -202,8 +210,15 @@ def decide(
     target: DebugTarget,
     request: DebugRequest,
     now: datetime,
+    *,
+    labels_known: bool = True,
 ) -> Decision:
-    """Decide whether ``principal`` may debug ``target`` as ``request`` asks, at ``now``."""
+    """Decide whether ``principal`` may debug ``target`` as ``request`` asks, at ``now``.
+
+    ``labels_known=False`` is a provisional decision for a pod whose labels are not known
+    yet (``ssh bastion debug NS/POD``): pod selectors are not checked, so it only picks the
+    Vault role to read the pod with; the real decision must follow with its labels.
+    """
     if now.tzinfo is None:
         raise ValueError("decide() needs an aware datetime for 'now'")
     candidates = policy.grants_for(principal)
@@ -214,7 +229,10 @@ def decide(
             f"no grant applies to {principal.name} (groups: {groups}); "
             "ask an administrator for a grant",
         )
-    steps = [(grant, _evaluate(grant, target, request, now)) for grant in candidates]
+    steps = [
+        (grant, _evaluate(grant, target, request, now, labels_known=labels_known))
+        for grant in candidates
+    ]
     covering = [grant for grant, step in steps if step is _Step.COVERS]
     if not covering:
         return Decision(False, _denial(principal, target, request, now, steps))
@@ -239,6 +257,20 @@ def decide(
             names,
         )
     return Decision(True, f"allowed by grant {names[0]!r}", limits, names)
+
+
+def approved_images(
+    policy: Policy, principal: Principal, target: DebugTarget, mode: Mode, now: datetime
+) -> list[str]:
+    """The images a grant in force lets ``principal`` use in ``target``'s namespace in
+    ``mode``, in config order: what an operator who named no image chooses from. Pod
+    selectors are not checked here; the decision that follows checks everything."""
+    seen: dict[str, None] = {}
+    for grant in policy.grants_for(principal):
+        probe = DebugRequest(mode, next(iter(grant.images), ""))
+        if _evaluate(grant, target, probe, now, labels_known=False) is _Step.COVERS:
+            seen.update(dict.fromkeys(sorted(grant.images)))
+    return list(seen)
 
 
 def _where(target: DebugTarget) -> str:

@@ -6,7 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.console_protocol import MAX_LINE, Notice, ProtocolError, decode, encode
+from bastion.console_protocol import (
+    MAX_LINE,
+    DebugEnded,
+    DebugProgress,
+    DebugRefused,
+    DebugRequest,
+    Handover,
+    Notice,
+    ProtocolError,
+    decode,
+    encode,
+)
 
 
 @given(
@@ -28,7 +39,7 @@ def test_notices_round_trip(kind: str, seconds: float, message: str) -> None:
         (b"not json", "not a JSON line"),
         (b"[1]", "a JSON object with a string 'type'"),
         (b'{"type": 3}', "a JSON object with a string 'type'"),
-        (b'{"type": "launch"}', "unknown message type; known: notice"),
+        (b'{"type": "launch"}', "unknown message type; known: debug, ended, handover, notice"),
         (b'{"type": "notice", "kind": "idle"}', "takes exactly the fields"),
         (
             b'{"type": "notice", "kind": "idle", "seconds_left": 1, "message": "m", "x": 1}',
@@ -55,3 +66,56 @@ def test_oversized_lines_are_refused_both_ways() -> None:
         decode(b" " * (MAX_LINE + 1))
     with pytest.raises(ProtocolError, match="too long"):
         encode(Notice("idle", 1.0, "x" * MAX_LINE))
+
+
+def test_debug_messages_round_trip() -> None:
+    request = DebugRequest(
+        cluster="",
+        namespace="shop",
+        pod="web-1",
+        container="",
+        mode="ephemeral",
+        image="",
+        reason="incident 42",
+        run_as_user=65532,
+        privileged=False,
+        add_capabilities=["SYS_PTRACE"],
+    )
+    for message in (
+        request,
+        DebugProgress("asking Vault for a credential"),
+        DebugRefused("no grant allows this"),
+        Handover("attaching"),
+        DebugEnded("prod/shop/web-1", 3, "the shell ended with exit status 3"),
+    ):
+        assert decode(encode(message)) == message
+
+
+def _request_line(**overrides: object) -> bytes:
+    fields: dict[str, object] = {
+        "type": "debug", "cluster": "", "namespace": "shop", "pod": "web-1", "container": "",
+        "mode": "ephemeral", "image": "", "reason": "", "run_as_user": 65532,
+        "privileged": False, "add_capabilities": [],
+    }  # fmt: skip
+    fields.update(overrides)
+    import json  # noqa: PLC0415 - only this helper builds raw lines
+
+    return json.dumps(fields).encode()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"add_capabilities": "SYS_ADMIN"}, "debug.add_capabilities has the wrong type"),
+        ({"add_capabilities": [1]}, "must be a short list of strings"),
+        ({"add_capabilities": ["X"] * 65}, "must be a short list of strings"),
+        ({"privileged": 1}, "debug.privileged has the wrong type"),
+        ({"run_as_user": True}, "debug.run_as_user has the wrong type"),
+    ],
+)
+def test_debug_requests_with_wrong_shapes_are_refused(
+    overrides: dict[str, object], error: str
+) -> None:
+    assert isinstance(decode(_request_line()), DebugRequest)
+    with pytest.raises(ProtocolError, match=error):
+        decode(_request_line(**overrides))

@@ -17,6 +17,7 @@ from bastion.policy import (
     Mode,
     Policy,
     Principal,
+    approved_images,
     decide,
 )
 
@@ -317,3 +318,33 @@ def test_denials_stay_readable_with_many_grants() -> None:
     assert decision.reason == (
         f"image {TOOLBOX!r} is not approved for prod-eu/payments; approved: {shown} and 35 more"
     )
+
+
+def test_a_provisional_decision_skips_pod_selectors_and_nothing_else() -> None:
+    policy = Policy([grant()])
+    unlabelled = DebugTarget("prod-eu", "payments", "api-1", {}, "api")
+    assert not decide(policy, ALICE, unlabelled, REQUEST, NOW).allowed
+    provisional = decide(policy, ALICE, unlabelled, REQUEST, NOW, labels_known=False)
+    assert provisional.allowed
+    assert provisional.limits is not None
+    assert provisional.limits.vault_role == "debug-payments"
+    elsewhere = DebugTarget("prod-eu", "billing", "api-1", {}, "api")
+    assert not decide(policy, ALICE, elsewhere, REQUEST, NOW, labels_known=False).allowed
+    copy = DebugRequest(Mode.COPY, TOOLBOX, REASON)
+    assert not decide(policy, ALICE, unlabelled, copy, NOW, labels_known=False).allowed
+
+
+def test_approved_images_are_those_of_grants_covering_the_namespace_and_mode() -> None:
+    policy = Policy(
+        [
+            grant(images=frozenset({OTHER, TOOLBOX})),
+            grant(name="copy", modes=frozenset({Mode.COPY}), images=frozenset({OTHER})),
+            grant(name="old", not_after=NOW - timedelta(days=1), images=frozenset({"x"})),
+        ]
+    )
+    target = DebugTarget("prod-eu", "payments", "api-1")
+    assert approved_images(policy, ALICE, target, Mode.EPHEMERAL, NOW) == [OTHER, TOOLBOX]
+    assert approved_images(policy, ALICE, target, Mode.COPY, NOW) == [OTHER]
+    assert approved_images(policy, ALICE, target, Mode.POD, NOW) == []
+    bob = Principal("bob")
+    assert approved_images(policy, bob, target, Mode.EPHEMERAL, NOW) == []

@@ -266,6 +266,8 @@ class Limits(_Strict):
     lockout_after_failures: int = Field(5, ge=1)
     hard_lock_after_failures: int = Field(20, ge=1)
     kubernetes_timeout: Duration = timedelta(seconds=10)
+    # Pulling the toolbox image on a cold node takes longer than one API request.
+    debug_start_timeout: Duration = timedelta(seconds=90)
 
     @model_validator(mode="after")
     def _ordered(self) -> Limits:

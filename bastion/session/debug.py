@@ -5,7 +5,7 @@ with what :func:`start_debug` returns.
 Order, and why:
 
 1. decide with the labels the console reported (untrusted, but only used to pick the Vault
-   role and refuse early);
+   role and refuse early), or without pod selectors when no labels are known yet;
 2. journal, then ask Vault for a credential for exactly the target namespace, valid for the
    grant's ``max_session`` (at least 10 minutes, Kubernetes' minimum; the session's own
    deadline ends it sooner when the grant says so, and the wipe revokes it);
@@ -61,10 +61,13 @@ async def start_debug(
     principal: Principal,
     target: DebugTarget,
     request: DebugRequest,
+    labels_known: bool = True,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> DebugAccess:
+    """``labels_known=False`` when the operator named the pod without the console's listing
+    (``ssh bastion debug NS/POD``): pod selectors wait for the pod's real labels."""
     policy = config.policy()
-    first = decide(policy, principal, target, request, now())
+    first = decide(policy, principal, target, request, now(), labels_known=labels_known)
     if not first.allowed or first.limits is None:
         await _refused(session, target, first.reason)
         raise PolicyDenied(first.reason)
@@ -140,7 +143,7 @@ async def _credential_and_check(
         raise PolicyDenied(final.reason)
     if final.limits.vault_role != limits.vault_role:
         raise PolicyDenied(
-            "the pod's labels are not the ones the console showed; refresh the list and try again"
+            "the pod's labels changed the grant that applies; refresh the list and try again"
         )
     await session.record(
         "session.credential_issued",

@@ -164,11 +164,14 @@ class Session:
 
     async def release(self, kind: str) -> list[dict[str, str]]:
         """Remove this session's resources of ``kind`` now (newest first), e.g. the lease of
-        a debug that could not start; the session goes on."""
+        a debug that could not start; the session goes on. Once the wipe has begun it owns
+        every resource, so this does nothing (no resource is cleaned twice)."""
+        if self._wipe is not None:
+            return []
         mine = [r for r in self._resources if r.kind == kind]
-        outcomes = [await self._clean(r) for r in reversed(mine)]
+        # Taken out first: a wipe that begins meanwhile leaves these to this call.
         self._resources = [r for r in self._resources if r.kind != kind]
-        return outcomes
+        return [await self._clean(r) for r in reversed(mine)]
 
     # ------------------------------------------------------------------ state
     async def move(self, state: State, **fields: Any) -> None:
