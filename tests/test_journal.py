@@ -314,7 +314,9 @@ def test_start_time_is_read_past_a_command_name_with_parentheses(tmp_path: Path)
 
 
 # ------------------------------------------------------------------ orphans and kills
-def test_orphans_are_unfinished_sessions_of_dead_owners(journal: Journal) -> None:
+def test_orphans_are_open_sessions_of_dead_owners_and_closed_ones_with_leftovers(
+    journal: Journal,
+) -> None:
     gone = dead_owner()
     open_session(journal, "mine")  # live owner: not an orphan
     journal.plan("mine", "temp_dir", {"path": "/m"})
@@ -329,15 +331,20 @@ def test_orphans_are_unfinished_sessions_of_dead_owners(journal: Journal) -> Non
     open_session(journal, "clean", gone)
     journal.removed(journal.plan("clean", "temp_dir", {"path": "/x"}))
     journal.close_session("clean", 5.0)
+    # A live worker whose wipe could not revoke: closed, so the reaper retries it now.
     open_session(journal, "closed-by-live-owner")
-    journal.failed(journal.plan("closed-by-live-owner", "lease", {}), "x")
+    live_lease = journal.plan("closed-by-live-owner", "lease", {})
+    journal.failed(live_lease, "x")
     journal.close_session("closed-by-live-owner", 5.0)
+    open_session(journal, "closed-clean-by-live-owner")
+    journal.close_session("closed-clean-by-live-owner", 5.0)
     open_session(journal, "crashed-early", gone)  # nothing created yet: still to be closed
 
     orphans = {s.id: [r.id for r in pending] for s, pending in journal.orphaned()}
     assert orphans == {
         "crashed": [crashed_dir, crashed_lease],
         "closed-but-revoke-failed": [lease],
+        "closed-by-live-owner": [live_lease],
         "crashed-early": [],
     }
 
@@ -383,14 +390,41 @@ def test_the_claim_of_a_dead_reaper_is_void_at_once(journal: Journal) -> None:
     assert journal.claim("s1", Claim(ME, "y"), now=101.0, ttl=600.0)
 
 
-def test_sessions_of_live_owners_and_finished_sessions_cannot_be_claimed(journal: Journal) -> None:
+def test_open_sessions_of_live_owners_and_finished_sessions_cannot_be_claimed(
+    journal: Journal,
+) -> None:
     claim = Claim(ME, "r")
     open_session(journal, "live")
+    journal.failed(journal.plan("live", "lease", {}), "vault down")  # pending, yet still open
     assert not journal.claim("live", claim, now=1.0, ttl=60.0)
+    open_session(journal, "live-done")
+    journal.close_session("live-done", 1.0)  # closed by its live owner with nothing left
+    assert not journal.claim("live-done", claim, now=1.0, ttl=60.0)
     assert not journal.claim("nope", claim, now=1.0, ttl=60.0)
     open_session(journal, "done", dead_owner())
     journal.close_session("done", 1.0)
     assert not journal.claim("done", claim, now=1.0, ttl=60.0)
+
+
+def test_a_closed_session_with_leftovers_is_claimed_even_while_its_owner_lives(
+    journal: Journal,
+) -> None:
+    open_session(journal, "s1")  # owned by this very process, which is alive
+    rid = journal.plan("s1", "lease", {})
+    journal.created(rid, {"lease_id": "L"})
+    journal.failed(rid, "vault down")  # the wipe could not revoke it...
+    journal.close_session("s1", 2.0)  # ...and the session was closed with it pending
+    a, b = Claim(ME, "a"), Claim(ME, "b")
+    assert journal.claim("s1", a, now=3.0, ttl=60.0)
+    assert not journal.claim("s1", b, now=4.0, ttl=60.0)  # still one reaper at a time
+    assert not journal.finish_reaped("s1", a, 5.0)  # the lease is still pending
+    journal.removed(rid)
+    assert journal.finish_reaped("s1", a, 6.0)
+    record = journal.session("s1")
+    assert record is not None
+    assert (record.state, record.closed_at, record.claimed_by) == ("closed", 2.0, None)
+    assert journal.orphaned() == []
+    assert not journal.claim("s1", b, now=7.0, ttl=60.0)
 
 
 def test_a_reaped_session_closes_only_when_nothing_is_pending(journal: Journal) -> None:

@@ -284,6 +284,85 @@ async def test_a_closed_session_whose_revoke_failed_is_finished(
     j.close()
 
 
+async def test_a_live_workers_closed_session_is_finished_and_its_open_one_left_alone(
+    tmp_path: Path, audit: AuditLog
+) -> None:
+    db = tmp_path / "journal.db"
+    root = tmp_path / "sessions"
+    clock = Clock(940.0)
+    j = Journal(db, clock=clock)
+    # Both sessions belong to this very process, which is alive.
+    open_orphan(j, "open", owner=ME)
+    directory = session_dir(root, "open")
+    make(j, "open", "temp_dir", {"path": str(directory)})
+    open_orphan(j, "closed", owner=ME)
+    lease = make(j, "closed", "lease", {}, lease_id=LEASE_ID)
+    j.failed(lease, "Vault did not answer")  # the worker's own wipe could not revoke...
+    j.close_session("closed", 950.0)  # ...and closed the session with the lease pending
+    recorder = Recorder()
+    reaper = Reaper(
+        lambda: Journal(db),
+        {"temp_dir": temp_dir_cleaner(root), "lease": recorder.cleaner("revoked")},
+        audit,
+        clock=clock,
+    )
+    clock.now = 960.0  # the back-off counts from the wipe's failed attempt
+    report = await reaper.sweep()
+    assert report.orphans == 1
+    assert [(o.session, o.resource, o.outcome) for o in report.outcomes] == [
+        ("closed", lease, "deferred")
+    ]
+    clock.now = 970.0
+    report = await reaper.sweep()
+    await reaper.aclose()
+    assert recorder.calls == [("lease", lease)]
+    assert report.closed == ("closed",)
+    assert j.pending("closed") == []
+    record = j.session("closed")
+    assert record is not None
+    assert (record.state, record.closed_at) == ("closed", 950.0)
+    # The open session of the live worker: not touched, not even claimed.
+    assert directory.exists()
+    assert [r.status for r in j.pending("open")] == ["created"]
+    still_open = j.session("open")
+    assert still_open is not None
+    assert (still_open.state, still_open.claimed_by) == ("attached", None)
+    log = events(audit.path)
+    assert [(e["event"], e["outcome"], e["session"]) for e in log] == [
+        ("reaper.cleaned", "cleaned", "closed"),
+        ("session.reaped", "closed", "closed"),
+    ]
+    assert (log[0]["attempts"], log[0]["status_before"]) == (2, "failed")
+    assert log[1]["previous_state"] == "closed"
+    assert chain_ok(audit.path)
+    j.close()
+
+
+async def test_what_a_live_worker_may_still_be_creating_is_left_to_it(
+    tmp_path: Path, audit: AuditLog
+) -> None:
+    # A credential asked for while the wipe ran: planned, then the session closed. Its
+    # owner will confirm it (with the lease id) or mark it removed; until then the reaper
+    # must not take it for one that was never issued.
+    db = tmp_path / "journal.db"
+    j = Journal(db)
+    open_orphan(j, "s1", owner=ME)
+    lease = j.plan("s1", "lease", {"namespace": "shop"})
+    j.close_session("s1", 950.0)
+    recorder = Recorder()
+    reaper = Reaper(lambda: Journal(db), {"lease": recorder.cleaner("revoked")}, audit)
+    report = await reaper.sweep()
+    assert [(o.resource, o.outcome) for o in report.outcomes] == [(lease, "deferred")]
+    assert "still running" in report.outcomes[0].detail
+    assert (recorder.calls, report.closed) == ([], ())
+    j.created(lease, {"lease_id": LEASE_ID})  # the owner confirms it: now it is the reaper's
+    report = await reaper.sweep()
+    await reaper.aclose()
+    assert recorder.calls == [("lease", lease)]
+    assert report.closed == ("s1",)
+    j.close()
+
+
 async def test_a_session_that_died_before_creating_anything_is_closed(
     tmp_path: Path, audit: AuditLog
 ) -> None:

@@ -1,8 +1,11 @@
-"""The reaper: finishes the cleanup of sessions whose worker process died.
+"""The reaper: finishes the cleanup of sessions whose worker died or whose wipe fell short.
 
-A session is an orphan when the process that owned it is gone (see
-:meth:`bastion.state.journal.Journal.orphaned`) and it is not finished: still open, or closed
-with resources pending. Each :meth:`Reaper.sweep`, for every orphan:
+A session is left to the reaper (an orphan, see :meth:`bastion.state.journal.Journal.orphaned`)
+when it is still open and the process that owned it is gone, or when it is closed with
+resources still pending, whatever its owner's state: a worker closes a session only once its
+wipe has run, so a lease that the wipe could not revoke (Vault down) is retried here, in the
+worker that closed it as in any other, without waiting for that worker to exit. An open
+session of a live worker is never touched. Each :meth:`Reaper.sweep`, for every orphan:
 
 1. **claims** it in the journal (one conditional write under SQLite's write lock), so of two
    workers sweeping at once only one cleans it. A claim is void as soon as the claiming
@@ -22,7 +25,10 @@ Cleaning comes first and the audit event after it: removing access is always rig
 audit log that cannot be written does not stop the reaper (the failure is logged). Cleaners
 must be idempotent ("already gone" is a success): a reaper that dies between cleaning and
 marking leaves the resource pending, and the next one cleans it again. A resource still
-``planned`` may or may not have been created.
+``planned`` may or may not have been created. A ``planned`` resource of a closed session
+whose owner is alive is left alone (``deferred``): the owner may still be creating it (a
+credential asked for while the wipe ran), and will mark it created, with what identifies it,
+or removed; it is cleaned at a later sweep, or after the owner exits.
 
 SQLite is used from one dedicated thread: the reaper's own (when given a journal factory) or
 the broker's (when given the broker's journal and its ``in_db``), never the event loop's.
@@ -43,7 +49,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from bastion.audit.log import AuditLog
-from bastion.state.journal import Claim, Journal, ResourceRecord, SessionRecord
+from bastion.state.journal import PLANNED, Claim, Journal, ResourceRecord, SessionRecord
 
 __all__ = [
     "Cleaner",
@@ -64,6 +70,7 @@ RunInDb = Callable[..., Awaitable[Any]]
 """``await in_db(fn, *args)`` runs ``fn(*args)`` on the journal's thread (the broker's)."""
 
 ACTOR = "reaper"
+_BEING_CREATED = "planned by a worker that is still running, which may be creating it"
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ class ResourceOutcome:
 
 @dataclass(frozen=True)
 class SweepReport:
-    orphans: int = 0  # orphaned sessions found
+    orphans: int = 0  # sessions found to reap: open of a dead owner, or closed with leftovers
     outcomes: tuple[ResourceOutcome, ...] = ()
     closed: tuple[str, ...] = ()  # sessions this sweep finished and closed
     busy: tuple[str, ...] = ()  # orphans another reaper was working on
@@ -100,7 +107,7 @@ class SweepReport:
 
 
 class Reaper:
-    """Cleans up after dead workers; see the module docstring.
+    """Cleans up after dead workers and wipes that fell short; see the module docstring.
 
     ``journal`` is either a factory (``lambda: Journal(path)``), opened and closed by the
     reaper on its own database thread, or an open :class:`Journal` together with ``in_db``,
@@ -187,7 +194,7 @@ class Reaper:
             else:
                 if report.orphans:
                     log.info(
-                        "reaper: %d orphaned sessions, %d resources cleaned, %d failed, "
+                        "reaper: %d sessions to reap, %d resources cleaned, %d failed, "
                         "%d waiting, %d sessions closed",
                         report.orphans,
                         len(report.cleaned),
@@ -198,7 +205,7 @@ class Reaper:
             await asyncio.sleep(self.interval)
 
     async def sweep(self) -> SweepReport:
-        """Clean up every orphaned session once (see the module docstring)."""
+        """Clean up every session left to the reaper once (see the module docstring)."""
         async with self._sweeping:
             if self._claim is None:
                 self._claim = Claim.new()
@@ -236,7 +243,13 @@ class Reaper:
         try:
             # Read after claiming: what another reaper finished before is not pending now.
             pending = await self._db(lambda j: j.pending(record.id))
+            # Only a closed session can be claimed while its owner lives (Journal.claim), and
+            # a process that died stays dead: checked once per session.
+            owner_alive = bool(pending) and record.closed and record.owner.is_alive()
             for resource in reversed(pending):
+                if owner_alive and resource.status == PLANNED:
+                    outcomes.append(_outcome(resource, "deferred", _BEING_CREATED))
+                    continue
                 wait = self._wait(resource)
                 if wait > 0:
                     outcomes.append(_outcome(resource, "deferred", f"next attempt in {wait:.0f} s"))

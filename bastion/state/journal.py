@@ -9,7 +9,10 @@ whatever a process had made when it died can be found and removed by the reaper 
 Sessions are owned by one worker process, identified by an :class:`Owner`: its pid, its start
 time in clock ticks since boot (``/proc/PID/stat`` field 22) and the boot id. The pid alone
 is not enough, since pids are reused; a pid with the same start time on the same boot is the
-same process. A session whose owner is no longer alive is an orphan (:meth:`Journal.orphaned`).
+same process. The reaper takes over (:meth:`Journal.orphaned`) an open session once its owner
+is no longer alive, and a closed session with resources still pending whatever its owner's
+state: a worker closes a session only after its wipe, so what the wipe failed to remove is
+no longer that worker's to retry.
 
 Every public method is one atomic step: a single SQL statement in autocommit mode, or a
 ``BEGIN IMMEDIATE`` transaction when a read must decide a write. Rules are enforced by the
@@ -43,6 +46,7 @@ from typing import Any
 
 __all__ = [
     "PENDING",
+    "PLANNED",
     "Claim",
     "Journal",
     "Owner",
@@ -483,8 +487,11 @@ class Journal:
 
     # ------------------------------------------------------------------ orphans
     def orphaned(self) -> list[tuple[SessionRecord, list[ResourceRecord]]]:
-        """Sessions whose owner is gone and which are not finished: not closed, or closed
-        with resources still pending. One consistent snapshot of the file."""
+        """Sessions left to the reaper, with their pending resources: open sessions whose
+        owner is gone, and closed sessions with resources still pending, whoever owns them
+        (the owner's wipe ran and closed it: what is left is not the owner's to retry).
+        Open sessions of a live owner are never listed. One consistent snapshot of the file.
+        """
         with self._transaction("BEGIN"):
             rows = self._db.execute(
                 "SELECT * FROM sessions WHERE state != 'closed' "
@@ -492,15 +499,17 @@ class Journal:
                 "WHERE status != 'removed') ORDER BY opened_at, id"
             ).fetchall()
             candidates = [_session(row) for row in rows]
-            dead = [s for s in candidates if not s.owner.is_alive()]
-            return [(s, self.pending(s.id)) for s in dead]
+            left = [s for s in candidates if s.closed or not s.owner.is_alive()]
+            return [(s, self.pending(s.id)) for s in left]
 
     def claim(self, session: str, claim: Claim, *, now: float, ttl: float) -> bool:
         """Take (or renew) the right to reap ``session``; False when another live reaper
-        holds a claim younger than ``ttl`` or the session needs no reaping any more.
+        holds a claim younger than ``ttl``, when the session is open and its owner alive, or
+        when it needs no reaping any more (closed with nothing pending, or unknown).
 
-        Only the holder of the claim cleans the session's resources, one at a time, newest
-        first; a reaper renews its claim before each resource.
+        A closed session with resources pending may be claimed whether its owner is alive or
+        not: the owner's wipe is over. Only the holder of the claim cleans the session's
+        resources, one at a time, newest first; a reaper renews its claim before each one.
         """
         with self._transaction():
             row = self._db.execute(
@@ -512,7 +521,8 @@ class Journal:
             if row is None:
                 return False
             record = _session(row)
-            if record.owner.is_alive():  # never reap what a live process may still use
+            # Never reap an open session of a live process: it may still be using it.
+            if not record.closed and record.owner.is_alive():
                 return False
             holder = record.claimed_by
             if holder is not None and holder != str(claim):
