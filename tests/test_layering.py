@@ -19,7 +19,8 @@ PURE = ["bastion.policy", "bastion.labels", "bastion.audit.chain", "bastion.reda
         "bastion.sshkeys", "bastion.durations", "bastion.globs", "bastion.images",
         "bastion.kube_permissions", "bastion.totp", "bastion.enrolment",
         "bastion.console_protocol", "bastion.session.lifecycle",
-        "bastion.session.deadlines", "bastion.debug_command"]  # fmt: skip
+        "bastion.session.deadlines", "bastion.debug_command",
+        "bastion.debug_container"]  # fmt: skip
 
 
 def loaded_after_import(module: str) -> set[str]:
