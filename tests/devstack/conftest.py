@@ -46,7 +46,11 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedSt
     running = ThreadedStack(
         tmp_path_factory.mktemp("stack"),
         STACK_FIXTURE,
-        roles=[VaultRole("debug", ("payments",), modes=(Mode.EPHEMERAL,))],
+        roles=[
+            VaultRole("debug", ("payments",), modes=(Mode.EPHEMERAL,)),
+            # Copy and toolbox modes create and delete pods: their own role, elsewhere.
+            VaultRole("debug-pods", ("checkout",), modes=(Mode.COPY, Mode.POD)),
+        ],
     )
     response_recorder(running.stack.kubesim.api)
     running.start()
