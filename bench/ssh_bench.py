@@ -25,7 +25,7 @@ What is measured, in one run, on loopback:
    wipe). Each session is a fresh connection and a fresh user. ``--sessions`` of them one
    at a time (1 client process), then ``--load-sessions`` with ``--session-load`` in
    flight (``--clients`` processes). Medians and p90. The bastion (1 worker) runs its
-   console, today ``bastion.ssh.placeholder`` (a session is opened first: audit event,
+   console, today ``bastion.ssh.line_console`` (a session is opened first: audit event,
    journal, temp directory; Enter ends it and the session is wiped). sshd (key only) runs
    ``ForceCommand <this interpreter> -I -c 'import sys; print("Welcome");
    sys.stdin.readline()'`` through the user's shell, with ``SetEnv SHLVL=1`` so that
@@ -94,7 +94,7 @@ TARGET_LOGINS_PER_CORE = 150
 TARGET_KB_PER_CONNECTION = 100
 TARGET_CONNECTIONS = 1000
 TERM_TYPE = "xterm-256color"
-# The bastion's console today (bastion.ssh.placeholder) greets and ends with this line.
+# The bastion's console today (bastion.ssh.line_console) greets and ends with this line.
 GREETING_END = "Press Enter to end this session."
 # What the sshd baseline runs (ForceCommand): the same interpreter printing one line, then
 # waiting for Enter like the placeholder, so that the wipe rows are comparable too.
@@ -1340,7 +1340,7 @@ def session_rows(
     from bastion.ssh.console import python_argv  # noqa: PLC0415 - only the session rows
 
     console_argv = python_argv(
-        "bastion.ssh.placeholder", lab.users[0][0], lab.key.get_fingerprint(), "totp", "oncall"
+        "bastion.ssh.line_console", lab.users[0][0], lab.key.get_fingerprint(), "totp", "oncall"
     )
     # The environment the front door gives its console (without the broker socket).
     env = {"TERM": TERM_TYPE, "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "COLORTERM": "truecolor"}

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from bastion.config.models import Cluster
+from bastion.errors import BackendUnavailable
+from bastion.session.debug_shell import delete_debug_pod, end_debug_container
 from bastion.session.reaper import Cleaner
 from bastion.state.journal import ResourceRecord
-from bastion.vault import VaultClient
+from bastion.vault import MIN_KUBE_TTL, VaultClient
 
-__all__ = ["lease_cleaner"]
+__all__ = ["debug_cleaner", "lease_cleaner"]
 
 
 def lease_cleaner(vault: VaultClient, *, attempts: int = 3) -> Cleaner:
@@ -23,5 +28,41 @@ def lease_cleaner(vault: VaultClient, *, attempts: int = 3) -> Cleaner:
             return "never confirmed as issued; any credential ends at its TTL"
         await vault.revoke_lease(lease_id, attempts=attempts)
         return "revoked"
+
+    return clean
+
+
+def debug_cleaner(vault: VaultClient, clusters: Sequence[Cluster]) -> Cleaner:
+    """Ends a debug container (``debug_container``: checked Terminated) or deletes a debug pod
+    (``debug_pod``) of a session whose worker died, with a credential of its own.
+
+    The session's credential lived only in the dead worker's memory, so the reaper asks Vault
+    for a new one, for the same role and namespace, with the shortest TTL Kubernetes allows,
+    and revokes it as soon as the work is done. It is not journalled (a closed session cannot
+    plan more): if this reaper dies in between, it ends at its TTL (10 minutes).
+    """
+    by_name = {cluster.name: cluster for cluster in clusters}
+
+    async def clean(resource: ResourceRecord) -> str:
+        ref = resource.ref
+        cluster = by_name.get(str(ref.get("cluster")))
+        if cluster is None:
+            raise BackendUnavailable(
+                f"cluster {ref.get('cluster')!r} is no longer configured; remove the "
+                f"{resource.kind} {ref.get('namespace')}/{ref.get('pod')} by hand"
+            )
+        namespace, pod = str(ref["namespace"]), str(ref["pod"])
+        credential = await vault.issue_kube_credential(
+            str(ref["mount"]), str(ref["role"]), namespace, MIN_KUBE_TTL
+        )
+        try:
+            if resource.kind == "debug_pod":
+                return await delete_debug_pod(cluster, credential.token, namespace, pod)
+            return await end_debug_container(
+                cluster, credential.token, namespace, pod, str(ref["container"])
+            )
+        finally:
+            credential.token.drop()
+            await vault.revoke_lease(credential.lease_id)
 
     return clean

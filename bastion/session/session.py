@@ -93,6 +93,10 @@ class Session:
     def id(self) -> str:
         return self.info.id
 
+    def now(self) -> float:
+        """The session's clock, in which its deadlines are given."""
+        return self._clock()
+
     # ------------------------------------------------------------------ opening
     async def open(self) -> None:
         """Audit and journal the session, and create its temp directory (0700).
@@ -179,6 +183,31 @@ class Session:
         previous, self.state = self.state, state
         await self._in_db(self._journal.set_state, self.id, str(state), target=fields.get("target"))
         await self._record("session.state", outcome=str(state), previous=str(previous), **fields)
+
+    async def narrow_deadlines(self, *, idle_timeout: float, hard_deadline: float) -> None:
+        """Apply a grant's tighter limits (the most restrictive wins, for the rest of the
+        session): the idle timeout and the hard deadline only ever shrink."""
+        narrowed = Deadlines(
+            idle_timeout=min(self.deadlines.idle_timeout, idle_timeout),
+            hard_deadline=min(self.deadlines.hard_deadline, hard_deadline),
+        )
+        if narrowed == self.deadlines:
+            return
+        self.deadlines = narrowed
+        await self._in_db(
+            self._journal.set_state,
+            self.id,
+            str(self.state),
+            idle_deadline=narrowed.idle_deadline(self.last_input),
+            hard_deadline=narrowed.hard_deadline,
+        )
+        await self._record(
+            "session.deadlines",
+            outcome="narrowed",
+            idle_timeout_seconds=narrowed.idle_timeout,
+            hard_deadline=narrowed.hard_deadline,
+        )
+        self._watch.wake.set()
 
     def touch(self) -> None:
         """The operator typed something: the idle deadline moves."""

@@ -1,23 +1,21 @@
-"""The SSH front door of one worker: key, then code, then one console session.
+"""The SSH front door of one worker: key, then code, then one operator session.
 
 ``FrontDoor`` owns what a worker's connections share (host key, login service, throttle,
-audit). ``_Connection`` is asyncssh's per-connection server object and drives the two-factor
-login; ``_ConsoleSession`` is the one session channel it allows.
+audit, the Vault client). ``_Connection`` is asyncssh's per-connection server object and
+drives the two-factor login; :class:`bastion.ssh.operator_session.OperatorSession` is the one
+session channel it allows.
 
-Everything a client may ask for beyond a PTY and a shell is refused, and each refusal is an
-audit event: exec (answered with a line on stderr and exit status 1), subsystems (sftp,
-scp), env, agent and X11 forwarding, TCP and Unix-socket forwarding, tun/tap, a second
-session on the same connection.
+Everything a client may ask for beyond a PTY with a shell or the ``debug`` command is
+refused, and each refusal is an audit event: other commands (answered with a line on stderr
+and exit status 1), subsystems (sftp, scp), env, agent and X11 forwarding, TCP and
+Unix-socket forwarding, tun/tap, a second session on the same connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import re
 import secrets
-import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -28,26 +26,19 @@ from asyncssh.auth import KbdIntChallenge
 
 from bastion.audit.log import AuditLog
 from bastion.config import Config
-from bastion.console_protocol import BROKER_FD_ENV, encode
-from bastion.console_protocol import Notice as NoticeMessage
-from bastion.errors import AuditUnavailable
 from bastion.session.broker import SessionBroker
-from bastion.session.deadlines import Notice
-from bastion.session.lifecycle import Ending, State
-from bastion.session.session import Session
 from bastion.ssh import asyncssh_ext
 from bastion.ssh.algorithms import algorithms
-from bastion.ssh.console import Console, TerminalSize
 from bastion.ssh.login import LoginService, Peer, Verdict
+from bastion.ssh.operator_session import EXEC_REFUSAL, OperatorSession
 from bastion.ssh.throttle import SourceThrottle, source_key
 from bastion.sshkeys import PublicKey
+from bastion.vault import VaultClient
 
 __all__ = ["EXEC_REFUSAL", "FrontDoor", "Identity"]
 
 log = logging.getLogger(__name__)
 
-EXEC_REFUSAL = "this bastion offers only the interactive debug console"
-NEEDS_TERMINAL = "this bastion offers only the interactive debug console: connect with a terminal"
 PROMPT = "Verification code: "
 # Advertised in server-sig-algs; anything else is refused by asyncssh_ext.
 SIGNATURE_ALGORITHMS = (
@@ -57,8 +48,6 @@ SIGNATURE_ALGORITHMS = (
     "rsa-sha2-512",
     "rsa-sha2-256",
 )
-_TYPEAHEAD_MAX = 64 * 1024
-_TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _MAX_NAME = 64
 
 asyncssh_ext.install()
@@ -92,9 +81,11 @@ class FrontDoor:
         audit: AuditLog,
         broker: SessionBroker,
         console_command: ConsoleCommand,
+        vault: VaultClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.vault = vault
         self.broker = broker
         self.login = login
         self.throttle = throttle
@@ -220,7 +211,7 @@ class _Connection(asyncssh.SSHServer):
         self._closed_for_auth = False  # no method is offered any more on this connection
         self._failure_recorded = False
         self._identity: Identity | None = None
-        self._session: _ConsoleSession | None = None
+        self._session: OperatorSession | None = None
         self._session_timer: asyncio.TimerHandle | None = None
         self._close_reason = ""  # set when the server ends the connection
 
@@ -400,7 +391,7 @@ class _Connection(asyncssh.SSHServer):
             return False
         if self._session_timer is not None:
             self._session_timer.cancel()
-        self._session = _ConsoleSession(self._door, self, self._identity)
+        self._session = OperatorSession(self._door, self, self._identity)
         return self._session
 
     def refuse(self, what: str, detail: str = "") -> None:
@@ -438,202 +429,3 @@ class _Connection(asyncssh.SSHServer):
     def tap_requested(self, unit: int | None) -> bool:
         self.refuse("tap", str(unit))
         return False
-
-
-class _ConsoleSession(asyncssh.SSHServerSession[bytes]):
-    """The one session of a connection: a PTY running the console in its own process."""
-
-    def __init__(self, door: FrontDoor, connection: _Connection, identity: Identity) -> None:
-        self._door = door
-        self._connection = connection
-        self._identity = identity
-        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
-        self._term = ""
-        self._size = TerminalSize(80, 24)
-        self._pty = False
-        self._exec: str | None = None
-        self._console: Console | None = None
-        self._session: Session | None = None
-        self._lost = False
-        self._typeahead = bytearray()
-
-    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
-        self._chan = chan
-
-    def channel_request_refused(self, request: str, detail: str) -> None:
-        self._connection.refuse(request, detail)
-
-    def pty_requested(
-        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any
-    ) -> bool:
-        self._pty = True
-        self._term = term_type if _TERM.fullmatch(term_type) else "xterm-256color"
-        self._size = TerminalSize(*term_size)
-        return True
-
-    def shell_requested(self) -> bool:
-        return True
-
-    def exec_requested(self, command: str) -> bool:
-        self._exec = command
-        self._connection.refuse("exec", command[:200])
-        return True
-
-    def subsystem_requested(self, subsystem: str) -> bool:
-        self._connection.refuse("subsystem", subsystem[:64])
-        return False
-
-    def session_started(self) -> None:
-        chan = self._chan
-        if chan is None:
-            return
-        if self._exec is not None or not self._pty:
-            if self._exec is None:
-                self._connection.refuse("shell without a terminal")
-            message = EXEC_REFUSAL if self._exec is not None else NEEDS_TERMINAL
-            chan.write_stderr(f"{message}\n".encode())
-            chan.exit(1)
-            return
-        self._door.track(self._run_console())
-
-    async def _run_console(self) -> None:
-        chan = self._chan
-        if chan is None:
-            return
-        identity = self._identity
-        try:
-            session = await self._door.broker.open(
-                user=identity.user,
-                source=f"{identity.peer.address}:{identity.peer.port}",
-                connection=identity.connection,
-            )
-        except (AuditUnavailable, OSError) as exc:
-            log.error("session of %s not opened: %s", identity.user, exc)  # noqa: TRY400
-            chan.write_stderr(b"the bastion cannot record this session, so it cannot start\r\n")
-            chan.exit(1)
-            return
-        self._session = session
-        if self._lost:  # the client left while the session was being opened
-            await session.end(Ending.DISCONNECT)
-            return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        ours.setblocking(False)
-        console = Console(
-            self._door.console_command(identity),
-            env={
-                "TERM": self._term,
-                "LANG": "C.UTF-8",
-                "PATH": "/usr/bin:/bin",
-                "COLORTERM": "truecolor",
-                BROKER_FD_ENV: str(theirs.fileno()),
-            },
-            size=self._size,
-            write=chan.write,
-            pause_input=self._pause_input,
-            pass_fds=(theirs.fileno(),),
-        )
-        session.on_end(lambda _: console.close())
-        code = 1
-        watcher: asyncio.Task[None] | None = None
-        try:
-            await console.start()
-            theirs.close()
-            self._console = console
-            if self._typeahead:
-                console.feed(bytes(self._typeahead))
-                self._typeahead.clear()
-            if session.ending is None:  # a disconnect may have begun the wipe already
-                await session.move(State.BROWSING, term=self._term)
-                watcher = asyncio.get_running_loop().create_task(
-                    session.watch_deadlines(lambda notice: _notify(ours, notice))
-                )
-            code = await console.wait()
-        except OSError:
-            if session.ending is None:
-                log.exception("console of %s could not start", identity.user)
-                with contextlib.suppress(OSError, asyncssh.Error):
-                    chan.write_stderr(b"the console could not start; tell an administrator\r\n")
-        finally:
-            console.close()
-            theirs.close()
-            ours.close()
-        self._door.audit_soon(
-            "console.ended",
-            actor=identity.user,
-            outcome="ended",
-            session=session.id,
-            connection=identity.connection,
-            exit_status=code,
-        )
-        await session.end(Ending.LOGOUT)  # no-op when something else ended it first
-        if watcher is not None:
-            await watcher
-        ending = session.ending
-        if ending is not None and ending is not Ending.LOGOUT and not self._lost:
-            with contextlib.suppress(OSError, asyncssh.Error):
-                chan.write(f"\r\n\abastion: {_ENDINGS.get(ending, ending)}\r\n".encode())
-        with contextlib.suppress(OSError, asyncssh.Error):  # the client may be gone already
-            chan.exit(code)
-
-    def _pause_input(self, paused: bool) -> None:
-        if self._chan is None:
-            return
-        if paused:
-            self._chan.pause_reading()
-        else:
-            self._chan.resume_reading()
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self._session is not None:
-            self._session.touch()
-        if self._console is not None:
-            self._console.feed(data)
-        elif len(self._typeahead) + len(data) <= _TYPEAHEAD_MAX:
-            # Typed before the console is up (the session is still being opened): kept, as
-            # a terminal would, and handed over once it starts.
-            self._typeahead += data
-
-    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
-        self._size = TerminalSize(width, height, pixwidth, pixheight)
-        if self._console is not None:
-            self._console.resize(self._size)
-
-    def pause_writing(self) -> None:
-        if self._console is not None:
-            self._console.pause_output(True)
-
-    def resume_writing(self) -> None:
-        if self._console is not None:
-            self._console.pause_output(False)
-
-    def eof_received(self) -> bool:
-        # The client will send no more input (e.g. `echo x | ssh -tt`). Like sshd, keep the
-        # session: the console ends on its own or when the channel closes.
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        self.end_console()
-
-    def end_console(self) -> None:
-        # No awaits: on an abrupt disconnect asyncssh may destroy the caller's task. The
-        # wipe runs in its own task; closing the console lets _run_console finish.
-        if self._session is not None:
-            self._session.end_soon(Ending.DISCONNECT)
-        if self._console is not None:
-            self._console.close()
-
-
-_ENDINGS = {
-    Ending.IDLE: "the session was idle too long and has ended",
-    Ending.HARD_LIMIT: "the session reached its time limit and has ended",
-    Ending.ADMIN_KILL: "an administrator ended this session",
-    Ending.SHUTDOWN: "the bastion is shutting down; this session has ended",
-    Ending.ERROR: "the session could not be recorded and has ended",
-}
-
-
-def _notify(sock: socket.socket, notice: Notice) -> None:
-    message = NoticeMessage(str(notice.kind), round(notice.seconds_left, 1), notice.message())
-    with contextlib.suppress(OSError):  # a console that does not read misses the notice
-        sock.send(encode(message))

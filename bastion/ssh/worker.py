@@ -26,7 +26,7 @@ from bastion.config import Config, load_config
 from bastion.config.users import UserDirectory
 from bastion.errors import BastionError
 from bastion.session.broker import SessionBroker
-from bastion.session.cleaners import lease_cleaner
+from bastion.session.cleaners import debug_cleaner, lease_cleaner
 from bastion.session.reaper import Reaper, temp_dir_cleaner
 from bastion.ssh.console import python_argv
 from bastion.ssh.front_door import FrontDoor, Identity
@@ -35,14 +35,14 @@ from bastion.ssh.login import LoginService
 from bastion.ssh.throttle import SourceThrottle
 from bastion.vault import VaultClient
 
-__all__ = ["Worker", "main", "placeholder_console"]
+__all__ = ["Worker", "line_console", "main"]
 
 log = logging.getLogger("bastion.worker")
 
 
-def placeholder_console(identity: Identity) -> list[str]:
+def line_console(identity: Identity) -> list[str]:
     return python_argv(
-        "bastion.ssh.placeholder",
+        "bastion.ssh.line_console",
         identity.user,
         identity.key_fingerprint,
         identity.method,
@@ -89,6 +89,8 @@ class Worker:
             {
                 "temp_dir": temp_dir_cleaner(self.broker.temp_root),
                 "lease": lease_cleaner(self.vault),
+                "debug_container": debug_cleaner(self.vault, config.clusters),
+                "debug_pod": debug_cleaner(self.vault, config.clusters),
             },
             self.audit,
             in_db=self.broker.in_db,
@@ -101,7 +103,8 @@ class Worker:
             throttle=self.throttle,
             audit=self.audit,
             broker=self.broker,
-            console_command=placeholder_console,
+            console_command=line_console,
+            vault=self.vault,
         )
         listen_port = config.listener.port if port is None else port
         self.port = await self.door.listen(

@@ -285,12 +285,6 @@ async def test_the_watchdog_kills_the_shell_and_the_next_debug_gets_the_next_nam
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kubesim reports a container killed by a signal with the negative return code "
-    "(-9) where Kubernetes reports 128 + the signal (137); bastion/devstack/kubesim/pods.py "
-    "_reap should translate it",
-)
 async def test_a_watchdog_kill_is_reported_as_exit_137(
     vault: VaultClient, cluster: Cluster, admin: KubeApi
 ) -> None:

@@ -129,7 +129,9 @@ class PodRuntime:
         return process
 
     async def _reap(self, key: Key, process: ContainerProcess, section: str) -> None:
-        code = await process.wait()
+        await process.wait()
+        # Kubernetes reports a death by signal N as 128 + N (137 for SIGKILL), not -N.
+        code = process.exit_code
         started = _started_at(self._status_of(key, section))
         self._set_state(
             key,

@@ -1,0 +1,172 @@
+"""The line console: greets the operator and takes ``debug NAMESPACE/POD`` at a prompt.
+
+It runs as the session's console process on its own PTY (in cooked mode: the kernel echoes
+and edits the line) and asks the broker for debug shells over the socket named by
+``BASTION_BROKER_FD`` (:mod:`bastion.console_protocol`). It never sees credentials or
+talks to a cluster: when a shell is ready it prints one line and exits, the broker attaches
+the terminal, and a new console is started when the shell ends. Its arguments come from the
+configuration (validated names, a fingerprint), not from the client.
+
+    python -m bastion.ssh.line_console USER FINGERPRINT METHOD [GROUP ...]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import selectors
+import socket
+import sys
+import termios
+
+from bastion.console_protocol import (
+    BROKER_FD_ENV,
+    DebugEnded,
+    DebugProgress,
+    DebugRefused,
+    DebugRequest,
+    Handover,
+    Message,
+    Notice,
+    ProtocolError,
+    decode,
+    encode,
+)
+from bastion.debug_command import USAGE, parse_debug_command
+
+PROMPT = "> "
+HELP = [
+    "Open a debug shell with: debug NAMESPACE/POD [-c CONTAINER] [--mode ephemeral|copy|pod]",
+    "  [--image REF] [--reason TEXT] [--cluster NAME]; 'help' shows the full usage.",
+]
+
+
+def _say(*lines: str) -> None:
+    sys.stdout.write("".join(f"{_printable(line)}\r\n" for line in lines))
+    sys.stdout.flush()
+
+
+def _printable(text: str) -> str:
+    # Broker messages quote cluster-supplied names: no control character reaches the terminal.
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+class _Broker:
+    """The console's end of the socketpair: messages in and out, one JSON line each."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self._buffer = b""
+
+    def send(self, message: Message) -> None:
+        self.sock.sendall(encode(message))
+
+    def receive(self) -> list[Message]:
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        return [decode(line) for line in lines]
+
+
+def _show(message: Message) -> bool:
+    """Print a broker message; True when the console must exit (the handover)."""
+    if isinstance(message, Notice):
+        _say(f"\a*** {message.message}")
+    elif isinstance(message, DebugProgress):
+        _say(f"  ... {message.message}")
+    elif isinstance(message, (DebugRefused, DebugEnded)):
+        _say(f"bastion: {message.message}")
+    elif isinstance(message, Handover):
+        _say(f"bastion: {message.message}")
+        return True
+    return False
+
+
+def _run(broker: _Broker) -> int:
+    events = selectors.DefaultSelector()
+    events.register(sys.stdin.fileno(), selectors.EVENT_READ, "operator")
+    events.register(broker.sock, selectors.EVENT_READ, "broker")
+    sys.stdout.write(PROMPT)
+    sys.stdout.flush()
+    while True:
+        for key, _ in events.select():
+            if key.data == "broker":
+                try:
+                    if any(_show(m) for m in broker.receive()):
+                        return 0
+                except (EOFError, ProtocolError):
+                    _say("bastion: the session broker stopped answering; this session ends")
+                    return 1
+                continue
+            # os.read, not sys.stdin: a buffered reader could hold a line select cannot see.
+            data = os.read(0, 4096)
+            lines = data.decode(errors="replace").splitlines() or [""]
+            for line in lines:
+                if not line.strip():  # Enter on an empty line, or end of input
+                    return 0
+                if line.strip() in ("help", "?"):
+                    _say(USAGE)
+                else:
+                    _ask(broker, line)
+        sys.stdout.write(PROMPT)
+        sys.stdout.flush()
+
+
+def _ask(broker: _Broker, line: str) -> None:
+    try:
+        command = parse_debug_command(line.strip())
+    except ValueError as exc:
+        _say(f"bastion: {exc}")
+        return
+    broker.send(
+        DebugRequest(
+            cluster=command.cluster,
+            namespace=command.namespace,
+            pod=command.pod,
+            container=command.container,
+            mode=command.mode.value,
+            image=command.image,
+            reason=command.reason,
+            run_as_user=command.run_as_user,
+            privileged=command.privileged,
+            add_capabilities=list(command.add_capabilities),
+        )
+    )
+
+
+def main(argv: list[str]) -> int:
+    with contextlib.suppress(OSError):
+        # Take the pty as controlling terminal (we are a session leader): resizes then
+        # reach us as SIGWINCH and a hang-up as SIGHUP, as for any login shell.
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    if len(argv) < 3:
+        sys.stderr.write(
+            "usage: python -m bastion.ssh.line_console USER FINGERPRINT METHOD [GROUP ...]\n"
+        )
+        return 2
+    user, fingerprint, method, *groups = argv
+    size = os.get_terminal_size(1)
+    _say(
+        f"Welcome, {user}.",
+        f"  key         {fingerprint}",
+        f"  code        {method.replace('_', ' ')}",
+        f"  groups      {', '.join(groups) or '(none)'}",
+        f"  terminal    {os.environ.get('TERM', 'unknown')} {size.columns}x{size.lines}",
+        "",
+        *HELP,
+        "Press Enter to end this session.",
+    )
+    fd = os.environ.get(BROKER_FD_ENV, "")
+    if not fd.isdigit():
+        _say("bastion: this console was started without its broker; the session ends")
+        return 1
+    with contextlib.suppress(KeyboardInterrupt):
+        return _run(_Broker(int(fd)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

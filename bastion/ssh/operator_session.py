@@ -1,0 +1,527 @@
+"""The one session channel of a logged-in connection: consoles, and the debug shells they
+ask for.
+
+Each console runs in its own process on the session's PTY and talks to the broker over a
+socketpair (:mod:`bastion.console_protocol`). When a debug shell is ready the console exits
+and the broker attaches the channel to the container itself, so the byte path is SSH channel
+⇄ websocket with no process in between; when the shell ends, a new console starts and is
+told how it ended. ``ssh -t bastion debug NS/POD`` skips the console: the shell starts at
+once and its exit status is the connection's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from bastion.attach_bridge import AttachBridge
+from bastion.console_protocol import (
+    BROKER_FD_ENV,
+    MAX_LINE,
+    DebugEnded,
+    DebugProgress,
+    DebugRefused,
+    DebugRequest,
+    Handover,
+    Message,
+    ProtocolError,
+    decode,
+    encode,
+)
+from bastion.console_protocol import Notice as NoticeMessage
+from bastion.debug_command import DebugCommand, parse_debug_command
+from bastion.errors import AuditUnavailable, BackendUnavailable, BastionError
+from bastion.policy import Mode, Principal
+from bastion.session.deadlines import Notice
+from bastion.session.debug_shell import DebugOutcome, Terminal, run_debug_shell
+from bastion.session.lifecycle import Ending, State
+from bastion.session.session import Session
+from bastion.ssh.console import Console, TerminalSize
+
+if TYPE_CHECKING:
+    from bastion.ssh.front_door import FrontDoor, Identity, _Connection
+
+__all__ = ["EXEC_REFUSAL", "NEEDS_TERMINAL", "OperatorSession"]
+
+log = logging.getLogger(__name__)
+
+EXEC_REFUSAL = "this bastion offers only the interactive debug console and 'debug NAMESPACE/POD'"
+NEEDS_TERMINAL = "this bastion offers only the interactive debug console: connect with a terminal"
+_TYPEAHEAD_MAX = 64 * 1024
+_TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+# How long a console has to restore the terminal and exit when the debug shell is ready.
+HANDOVER_GRACE = 3.0
+
+
+class OperatorSession(asyncssh.SSHServerSession[bytes]):
+    """The one session of a connection: consoles on a PTY, each in its own process, and the
+    debug shells they ask for, attached by the broker itself (no console in the byte path).
+
+    With ``ssh -t bastion debug NS/POD`` there is no console: the shell starts at once and
+    its exit status is the connection's.
+    """
+
+    def __init__(self, door: FrontDoor, connection: _Connection, identity: Identity) -> None:
+        self._door = door
+        self._connection = connection
+        self._identity = identity
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self._term = ""
+        self._size = TerminalSize(80, 24)
+        self._pty = False
+        self._exec: str | None = None
+        self._debug_command: DebugCommand | None = None
+        self._console: Console | None = None
+        self._console_socket: socket.socket | None = None
+        self._bridge: AttachBridge | None = None
+        self._handing_over = False  # a console is leaving for a debug shell
+        self._watcher: asyncio.Task[None] | None = None
+        self._session: Session | None = None
+        self._lost = False
+        self._typeahead = bytearray()
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+
+    def channel_request_refused(self, request: str, detail: str) -> None:
+        self._connection.refuse(request, detail)
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any
+    ) -> bool:
+        self._pty = True
+        self._term = term_type if _TERM.fullmatch(term_type) else "xterm-256color"
+        self._size = TerminalSize(*term_size)
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self._exec = command
+        if command.split(maxsplit=1)[:1] == ["debug"]:
+            return True  # parsed, and refused with the reason if wrong, when the session starts
+        self._connection.refuse("exec", command[:200])
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        self._connection.refuse("subsystem", subsystem[:64])
+        return False
+
+    def session_started(self) -> None:
+        chan = self._chan
+        if chan is None:
+            return
+        if self._exec is not None and self._exec.split(maxsplit=1)[:1] == ["debug"]:
+            try:
+                self._debug_command = parse_debug_command(self._exec)
+            except ValueError as exc:
+                self._connection.refuse("exec", self._exec[:200])
+                chan.write_stderr(f"bastion: {exc}\n".encode())
+                chan.exit(2)
+                return
+        elif self._exec is not None:
+            chan.write_stderr(f"{EXEC_REFUSAL}\n".encode())
+            chan.exit(1)
+            return
+        if not self._pty:
+            self._connection.refuse("shell without a terminal")
+            chan.write_stderr(f"{NEEDS_TERMINAL}\n".encode())
+            chan.exit(1)
+            return
+        self._door.track(self._run())
+
+    # ------------------------------------------------------------------ the session
+    async def _run(self) -> None:
+        chan = self._chan
+        if chan is None:
+            return
+        identity = self._identity
+        try:
+            session = await self._door.broker.open(
+                user=identity.user,
+                source=f"{identity.peer.address}:{identity.peer.port}",
+                connection=identity.connection,
+            )
+        except (AuditUnavailable, OSError) as exc:
+            log.error("session of %s not opened: %s", identity.user, exc)  # noqa: TRY400
+            chan.write_stderr(b"the bastion cannot record this session, so it cannot start\r\n")
+            chan.exit(1)
+            return
+        self._session = session
+        if self._lost:  # the client left while the session was being opened
+            await session.end(Ending.DISCONNECT)
+            return
+        session.on_end(lambda _: self._close_console())
+        try:
+            if self._debug_command is not None:
+                code = await self._run_direct_debug(session, self._debug_command)
+            else:
+                code = await self._run_consoles(session)
+        finally:
+            await session.end(Ending.LOGOUT)  # no-op when something else ended it first
+            if self._watcher is not None:
+                await self._watcher
+        ending = session.ending
+        if ending is not None and ending is not Ending.LOGOUT and not self._lost:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                chan.write(f"\r\n\abastion: {_ENDINGS.get(ending, ending)}\r\n".encode())
+        with contextlib.suppress(OSError, asyncssh.Error):  # the client may be gone already
+            chan.exit(code)
+
+    async def _run_direct_debug(self, session: Session, command: DebugCommand) -> int:
+        chan = self._chan
+        assert chan is not None  # noqa: S101 - _run checked it
+        await session.move(State.BROWSING, term=self._term, command="debug")
+        self._watch_deadlines(session)
+
+        def progress(message: str) -> None:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                chan.write(f"bastion: {_printable(message)}\r\n".encode())
+
+        try:
+            outcome = await self._debug(session, command, progress, self._attach)
+        except BastionError as exc:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                chan.write_stderr(f"bastion: {_printable(exc.message)}\r\n".encode())
+            return 1
+        return outcome.exit_status
+
+    async def _run_consoles(self, session: Session) -> int:
+        """Consoles one after the other: each one ends at logout, or hands the terminal to
+        a debug shell and the next one starts when the shell ends, told how it ended."""
+        ended: DebugEnded | None = None
+        code = 0
+        while session.ending is None:
+            code, debug = await self._one_console(session, ended)
+            if debug is None:
+                break
+            ended = await debug
+            if ended is None:
+                break
+        return code
+
+    async def _one_console(
+        self, session: Session, ended: DebugEnded | None
+    ) -> tuple[int, asyncio.Task[DebugEnded | None] | None]:
+        """Run one console until it exits; returns its exit status, and the debug it handed
+        the terminal to (None when the operator logged out)."""
+        chan = self._chan
+        assert chan is not None  # noqa: S101 - _run checked it
+        identity = self._identity
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setblocking(False)
+        console = Console(
+            self._door.console_command(identity),
+            env={
+                "TERM": self._term,
+                "LANG": "C.UTF-8",
+                "PATH": "/usr/bin:/bin",
+                "COLORTERM": "truecolor",
+                BROKER_FD_ENV: str(theirs.fileno()),
+            },
+            size=self._size,
+            write=chan.write,
+            pause_input=self._pause_input,
+            pass_fds=(theirs.fileno(),),
+        )
+        code = 1
+        requests: asyncio.Task[asyncio.Task[DebugEnded | None] | None] | None = None
+        try:
+            await console.start()
+            theirs.close()
+            self._console, self._console_socket = console, ours
+            self._handing_over = False
+            if ended is not None:
+                _send(ours, ended)
+            if self._typeahead:
+                console.feed(bytes(self._typeahead))
+                self._typeahead.clear()
+            if session.ending is None and session.state is State.AUTHENTICATED:
+                await session.move(State.BROWSING, term=self._term)
+                # From the first console on, which is where the first warnings go.
+                self._watch_deadlines(session)
+            requests = asyncio.get_running_loop().create_task(
+                self._serve_console(session, ours, console)
+            )
+            code = await console.wait()
+        except OSError:
+            if session.ending is None:
+                log.exception("console of %s could not start", identity.user)
+                with contextlib.suppress(OSError, asyncssh.Error):
+                    chan.write_stderr(b"the console could not start; tell an administrator\r\n")
+        finally:
+            self._console = self._console_socket = None
+            console.close()
+            theirs.close()
+        debug: asyncio.Task[DebugEnded | None] | None = None
+        if requests is not None:
+            if not requests.done():
+                requests.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                debug = await requests
+        ours.close()
+        self._door.audit_soon(
+            "console.ended",
+            actor=identity.user,
+            outcome="ended",
+            session=session.id,
+            connection=identity.connection,
+            exit_status=code,
+            handed_over=debug is not None,
+        )
+        return code, debug
+
+    async def _serve_console(
+        self, session: Session, sock: socket.socket, console: Console
+    ) -> asyncio.Task[DebugEnded | None] | None:
+        """Read the console's requests until it exits; returns the debug that got the
+        terminal, if one did. A line that is not a valid message ends the console."""
+        loop = asyncio.get_running_loop()
+        buffer = b""
+        debug: asyncio.Task[DebugEnded | None] | None = None
+        handed: list[bool] = []
+        try:
+            while True:
+                data = await loop.sock_recv(sock, 65536)
+                if not data:
+                    break
+                buffer += data
+                lines, buffer = _lines(buffer)
+                for message in lines:
+                    if debug is not None and not debug.done():
+                        _send(sock, DebugRefused("a debug shell is already starting"))
+                        continue
+                    debug = loop.create_task(
+                        self._debug_for_console(session, message, sock, console, handed)
+                    )
+        except ProtocolError as exc:
+            log.warning("session %s: console protocol error: %s", session.id, exc)
+            self._door.audit_soon(
+                "console.protocol_error",
+                actor=self._identity.user,
+                outcome="refused",
+                session=session.id,
+                error=str(exc)[:200],
+            )
+            console.close()
+        except (OSError, asyncio.CancelledError):
+            pass
+        if debug is not None and not debug.done() and not handed:
+            # The console went away while a debug was starting: nobody is there to use it.
+            debug.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BastionError):
+                await debug
+            return None
+        return debug if handed else None
+
+    async def _debug_for_console(
+        self,
+        session: Session,
+        request: DebugRequest,
+        sock: socket.socket,
+        console: Console,
+        handed: list[bool],
+    ) -> DebugEnded | None:
+        try:
+            command = DebugCommand(
+                namespace=request.namespace,
+                pod=request.pod,
+                container=request.container,
+                cluster=request.cluster,
+                mode=Mode(request.mode),
+                image=request.image,
+                reason=request.reason,
+                run_as_user=request.run_as_user,
+                privileged=request.privileged,
+                add_capabilities=tuple(request.add_capabilities),
+            )
+        except ValueError:
+            _send(sock, DebugRefused(f"{request.mode[:40]!r} is not a debug mode"))
+            return None
+
+        async def attach(bridge: AttachBridge) -> int:
+            # The console restores the terminal and exits; it is closed if it lingers.
+            handed.append(True)
+            # From now on keystrokes wait for the shell instead of reaching a leaving console.
+            self._handing_over = True
+            _send(sock, Handover("attaching your terminal to the debug shell"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(console.wait(), HANDOVER_GRACE)
+            console.close()
+            return await self._attach(bridge)
+
+        try:
+            outcome = await self._debug(
+                session, command, lambda m: _send(sock, DebugProgress(m)), attach
+            )
+        except BastionError as exc:
+            if not handed:
+                _send(sock, DebugRefused(exc.message))
+                return None
+            return DebugEnded(f"{request.namespace}/{request.pod}", -1, exc.message)
+        return DebugEnded(outcome.target, outcome.exit_status, outcome.message)
+
+    async def _debug(
+        self,
+        session: Session,
+        command: DebugCommand,
+        progress: Callable[[str], None],
+        attach: Callable[[AttachBridge], Awaitable[int]],
+    ) -> DebugOutcome:
+        vault = self._door.vault
+        if vault is None:
+            raise BackendUnavailable("debug shells need Vault, which this bastion does not use")
+        chan = self._chan
+        assert chan is not None  # noqa: S101 - a session exists only with its channel
+        identity = self._identity
+        return await run_debug_shell(
+            session,
+            command,
+            config=self._door.config,
+            vault=vault,
+            principal=Principal(identity.user, frozenset(identity.groups)),
+            terminal=Terminal(
+                progress=progress,
+                size=lambda: (self._size.cols, self._size.rows),
+                attach=attach,
+                write=chan.write,
+                pause_input=self._pause_input,
+            ),
+        )
+
+    async def _attach(self, bridge: AttachBridge) -> int:
+        """The terminal is the debug shell's until it ends."""
+        self._bridge = bridge
+        bridge.resize(self._size.cols, self._size.rows)
+        if self._typeahead:  # typed while the shell was starting: it goes to the shell
+            bridge.feed(bytes(self._typeahead))
+            self._typeahead.clear()
+        try:
+            return await bridge.run()
+        finally:
+            self._bridge = None
+
+    def _notify(self, notice: Notice) -> None:
+        """A deadline's warning: to the console, or (attached, or with no console) into the
+        terminal as a bell and one line: the shell's state is untouched, and it redraws its
+        prompt at the next Enter."""
+        if self._chan is not None and (self._bridge is not None or self._console_socket is None):
+            line = f"\a\r\n\x1b[7m bastion: {notice.message()} \x1b[0m\r\n"
+            with contextlib.suppress(OSError, asyncssh.Error):
+                self._chan.write(line.encode())
+            return
+        if self._console_socket is not None:
+            message = NoticeMessage(
+                str(notice.kind), round(notice.seconds_left, 1), notice.message()
+            )
+            _send(self._console_socket, message)
+
+    def _watch_deadlines(self, session: Session) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(
+                session.watch_deadlines(self._notify)
+            )
+
+    def _close_console(self) -> None:
+        if self._console is not None:
+            self._console.close()
+
+    # ------------------------------------------------------------------ the channel
+    def _pause_input(self, paused: bool) -> None:
+        if self._chan is None:
+            return
+        if paused:
+            self._chan.pause_reading()
+        else:
+            self._chan.resume_reading()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._session is not None:
+            self._session.touch()
+        if self._bridge is not None:
+            self._bridge.feed(data)
+        elif self._console is not None and not self._handing_over:
+            self._console.feed(data)
+        elif len(self._typeahead) + len(data) <= _TYPEAHEAD_MAX:
+            # Typed before the console or the shell is up: kept, as a terminal would, and
+            # handed to whichever comes next.
+            self._typeahead += data
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self._size = TerminalSize(width, height, pixwidth, pixheight)
+        if self._bridge is not None:
+            self._bridge.resize(self._size.cols, self._size.rows)
+        if self._console is not None:
+            self._console.resize(self._size)
+
+    def pause_writing(self) -> None:
+        if self._bridge is not None:
+            self._bridge.pause_output(True)
+        if self._console is not None:
+            self._console.pause_output(True)
+
+    def resume_writing(self) -> None:
+        if self._bridge is not None:
+            self._bridge.pause_output(False)
+        if self._console is not None:
+            self._console.pause_output(False)
+
+    def eof_received(self) -> bool:
+        # The client will send no more input (e.g. `echo x | ssh -tt`). Like sshd, keep the
+        # session: the console or shell ends on its own or when the channel closes.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self.end_console()
+
+    def end_console(self) -> None:
+        # No awaits: on an abrupt disconnect asyncssh may destroy the caller's task. The
+        # wipe runs in its own task (it stops an attached shell first); closing the console
+        # lets _run finish.
+        if self._session is not None:
+            self._session.end_soon(Ending.DISCONNECT)
+        if self._console is not None:
+            self._console.close()
+
+
+_ENDINGS = {
+    Ending.IDLE: "the session was idle too long and has ended",
+    Ending.HARD_LIMIT: "the session reached its time limit and has ended",
+    Ending.ADMIN_KILL: "an administrator ended this session",
+    Ending.SHUTDOWN: "the bastion is shutting down; this session has ended",
+    Ending.ERROR: "the session could not be recorded and has ended",
+}
+
+
+def _lines(buffer: bytes) -> tuple[list[DebugRequest], bytes]:
+    """The complete requests in ``buffer``, and what is left of it; ProtocolError for
+    anything else a console sends."""
+    *complete, rest = buffer.split(b"\n")
+    if len(rest) > MAX_LINE:
+        raise ProtocolError("a line longer than the protocol allows")
+    requests = []
+    for line in complete:
+        message = decode(line)
+        if not isinstance(message, DebugRequest):
+            raise ProtocolError(f"a console may not send {message.type}")
+        requests.append(message)
+    return requests, rest
+
+
+def _send(sock: socket.socket, message: Message) -> None:
+    with contextlib.suppress(OSError, ProtocolError):  # a console that does not read misses it
+        sock.send(encode(message))
+
+
+def _printable(text: str) -> str:
+    """Cluster-supplied text on its way to a terminal: no control characters."""
+    return "".join(c if c.isprintable() else "?" for c in text)
