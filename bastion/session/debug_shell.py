@@ -20,6 +20,7 @@ the bastion check on it. The container's own watchdog ends it even if the bastio
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -92,12 +93,14 @@ async def run_debug_shell(
     vault: VaultClient,
     principal: Principal,
     terminal: Terminal,
-    labels: dict[str, str] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> DebugOutcome:
     """Run one debug shell for ``session``; raises BastionError (one sentence) when it could
-    not start, with everything it had made removed. ``labels`` are the pod's labels as the
-    console listed them (None: not known, e.g. the ``ssh bastion debug`` command)."""
+    not start, with everything it had made removed.
+
+    No labels are taken from the console: the first decision skips pod selectors and only
+    picks the Vault role; the pod read with the new credential decides (see debug.py)."""
+    started = time.monotonic()
     cluster = _cluster(config, command.cluster)
     where = f"{cluster.name}/{command.namespace}/{command.pod}"
     try:
@@ -105,7 +108,7 @@ async def run_debug_shell(
             Privileges(command.run_as_user, command.privileged, command.add_capabilities)
         )
         target = DebugTarget(
-            cluster.name, command.namespace, command.pod, labels or {}, command.container or None
+            cluster.name, command.namespace, command.pod, {}, command.container or None
         )
         image = command.image or _only_image(config, principal, target, command.mode, now())
     except PolicyDenied as exc:
@@ -119,7 +122,7 @@ async def run_debug_shell(
         principal=principal,
         target=target,
         request=DebugRequest(command.mode, image, command.reason),
-        labels_known=labels is not None,
+        labels_known=False,
         now=now,
     )
     try:
@@ -135,6 +138,7 @@ async def run_debug_shell(
             config=config,
             terminal=terminal,
             where=where,
+            clock=_Clock(started, access),
         )
     except BaseException as exc:
         # Whatever was made for this debug goes now, newest first; the session goes on.
@@ -156,6 +160,7 @@ async def _attached(
     config: Config,
     terminal: Terminal,
     where: str,
+    clock: _Clock,
 ) -> DebugOutcome:
     left = timedelta(seconds=max(session.deadlines.hard_deadline - session.now(), 0))
     # Copy and toolbox pods run their own debug container; the target is for ephemeral mode
@@ -180,9 +185,11 @@ async def _attached(
     async with KubeApi(
         access.cluster, token, timeout=timeouts.kubernetes_timeout.total_seconds()
     ) as kube:
+        clock.mark("before_create")
         pod_name, container = await _container_for(
             session, kube=kube, access=access, plan=plan, terminal=terminal, bridges=bridges
         )
+        clock.mark("create")
         terminal.progress(f"waiting for {container} to start")
         await kube.wait_for_container(
             command.namespace,
@@ -191,6 +198,7 @@ async def _attached(
             until="running",
             timeout=timeouts.debug_start_timeout.total_seconds(),
         )
+        clock.mark("running")
         terminal.progress(f"attaching to {container}")
         cols, rows = terminal.size()
         stream = await open_attach(
@@ -203,6 +211,7 @@ async def _attached(
             rows=rows,
             timeout=timeouts.kubernetes_timeout.total_seconds(),
         )
+        clock.mark("attach")
         bridge = AttachBridge(stream, write=terminal.write, pause_input=terminal.pause_input)
         bridges.append(bridge)
         try:
@@ -213,6 +222,7 @@ async def _attached(
                 mode=str(command.mode),
                 image=image,
                 protocol=stream.protocol,
+                startup_ms=clock.report(),
             )
             status = await terminal.attach(bridge)
             if session.ending is None:
@@ -371,6 +381,28 @@ async def delete_debug_pod(
         await bridge.stop()
     async with KubeApi(cluster, token, timeout=request_timeout) as kube:
         return await kube.delete_pod(namespace, pod)
+
+
+class _Clock:
+    """Where a debug's start-up time went, for the ``attached`` event and bench/: Vault, the
+    Kubernetes API (read, create, start, attach) and the rest, the bastion's own work."""
+
+    def __init__(self, started: float, access: DebugAccess) -> None:
+        self._last = self._started = started
+        self._spent = {"vault": access.vault_seconds, "pod_read": access.pod_read_seconds}
+
+    def mark(self, step: str) -> None:
+        now = time.monotonic()
+        if step != "before_create":
+            self._spent[step] = now - self._last
+        self._last = now
+
+    def report(self) -> dict[str, float]:
+        total = time.monotonic() - self._started
+        spent = {step: round(seconds * 1000, 1) for step, seconds in self._spent.items()}
+        spent["bastion"] = round((total - sum(self._spent.values())) * 1000, 1)
+        spent["total"] = round(total * 1000, 1)
+        return spent
 
 
 async def _exit_code(kube: KubeApi, namespace: str, pod: str, container: str, reported: int) -> int:

@@ -207,6 +207,11 @@ async def test_ssh_debug_command_gives_a_shell_with_resize_and_exit_status(
         if e["session"] == ended["session"] and e["outcome"] == "attached"
     )
     assert attached["protocol"] == "v5.channel.k8s.io"
+    spent = attached["startup_ms"]
+    steps = ("vault", "pod_read", "create", "running", "attach", "bastion")
+    assert set(spent) == {*steps, "total"}
+    assert all(spent[step] >= 0 for step in steps)
+    assert abs(sum(spent[step] for step in steps) - spent["total"]) < 1
 
 
 async def test_the_line_console_hands_over_and_comes_back(
