@@ -158,10 +158,22 @@ def audit_events(path: Path, event: str, count: int) -> list[dict[str, Any]]:
         time.sleep(0.05)
 
 
-@pytest.mark.slow
-def end_placeholder_session(child: pexpect.spawn) -> None:
+def debug_then_end_session(child: pexpect.spawn) -> None:
+    """A debug shell through the real OpenSSH client: resize, exit status, back to the
+    console, then the end of the session."""
     child.expect("Welcome, demo.")
     child.expect("Press Enter")
+    child.sendline("debug checkout/frontend-6c9d-abcde")
+    child.expect("attaching your terminal")
+    child.sendline("echo DEMO-$((6*7)); stty size")
+    child.expect("DEMO-42")
+    child.expect("24 80")
+    child.setwinsize(30, 100)
+    time.sleep(0.3)  # the window change travels ssh -> bastion -> websocket -> pty
+    child.sendline("stty size")
+    child.expect("30 100")
+    child.sendline("exit 7")
+    child.expect("ended with exit status 7")
     child.sendline("")
     child.expect(pexpect.EOF)
 
@@ -217,7 +229,7 @@ def test_demo_logs_in_with_asyncssh_and_openssh_then_stops_clean(demo: Demo) -> 
     assert seen == 0, child.before
     # The first login used this time step; the server accepts the next one too (±1 step).
     child.sendline(totp.at(time.time() + 30))
-    end_placeholder_session(child)
+    debug_then_end_session(child)
     child.close()
     assert child.exitstatus == 0
 
