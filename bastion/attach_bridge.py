@@ -15,10 +15,13 @@ wires them to asyncssh like this (``session`` is the channel's ``SSHServerSessio
 Two tasks, so that typing is never stuck behind output and the reverse:
 
 * **Output** (container → operator): read a frame from the stream, hand it to ``write`` at
-  most ``chunk`` bytes at a time, and yield to the event loop after each chunk, so that one
-  session's bulk output cannot hold the loop (and the other sessions' keystrokes) for a whole
-  SSH window: measured here, a 2 MB window written in one pass took other sessions' echo p99
-  from 0.3 ms to 20 ms, and 64 KiB chunks kept it under 5 ms for about 4% of throughput.
+  most ``chunk`` bytes at a time, and yield to the event loop before writing more than
+  ``chunk`` bytes in one loop pass, so that one session's bulk output cannot hold the loop
+  (and the other sessions' keystrokes) for a whole SSH window: measured here, a 2 MB window
+  written in one pass took other sessions' echo p99 from 0.3 ms to 20 ms, and 64 KiB chunks
+  kept it under 5 ms for about 4% of throughput. The yield counts bytes, not frames: a PTY
+  gives about 4 KiB a frame, and a yield after each of those cost the bridge 25% more CPU
+  (bench/attach_bench.py) for no fairness gained.
   While output is paused (the SSH window is closed or the channel's write buffer is over its
   high-water mark) nothing more is read from the stream, so the bastion holds at most the
   frame in hand, and the stream's own buffer fills and stops reading its socket
@@ -213,27 +216,34 @@ class AttachBridge:
 
     async def _pump_output(self) -> None:
         chunk = self._chunk
+        since_yield = 0  # bytes written since the loop last ran other tasks
         while True:
             await self._output_open.wait()
             if self._stop.is_set():
                 return
+            # No suspension here while the stream has frames queued: only the yields below
+            # let other sessions run.
             data = await self._stream.read()
             if data is None:
                 return
             size = len(data)
             self._held = size
             for start in range(0, size, chunk):
-                if start:
-                    await self._output_open.wait()
-                    if self._stop.is_set():
-                        return
                 piece = data if size <= chunk else data[start : start + chunk]
+                if since_yield + len(piece) > chunk:
+                    # The fairness yield: at most one chunk per loop pass, so other
+                    # sessions' keystrokes wait behind 64 KiB, never behind a window.
+                    await asyncio.sleep(0)
+                    since_yield = 0
+                if not self._output_open.is_set():
+                    await self._output_open.wait()
+                if self._stop.is_set():
+                    return
                 if self._on_output is not None:
                     self._on_output(piece)
                 self._write(piece)
                 self._held -= len(piece)
-                # The fairness yield: other sessions' keystrokes get the loop between chunks.
-                await asyncio.sleep(0)
+                since_yield += len(piece)
 
     async def _pump_input(self) -> None:
         try:

@@ -136,6 +136,35 @@ async def test_large_frames_are_written_in_chunks_with_a_loop_pass_after_each() 
     assert all(later > earlier for earlier, later in itertools.pairwise(seen))
 
 
+async def test_small_frames_share_a_loop_pass_up_to_one_chunk() -> None:
+    # A PTY gives about 4 KiB a frame, and aiohttp hands queued frames over without
+    # suspending: the bridge alone decides when other sessions get the loop.
+    stream, channel, bridge = make(chunk=16 * KIB)
+    ticks = 0
+    per_pass: dict[int, int] = {}
+
+    async def other_session() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    def count(data: bytes) -> None:
+        per_pass[ticks] = per_pass.get(ticks, 0) + len(data)
+
+    channel.on_write = count
+    stream.output(*(bytes([n]) * 4 * KIB for n in range(40)))
+    stream.end(0)
+    other = asyncio.create_task(other_session())
+    try:
+        assert await bridge.run() == 0
+    finally:
+        other.cancel()
+    assert sum(per_pass.values()) == 160 * KIB
+    assert max(per_pass.values()) <= 16 * KIB
+    assert len(per_pass) < 40, "a loop pass per 4 KiB frame: the yield counts frames, not bytes"
+
+
 async def test_a_frame_within_one_chunk_is_passed_on_as_it_is() -> None:
     stream, channel, bridge = make()
     frame = b"$ ls\r\n"
