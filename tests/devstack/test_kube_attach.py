@@ -162,7 +162,7 @@ async def test_v4_is_used_when_v5_is_not_offered_and_eof_closes_the_connection(
     finally:
         await stream.aclose()
     # stdinOnce: the container's stdin closed with the stream, a hangup for its shell.
-    wait_for_state(core, "db-0", name, "terminated")
+    assert wait_for_state(core, "db-0", name, "terminated").exit_code == 128 + 1  # SIGHUP
 
 
 async def test_closing_stdin_ends_a_cat_and_the_status_still_arrives(
@@ -177,7 +177,7 @@ async def test_closing_stdin_ends_a_cat_and_the_status_still_arrives(
         await read_to_end(stream)
         # v5: the connection stayed open after the CLOSE signal, so the status came.
         assert (stream.exit_status, stream.failure) == (0, None)
-    wait_for_state(core, "db-0", name, "terminated")
+    assert wait_for_state(core, "db-0", name, "terminated").exit_code == 128 + 1  # SIGHUP
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
