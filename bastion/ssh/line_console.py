@@ -85,42 +85,55 @@ def _show(message: Message) -> bool:
     return False
 
 
+def _prompt() -> None:
+    sys.stdout.write(PROMPT)
+    sys.stdout.flush()
+
+
 def _run(broker: _Broker) -> int:
     events = selectors.DefaultSelector()
     events.register(sys.stdin.fileno(), selectors.EVENT_READ, "operator")
     events.register(broker.sock, selectors.EVENT_READ, "broker")
-    sys.stdout.write(PROMPT)
-    sys.stdout.flush()
+    waiting = False  # a debug was asked for: no prompt until it is refused (or handed over)
+    _prompt()
     while True:
         for key, _ in events.select():
             if key.data == "broker":
                 try:
-                    if any(_show(m) for m in broker.receive()):
-                        return 0
+                    messages = broker.receive()
                 except (EOFError, ProtocolError):
-                    _say("bastion: the session broker stopped answering; this session ends")
+                    _say("\r\nbastion: the session broker stopped answering; this session ends")
                     return 1
+                sys.stdout.write("\r")  # over the prompt, which comes back below
+                for message in messages:
+                    if _show(message):
+                        return 0
+                    waiting = waiting and not isinstance(message, DebugRefused)
+                if not waiting:
+                    _prompt()
                 continue
             # os.read, not sys.stdin: a buffered reader could hold a line select cannot see.
             data = os.read(0, 4096)
-            lines = data.decode(errors="replace").splitlines() or [""]
-            for line in lines:
+            for line in data.decode(errors="replace").splitlines() or [""]:
                 if not line.strip():  # Enter on an empty line, or end of input
                     return 0
-                if line.strip() in ("help", "?"):
+                if waiting:
+                    _say("bastion: a debug shell is starting; wait for it or for its refusal")
+                elif line.strip() in ("help", "?"):
                     _say(USAGE)
                 else:
-                    _ask(broker, line)
-        sys.stdout.write(PROMPT)
-        sys.stdout.flush()
+                    waiting = _ask(broker, line)
+            if not waiting:
+                _prompt()
 
 
-def _ask(broker: _Broker, line: str) -> None:
+def _ask(broker: _Broker, line: str) -> bool:
+    """Send a debug request; False (and the reason shown) when the line is not one."""
     try:
         command = parse_debug_command(line.strip())
     except ValueError as exc:
         _say(f"bastion: {exc}")
-        return
+        return False
     broker.send(
         DebugRequest(
             cluster=command.cluster,
@@ -135,6 +148,7 @@ def _ask(broker: _Broker, line: str) -> None:
             add_capabilities=list(command.add_capabilities),
         )
     )
+    return True
 
 
 def main(argv: list[str]) -> int:

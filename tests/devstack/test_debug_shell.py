@@ -222,6 +222,12 @@ async def test_the_line_console_hands_over_and_comes_back(
     async with conn:
         process = await conn.create_process(term_type="xterm", term_size=(90, 25))
         await expect(process, "Press Enter to end this session.")
+        # A refusal is one line; the session stays usable for another choice.
+        process.stdin.write("debug payments/db-0\n")
+        refusal = await expect(process, "\n> ")
+        assert "bastion: " in refusal  # the next prompt comes after the answer
+        process.stdin.write("debug payments/nope\n")
+        await expect(process, "does not exist")
         process.stdin.write("debug payments/api-2 --reason 'checking the cache'\n")
         await expect(process, "attaching your terminal")
         await shell_ready(process)
