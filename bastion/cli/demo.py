@@ -53,6 +53,7 @@ from bastion.config import Config, load_config, summary
 from bastion.devstack.background import kube_client
 from bastion.devstack.openbao import OpenBaoError
 from bastion.devstack.stack import DEFAULT_FIXTURE, LocalStack
+from bastion.devstack.toolbox import TOOLBOX_IMAGE
 from bastion.enrolment import new_totp_secret, otpauth_uri
 from bastion.errors import BastionError
 from bastion.policy import DebugRequest, DebugTarget, Mode, decide
@@ -257,11 +258,13 @@ def _demo_fixture() -> dict[str, Any]:
 
 
 def _toolbox(fixture: dict[str, Any]) -> str:
-    """The approved toolbox image: the fixture's pinned debug-toolbox entry."""
-    for image in fixture.get("images", {}):
-        if "debug-toolbox@sha256:" in image:
-            return str(image)
-    raise BastionError("the demo fixture names no debug-toolbox image pinned by digest")
+    """The approved toolbox image, which kubesim must map to a local shell to run it."""
+    if TOOLBOX_IMAGE not in (fixture.get("images") or {}):
+        raise BastionError(
+            f"the demo fixture maps no local command to the toolbox image {TOOLBOX_IMAGE}; "
+            f"add it under images: in bastion/devstack/fixtures/{DEFAULT_FIXTURE}"
+        )
+    return TOOLBOX_IMAGE
 
 
 def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:

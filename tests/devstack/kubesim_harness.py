@@ -11,10 +11,11 @@ from kubernetes import client
 from bastion.devstack.background import Background, kube_client
 from bastion.devstack.kubesim.app import KubeSim
 from bastion.devstack.stack import LocalStack, VaultRole
+from bastion.devstack.toolbox import TOOLBOX_IMAGE
 
 T = TypeVar("T")
 
-TOOLBOX = "registry.example.com/debug-toolbox@sha256:" + "0d" * 32
+TOOLBOX = TOOLBOX_IMAGE
 
 FIXTURE: dict[str, Any] = {
     "images": {TOOLBOX: {"command": ["/bin/sh"]}},
