@@ -221,7 +221,7 @@ async def test_the_line_console_hands_over_and_comes_back(
     _, conn = await fresh_login(env, worker.port)
     async with conn:
         process = await conn.create_process(term_type="xterm", term_size=(90, 25))
-        await expect(process, "Press Enter to end this session.")
+        assert "Press Enter to end this session." in await expect(process, "> ")
         # A refusal is one line; the session stays usable for another choice.
         process.stdin.write("debug payments/db-0\n")
         refusal = await expect(process, "\n> ")
@@ -334,7 +334,7 @@ async def test_a_running_debug_container_of_the_session_is_reattached(
     _, conn = await fresh_login(env, worker.port)
     async with conn:
         process = await conn.create_process(term_type="xterm", term_size=(80, 24))
-        await expect(process, "Press Enter to end this session.")
+        assert "Press Enter to end this session." in await expect(process, "> ")
         session = (await env.event("session.opened"))["session"]
         # Left running by an attach that broke: this session's container, never attached.
         plan = DebugPlan(
