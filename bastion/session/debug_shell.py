@@ -19,6 +19,7 @@ the bastion check on it. The container's own watchdog ends it even if the bastio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -43,7 +44,7 @@ from bastion.debug_container import (
     toolbox_pod,
     watchdog_seconds_for,
 )
-from bastion.errors import BackendUnavailable, BastionError, PolicyDenied
+from bastion.errors import BackendUnavailable, BastionError, PolicyDenied, SessionExpired
 from bastion.kube import KubeApi
 from bastion.kube_attach import open_attach
 from bastion.policy import DebugRequest, DebugTarget, Mode, Principal, approved_images
@@ -126,6 +127,7 @@ async def run_debug_shell(
         now=now,
     )
     try:
+        _still_open(session)
         await session.narrow_deadlines(
             idle_timeout=access.limits.idle_timeout.total_seconds(),
             hard_deadline=session.now() + access.limits.max_session.total_seconds(),
@@ -199,6 +201,7 @@ async def _attached(
             timeout=timeouts.debug_start_timeout.total_seconds(),
         )
         clock.mark("running")
+        _still_open(session)
         terminal.progress(f"attaching to {container}")
         cols, rows = terminal.size()
         stream = await open_attach(
@@ -215,6 +218,7 @@ async def _attached(
         bridge = AttachBridge(stream, write=terminal.write, pause_input=terminal.pause_input)
         bridges.append(bridge)
         try:
+            _still_open(session)
             await session.move(
                 State.ATTACHED,
                 container=container,
@@ -334,37 +338,48 @@ async def end_debug_container(
     attach stdin (``stdinOnce``) ends the shell, and its watchdog ends it otherwise."""
     if bridge is not None:
         await bridge.stop()
+    where = f"debug container {container} in {namespace}/{pod}"
     async with KubeApi(cluster, token, timeout=request_timeout) as kube:
         try:
             pod_object = await kube.get_pod(namespace, pod)
-            if container_state(pod_object, container).state == "running":
-                # Never attached, or attached by a bastion that died: attach once and close
-                # stdin, which ends it at once (stdinOnce) instead of at its watchdog.
-                stream = await open_attach(
-                    kube.http,
-                    token,
-                    namespace=namespace,
-                    pod=pod,
-                    container=container,
-                    cols=80,
-                    rows=24,
-                    timeout=request_timeout,
-                )
-                try:
-                    await stream.close_stdin()
-                finally:
-                    await stream.aclose()
-            state = await kube.wait_for_container(
-                namespace, pod, container, until="terminated", timeout=END_GRACE
-            )
         except PolicyDenied:
             return "already gone (the pod no longer exists)"
         except BackendUnavailable as exc:
+            raise BackendUnavailable(f"{where} could not be checked ({exc.message})") from None
+        if bridge is None and container_state(pod_object, container).state == "running":
+            # Never attached, or attached by a bastion that died: attach once and close
+            # stdin, which ends it at once (stdinOnce) instead of at its watchdog. It may end
+            # on its own meanwhile, and then the attach is refused: the wait below decides.
+            with contextlib.suppress(BastionError):
+                await _close_stdin(kube, token, namespace, pod, container, wait=request_timeout)
+        try:
+            state = await kube.wait_for_container(
+                namespace, pod, container, until="terminated", timeout=END_GRACE
+            )
+        except BastionError as exc:
             raise BackendUnavailable(
-                f"debug container {container} in {namespace}/{pod} was not seen Terminated "
-                f"({exc.message}); its watchdog ends it"
+                f"{where} was not seen Terminated ({exc.message}); its watchdog ends it"
             ) from None
     return f"terminated (exit {state.exit_code})"
+
+
+async def _close_stdin(
+    kube: KubeApi, token: KubeToken, namespace: str, pod: str, container: str, *, wait: float
+) -> None:
+    stream = await open_attach(
+        kube.http,
+        token,
+        namespace=namespace,
+        pod=pod,
+        container=container,
+        cols=80,
+        rows=24,
+        timeout=wait,
+    )
+    try:
+        await stream.close_stdin()
+    finally:
+        await stream.aclose()
 
 
 async def delete_debug_pod(
@@ -381,6 +396,13 @@ async def delete_debug_pod(
         await bridge.stop()
     async with KubeApi(cluster, token, timeout=request_timeout) as kube:
         return await kube.delete_pod(namespace, pod)
+
+
+def _still_open(session: Session) -> None:
+    """The session may end (disconnect, kill, deadline) while a debug starts: its wipe owns
+    what was made, and nothing more is attached or created."""
+    if session.ending is not None:
+        raise SessionExpired(f"the session ended ({session.ending}) while the debug was starting")
 
 
 class _Clock:

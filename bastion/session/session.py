@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bastion.audit.log import AuditLog
-from bastion.errors import AuditUnavailable, BastionError
+from bastion.errors import AuditUnavailable, BastionError, SessionExpired
 from bastion.session.deadlines import Deadlines, Kind, Notice
 from bastion.session.lifecycle import Ending, State, check_move
 
@@ -153,8 +153,10 @@ class Session:
         """Journal ``kind``, create it, then mark it created; returns what ``create`` made.
 
         If creating fails, the journal entry is marked removed (nothing identifiable exists)
-        and the error propagates.
+        and the error propagates. Nothing new is made once the wipe has begun.
         """
+        if self._wipe is not None:
+            raise SessionExpired(f"the session is ending: no {kind} is made for it any more")
         resource_id = await self._in_db(self._journal.plan, self.id, kind, ref)
         try:
             made = await create()
