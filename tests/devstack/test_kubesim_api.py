@@ -206,7 +206,7 @@ def test_ephemeral_containers_are_validated(core: client.CoreV1Api) -> None:
     )
     cases = [
         (
-            [debug_container("dbg-a", image=TOOLBOX.replace("0d", "ff"))],
+            [debug_container("dbg-a", image=TOOLBOX.rsplit(":", 1)[0] + ":" + "f" * 64)],
             "spec.ephemeralContainers[0]",
             'Forbidden: existing ephemeral containers "dbg-a" may not be changed',
         ),
@@ -479,3 +479,19 @@ def test_deleting_a_namespace_ends_its_pods_processes(
     with pytest.raises(ApiException) as caught:
         core.read_namespaced_pod("runner", "doomed")
     assert caught.value.status == 404
+
+
+def test_an_existing_ephemeral_container_sent_back_without_defaults_is_unchanged(
+    core: client.CoreV1Api,
+) -> None:
+    core.patch_namespaced_pod_ephemeralcontainers(
+        "db-0", "payments", {"spec": {"ephemeralContainers": [debug_container("dbg-d")]}}
+    )
+    pod = core.read_namespaced_pod("db-0", "payments")
+    # The whole list back, dbg-d as the client first sent it (the server added defaults).
+    others = [c for c in pod.spec.ephemeral_containers if c.name != "dbg-d"]
+    pod.spec.ephemeral_containers = [*others, debug_container("dbg-d"), debug_container("dbg-e")]
+    updated = core.replace_namespaced_pod_ephemeralcontainers("db-0", "payments", pod)
+    by_name = {c.name: c for c in updated.spec.ephemeral_containers}
+    assert {"dbg-d", "dbg-e"} <= set(by_name)
+    assert by_name["dbg-d"].termination_message_path == "/dev/termination-log"

@@ -299,15 +299,18 @@ class PodRuntime:
         updated["spec"]["ephemeralContainers"] = copy.deepcopy(
             (submitted.get("spec") or {}).get("ephemeralContainers") or []
         )
+        # Defaults first, as the API server does: a client that sends an existing container
+        # back without them has not changed it.
+        for container in updated["spec"]["ephemeralContainers"]:
+            if isinstance(container, dict):
+                container.setdefault("terminationMessagePath", "/dev/termination-log")
+                container.setdefault("terminationMessagePolicy", "File")
+                container.setdefault("imagePullPolicy", "IfNotPresent")
         causes = validate_ephemeral_update(current, updated)
         if causes:
             raise ApiError.invalid("Pod", info.name, causes)
         old_names = {c["name"] for c in current["spec"].get("ephemeralContainers") or []}
         added = [c for c in updated["spec"]["ephemeralContainers"] if c["name"] not in old_names]
-        for container in added:
-            container.setdefault("terminationMessagePath", "/dev/termination-log")
-            container.setdefault("terminationMessagePolicy", "File")
-            container.setdefault("imagePullPolicy", "IfNotPresent")
         statuses = updated.setdefault("status", {}).setdefault("ephemeralContainerStatuses", [])
         for container in added:
             statuses.append(
