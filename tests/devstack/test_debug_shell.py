@@ -447,3 +447,34 @@ def test_after_kill_9_in_an_attached_shell_the_restart_cleans_everything(
         assert "terminated" in debug_status(pod, container)["state"]
     finally:
         assert restarted.stop() == 0
+
+
+async def test_sigterm_wipes_an_attached_shell_within_the_grace(
+    tmp_path: Path, stack: dict[str, Any]
+) -> None:
+    env = stack_env(tmp_path, stack)
+    worker = Worker(load_config(env.config_path))
+    await worker.start()
+    stopped = False
+    try:
+        _, conn = await fresh_login(env, worker.port)
+        async with conn:
+            process = await conn.create_process(
+                "debug payments/api-1", term_type="xterm", term_size=(80, 24)
+            )
+            await shell_ready(process)
+            started = time.monotonic()
+            await worker.stop()  # what SIGTERM runs
+            stopped = True
+            assert time.monotonic() - started < 20
+            seen = await expect(process, "shutting down")
+            assert "this session has ended" in seen
+    finally:
+        if not stopped:
+            await worker.stop()
+    wiped = env.audit_events("session.wiped")[-1]
+    assert wiped["ending"] == "shutdown"
+    by_kind = {r["kind"]: r["outcome"] for r in wiped["resources"]}
+    assert by_kind["debug_container"].startswith("terminated")
+    assert by_kind["lease"] == "revoked"
+    assert by_kind["temp_dir"] == "removed"
