@@ -7,7 +7,17 @@ Transport: a Unix socketpair; the console's end is the descriptor named by the e
 variable ``BASTION_BROKER_FD``. Framing: one JSON object per line, UTF-8, at most
 ``MAX_LINE`` bytes. Every message has a ``type``; unknown types, missing or extra fields and
 wrong value types are protocol errors (the broker ends the session's console rather than
-guess what a confused or compromised console meant).
+guess what a confused or compromised console meant). A console may send only the requests
+in :data:`CONSOLE_SENDS`.
+
+Requests carry an ``id`` chosen by the console; every answer to a request repeats it
+(``Failed`` included), so the console can have several in flight. A pod watch answers with
+``PodsPage`` messages (the first one at once, the rest as they load, the last with
+``complete``) and then ``PodsChanged`` until ``StopWatch``.
+
+Everything the broker sends is already filtered by policy and masked (secret values never
+leave the broker); strings from the cluster are *not* neutralised for terminals here: the
+console must do that before display.
 """
 
 from __future__ import annotations
@@ -18,30 +28,132 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BROKER_FD_ENV",
+    "CONSOLE_SENDS",
     "MAX_LINE",
+    "ContainerInfo",
+    "DeadlinesChanged",
     "DebugEnded",
+    "DebugOptions",
     "DebugProgress",
     "DebugRefused",
     "DebugRequest",
+    "EnvVar",
+    "EventRow",
+    "Failed",
+    "GetDebugOptions",
+    "GetPod",
     "Handover",
+    "HiddenItem",
+    "KeyValue",
+    "ListNamespaces",
     "Message",
+    "Namespaces",
     "Notice",
+    "PodDetail",
+    "PodRow",
+    "PodsChanged",
+    "PodsPage",
     "ProtocolError",
+    "StopWatch",
+    "WatchPods",
+    "Welcome",
     "decode",
     "encode",
 ]
 
 BROKER_FD_ENV = "BASTION_BROKER_FD"
-MAX_LINE = 64 * 1024
+MAX_LINE = 1024 * 1024  # a page of pods; the broker sizes pages to stay well under it
+MAX_ITEMS = 20_000  # items in one list field
 
 
 class ProtocolError(ValueError):
     """A line that is not a valid message."""
 
 
+# ---------------------------------------------------------------------------- records
+# Plain values inside messages. Fields may be str, int, float, bool, list[str] or a list of
+# another record.
+
+
+@dataclass(frozen=True)
+class HiddenItem:
+    name: str
+    reason: str  # why policy hides it, one sentence
+
+
+@dataclass(frozen=True)
+class PodRow:
+    """One pod as the list shows it: only the fields shown, nothing secret."""
+
+    name: str
+    ready: str  # "1/2"
+    status: str  # Running, Pending, CrashLoopBackOff, Completed, Terminating, ...
+    restarts: int
+    created: str  # RFC 3339; the console shows the age
+    node: str
+    labels: list[str]  # "key=value"
+    containers: list[str]
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    value: str  # a literal value, "<secret NAME/KEY>", "<configmap NAME/KEY>", "<redacted>", ...
+    source: str  # "value", "secret", "configmap", "field", "resource", "redacted"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    name: str
+    image: str
+    state: str  # running, waiting (reason), terminated (reason, exit code)
+    ready: bool
+    restarts: int
+    env: list[EnvVar]
+    config_maps: list[str]  # configmaps it reads (envFrom, env, volumes)
+    debuggable: bool  # policy allows a debug here for this operator
+
+
+@dataclass(frozen=True)
+class EventRow:
+    type: str  # Normal, Warning
+    reason: str
+    message: str
+    count: int
+    last_seen: str  # RFC 3339
+
+
 @dataclass(frozen=True)
 class Message:
     type: ClassVar[str] = ""
+
+
+# ---------------------------------------------------------------------------- broker → console
+@dataclass(frozen=True)
+class Welcome(Message):
+    """The first message of every console: who, where, and the session's deadlines."""
+
+    type: ClassVar[str] = "welcome"
+    user: str
+    groups: list[str]
+    clusters: list[str]  # the clusters some grant of this operator covers
+    hard_deadline: float  # epoch seconds
+    idle_timeout: float  # seconds without input before the session ends
+
+
+@dataclass(frozen=True)
+class DeadlinesChanged(Message):
+    """A grant's limits narrowed the session's deadlines (a debug began)."""
+
+    type: ClassVar[str] = "deadlines"
+    hard_deadline: float
+    idle_timeout: float
 
 
 @dataclass(frozen=True)
@@ -55,21 +167,72 @@ class Notice(Message):
 
 
 @dataclass(frozen=True)
-class DebugRequest(Message):
-    """Console → broker: start a debug shell. Every field is untrusted: the broker decides
-    with the pod's real labels and refuses privileges beyond the restricted profile."""
+class Namespaces(Message):
+    type: ClassVar[str] = "namespaces"
+    id: int
+    cluster: str
+    allowed: list[str]
+    hidden: list[HiddenItem]
 
-    type: ClassVar[str] = "debug"
-    cluster: str  # "" = the bastion's only cluster
+
+@dataclass(frozen=True)
+class PodsPage(Message):
+    """Part of a namespace's pods, in the API's order; ``complete`` on the last one."""
+
+    type: ClassVar[str] = "pods"
+    id: int
+    rows: list[PodRow]
+    complete: bool
+    hidden: int  # pods of this page that policy hides (pod selectors)
+    hidden_reason: str
+
+
+@dataclass(frozen=True)
+class PodsChanged(Message):
+    """Live changes to a watched namespace: new or changed pods, and deleted names."""
+
+    type: ClassVar[str] = "pods_changed"
+    id: int
+    upserts: list[PodRow]
+    deletes: list[str]
+
+
+@dataclass(frozen=True)
+class PodDetail(Message):
+    type: ClassVar[str] = "pod"
+    id: int
+    name: str
     namespace: str
-    pod: str
-    container: str  # "" = the pod's only container
-    mode: str
-    image: str  # "" = the one image policy approves there
-    reason: str
-    run_as_user: int
-    privileged: bool
-    add_capabilities: list[str]
+    node: str
+    status: str
+    created: str
+    labels: list[KeyValue]
+    annotations: list[KeyValue]
+    containers: list[ContainerInfo]
+    events: list[EventRow]
+
+
+@dataclass(frozen=True)
+class DebugOptions(Message):
+    """What a debug of this container would be, for the confirmation: what policy allows."""
+
+    type: ClassVar[str] = "debug_options"
+    id: int
+    images: list[str]  # approved, pinned by digest; the first is the default
+    modes: list[str]
+    target_container: str
+    max_session_seconds: float
+    reason_required: bool
+    recorded: bool
+
+
+@dataclass(frozen=True)
+class Failed(Message):
+    """A request could not be answered: one sentence, with what to do."""
+
+    type: ClassVar[str] = "failed"
+    id: int
+    message: str
 
 
 @dataclass(frozen=True)
@@ -107,18 +270,99 @@ class DebugEnded(Message):
     message: str
 
 
-_TYPES: dict[str, type[Message]] = {
-    cls.type: cls
-    for cls in (Notice, DebugRequest, DebugProgress, DebugRefused, Handover, DebugEnded)
+# ---------------------------------------------------------------------------- console → broker
+@dataclass(frozen=True)
+class ListNamespaces(Message):
+    type: ClassVar[str] = "list_namespaces"
+    id: int
+    cluster: str
+
+
+@dataclass(frozen=True)
+class WatchPods(Message):
+    type: ClassVar[str] = "watch_pods"
+    id: int
+    cluster: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class StopWatch(Message):
+    type: ClassVar[str] = "stop_watch"
+    id: int  # the id of the WatchPods
+
+
+@dataclass(frozen=True)
+class GetPod(Message):
+    type: ClassVar[str] = "get_pod"
+    id: int
+    cluster: str
+    namespace: str
+    pod: str
+
+
+@dataclass(frozen=True)
+class GetDebugOptions(Message):
+    type: ClassVar[str] = "get_debug_options"
+    id: int
+    cluster: str
+    namespace: str
+    pod: str
+    container: str
+
+
+@dataclass(frozen=True)
+class DebugRequest(Message):
+    """Console → broker: start a debug shell. Every field is untrusted: the broker decides
+    with the pod's real labels and refuses privileges beyond the restricted profile."""
+
+    type: ClassVar[str] = "debug"
+    cluster: str  # "" = the bastion's only cluster
+    namespace: str
+    pod: str
+    container: str  # "" = the pod's only container
+    mode: str
+    image: str  # "" = the one image policy approves there
+    reason: str
+    run_as_user: int
+    privileged: bool
+    add_capabilities: list[str]
+
+
+_MESSAGES: tuple[type[Message], ...] = (
+    Welcome,
+    DeadlinesChanged,
+    Notice,
+    Namespaces,
+    PodsPage,
+    PodsChanged,
+    PodDetail,
+    DebugOptions,
+    Failed,
+    DebugProgress,
+    DebugRefused,
+    Handover,
+    DebugEnded,
+    ListNamespaces,
+    WatchPods,
+    StopWatch,
+    GetPod,
+    GetDebugOptions,
+    DebugRequest,
+)
+_TYPES: dict[str, type[Message]] = {cls.type: cls for cls in _MESSAGES}
+CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
+    {ListNamespaces, WatchPods, StopWatch, GetPod, GetDebugOptions, DebugRequest}
+)
+_RECORDS: dict[str, type[Any]] = {
+    cls.__name__: cls for cls in (HiddenItem, PodRow, KeyValue, EnvVar, ContainerInfo, EventRow)
 }
-_PY_TYPES: dict[str, tuple[type, ...]] = {
+_SCALARS: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "float": (int, float),
     "int": (int,),
     "bool": (bool,),
-    "list[str]": (list,),
 }
-_MAX_ITEMS = 64
 
 
 def encode(message: Message) -> bytes:
@@ -141,21 +385,46 @@ def decode(line: bytes) -> Message:
     cls = _TYPES.get(data.pop("type"))
     if cls is None:
         raise ProtocolError(f"unknown message type; known: {', '.join(sorted(_TYPES))}")
-    expected = {f.name: f.type for f in fields(cls)}
+    message: Message = _build(cls, data, cls.type)
+    return message
+
+
+def _build(cls: type[Any], data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{where} must be an object")
+    expected = {f.name: str(f.type) for f in fields(cls)}
     if set(data) != set(expected):
         raise ProtocolError(
-            f"{cls.type} takes exactly the fields {', '.join(sorted(expected))}, "
+            f"{where} takes exactly the fields {', '.join(sorted(expected))}, "
             f"got {', '.join(sorted(data)) or 'none'}"
         )
-    for name, annotation in expected.items():
-        value = data[name]
-        allowed = _PY_TYPES[str(annotation)]
-        if isinstance(value, bool) and bool not in allowed:
-            raise ProtocolError(f"{cls.type}.{name} has the wrong type")
-        if not isinstance(value, allowed):
-            raise ProtocolError(f"{cls.type}.{name} has the wrong type")
-        if isinstance(value, list) and (
-            len(value) > _MAX_ITEMS or not all(isinstance(item, str) for item in value)
-        ):
-            raise ProtocolError(f"{cls.type}.{name} must be a short list of strings")
-    return cls(**data)
+    values = {
+        name: _value(annotation, data[name], f"{where}.{name}")
+        for name, annotation in expected.items()
+    }
+    return cls(**values)
+
+
+def _value(annotation: str, value: Any, where: str) -> Any:
+    scalar = _SCALARS.get(annotation)
+    if scalar is not None:
+        # bool is an int in Python, and JSON's true is not a number.
+        if isinstance(value, bool) and bool not in scalar:
+            raise ProtocolError(f"{where} has the wrong type")
+        if not isinstance(value, scalar):
+            raise ProtocolError(f"{where} has the wrong type")
+        return value
+    if annotation.startswith("list[") and annotation.endswith("]"):
+        if not isinstance(value, list):
+            raise ProtocolError(f"{where} has the wrong type")
+        if len(value) > MAX_ITEMS:
+            raise ProtocolError(f"{where} has more than {MAX_ITEMS} items")
+        inner = annotation[5:-1]
+        if inner == "str":
+            if not all(isinstance(item, str) for item in value):
+                raise ProtocolError(f"{where} must be a list of strings")
+            return value
+        record = _RECORDS.get(inner)
+        if record is not None:
+            return [_build(record, item, f"{where}[]") for item in value]
+    raise ProtocolError(f"{where}: the protocol has no field type {annotation}")
