@@ -1,8 +1,10 @@
-"""The Kubernetes permissions a debug session needs: the one list every provisioning path
-(Vault roles in ``terraform/``, the local stack, the docs) is generated from or tested against.
+"""The Kubernetes permissions the bastion's sessions need: the one list every provisioning
+path (Vault roles in ``terraform/``, the local stack, the docs) is generated from or tested
+against.
 
-Pure data: the bastion asks Vault for a credential with exactly these rules in the target
-namespace, and nothing more.
+Pure data: for a debug the bastion asks Vault for a credential with exactly
+:func:`rules_for_modes` in the target namespace; for the console's lists, a read-only
+cluster-wide credential with exactly :data:`BROWSE_RULES`, and nothing more.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 from bastion.policy import Mode
 
-__all__ = ["Rule", "rules_for_modes"]
+__all__ = ["BROWSE_RULES", "Rule", "rules_for_modes"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,12 @@ class Rule:
             "verbs": list(self.verbs),
         }
 
+
+# What the console shows, read-only and cluster-wide (a ClusterRole bound by a
+# ClusterRoleBinding): the broker filters by policy before anything reaches the console, so
+# the credential must see every namespace to say which ones are hidden. No secrets, no
+# configmaps' contents, no logs: details show only what the pod object itself says.
+BROWSE_RULES = (Rule(("namespaces", "pods", "events"), ("get", "list", "watch")),)
 
 # Find the pod, follow it, add the debug container, attach the terminal to it.
 _EVERY_SESSION = (

@@ -415,10 +415,20 @@ class VaultClient:
 
     # ------------------------------------------------------------------ the session's calls
     async def issue_kube_credential(
-        self, mount: str, role: str, namespace: str, ttl: timedelta
+        self,
+        mount: str,
+        role: str,
+        namespace: str,
+        ttl: timedelta,
+        *,
+        cluster_role_binding: bool = False,
     ) -> KubeCredential:
         """A Kubernetes token for ``namespace`` from ``<mount>/creds/<role>``, valid ``ttl``
-        (or less, if the Vault role's token_max_ttl caps it: check ``lease_duration``)."""
+        (or less, if the Vault role's token_max_ttl caps it: check ``lease_duration``).
+
+        ``cluster_role_binding=True`` binds a ClusterRole-type role's rules cluster-wide
+        (a ClusterRoleBinding); ``namespace`` is then only where the service account lives.
+        """
         if ttl < MIN_KUBE_TTL:
             raise ValueError(
                 f"a Kubernetes credential must be valid for at least 10 minutes (Kubernetes "
@@ -441,7 +451,9 @@ class VaultClient:
             mount=mount,
             namespace=namespace,
         )
-        body = {"kubernetes_namespace": namespace, "ttl": f"{seconds}s"}
+        body: dict[str, Any] = {"kubernetes_namespace": namespace, "ttl": f"{seconds}s"}
+        if cluster_role_binding:
+            body["cluster_role_binding"] = True
         answer = await self._authed("POST", path, body, doing, abandon=self._revoke_abandoned)
         issued_at = self._clock()
         try:

@@ -318,6 +318,8 @@ def _write_config(
                 "api_url": info["kube_api"],
                 "ca_file": info["kube_ca"],
                 "vault_mount": info["vault_kubernetes_mount"],
+                "browse_vault_role": info["vault_browse_role"],
+                "browse_account_namespace": info["vault_browse_namespace"],
             }
         ],
         "grants": [

@@ -176,6 +176,12 @@ class Cluster(_Strict):
     api_url: HttpsUrl
     ca_file: ConfigPath
     vault_mount: Identifier
+    # The console's read-only view (lists, details, events): a Vault role of type ClusterRole
+    # whose rules are bastion.kube_permissions.BROWSE_RULES. None: the console cannot list
+    # this cluster (``debug NAMESPACE/POD`` still works).
+    browse_vault_role: Identifier | None = None
+    # Where Vault creates the browse service accounts: the role must allow this namespace.
+    browse_account_namespace: DnsLabel = "default"
 
 
 class Grant(_Strict):

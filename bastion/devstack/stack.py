@@ -12,7 +12,9 @@
    policy) trusting a throwaway CA that issued the bastion's client certificate, the
    Kubernetes secrets engine pointed at kubesim with its CA pinned, and one role per grant
    (or one ``debug`` role) whose generated rules are
-   :func:`bastion.kube_permissions.rules_for_modes`;
+   :func:`bastion.kube_permissions.rules_for_modes`, and the console's read-only ``browse``
+   role (type ClusterRole, rules :data:`bastion.kube_permissions.BROWSE_RULES`, service
+   accounts in ``default``);
 4. writes ``devstack.json`` with everything a client needs.
 
 The dev-TLS listener requests (without requiring) a client certificate in every handshake, as
@@ -44,21 +46,27 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from bastion.devstack.kubesim.app import KubeSim
 from bastion.devstack.kubesim.store import RESOURCES
 from bastion.devstack.openbao import OpenBao
-from bastion.kube_permissions import Rule, rules_for_modes
+from bastion.kube_permissions import BROWSE_RULES, Rule, rules_for_modes
 from bastion.policy import Mode
 
-__all__ = ["DEFAULT_FIXTURE", "ClientCA", "LocalStack", "VaultRole"]
+__all__ = ["BROWSE_ROLE", "DEFAULT_FIXTURE", "ClientCA", "LocalStack", "VaultRole"]
 
 DEFAULT_FIXTURE = "demo.yaml"
 OPENBAO_SA = ("kube-system", "openbao")
 APPROLE = "bastion"
 CERT_ROLE = "bastion"  # the cert auth role (auth/cert/certs/bastion), same policy as the AppRole
 CLIENT_CERT, CLIENT_KEY = "vault-client.crt", "vault-client.key"  # in the state dir
+BROWSE_ROLE = "browse"
+BROWSE_ACCOUNT_NAMESPACE = "default"
 # What the engine itself does in the cluster (its own needs, not the sessions').
 _ENGINE_RULES = (
     Rule(("serviceaccounts",), ("create", "delete", "get")),
     Rule(("serviceaccounts/token",), ("create",)),
-    Rule(("roles", "rolebindings"), ("create", "delete", "get"), ("rbac.authorization.k8s.io",)),
+    Rule(
+        ("roles", "rolebindings", "clusterroles", "clusterrolebindings"),
+        ("create", "delete", "get"),
+        ("rbac.authorization.k8s.io",),
+    ),
 )
 
 
@@ -70,6 +78,20 @@ class VaultRole:
     namespaces: tuple[str, ...]
     modes: tuple[Mode, ...] = (Mode.EPHEMERAL, Mode.COPY, Mode.POD)
     max_ttl_seconds: int = 3600
+    # "ClusterRole" with explicit ``rules``: the console's browse role (BROWSE_RULES).
+    role_type: str = "Role"
+    rules: tuple[Rule, ...] | None = None  # None: rules_for_modes(modes)
+
+    @classmethod
+    def browse(
+        cls, name: str = BROWSE_ROLE, namespace: str = BROWSE_ACCOUNT_NAMESPACE
+    ) -> VaultRole:
+        """The console's read-only role: service accounts in ``namespace``, bound
+        cluster-wide to BROWSE_RULES when the credential asks for a ClusterRoleBinding."""
+        return cls(name, (namespace,), (), 12 * 3600, "ClusterRole", BROWSE_RULES)
+
+    def kubernetes_rules(self) -> list[Rule]:
+        return list(self.rules) if self.rules is not None else rules_for_modes(self.modes)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -175,6 +197,8 @@ class LocalStack:
     fixture: Path | dict[str, Any] | None = None
     roles: list[VaultRole] = field(default_factory=list)
     mount: str = "kubernetes"
+    # The console's browse role, made besides ``roles``; None: none.
+    browse_role: VaultRole | None = field(default_factory=VaultRole.browse)
     kubesim: KubeSim = field(init=False)
     openbao: OpenBao = field(init=False)
     client_ca: ClientCA | None = field(init=False, default=None)
@@ -217,7 +241,8 @@ class LocalStack:
         account = store.create(
             RESOURCES[("", "serviceaccounts")], namespace, {"metadata": {"name": name}}
         )
-        rules = [*_ENGINE_RULES, *rules_for_modes(Mode)]
+        # The engine can only hand out what it holds (escalation prevention).
+        rules = [*_ENGINE_RULES, *rules_for_modes(Mode), *BROWSE_RULES]
         store.create(
             RESOURCES[("rbac.authorization.k8s.io", "clusterroles")],
             "",
@@ -271,14 +296,15 @@ class LocalStack:
             },
         )
         roles = self.roles or self._default_roles()
-        for role in roles:
-            rules = {"rules": [r.as_kubernetes() for r in rules_for_modes(role.modes)]}
+        browse = [self.browse_role] if self.browse_role is not None else []
+        for role in [*roles, *browse]:
+            rules = {"rules": [r.as_kubernetes() for r in role.kubernetes_rules()]}
             bao.adapter.post(
                 f"/v1/{self.mount}/roles/{role.name}",
                 json={
                     "allowed_kubernetes_namespaces": list(role.namespaces),
                     "generated_role_rules": json.dumps(rules),
-                    "kubernetes_role_type": "Role",
+                    "kubernetes_role_type": role.role_type,
                     "token_default_ttl": "10m",
                     "token_max_ttl": f"{max(role.max_ttl_seconds, 600)}s",
                     "extra_labels": {"app.kubernetes.io/managed-by": "k8s-debug-bastion"},
@@ -326,6 +352,8 @@ class LocalStack:
             "vault_cert_role": CERT_ROLE,
             "vault_kubernetes_mount": self.mount,
             "vault_roles": [role.name for role in roles],
+            "vault_browse_role": self.browse_role.name if self.browse_role else None,
+            "vault_browse_namespace": self.browse_role.namespaces[0] if self.browse_role else None,
             "kubesim_pid": os.getpid(),
             "openbao_pid": self.openbao.pid,
         }
