@@ -80,6 +80,7 @@ async def test_browse_credential_reads_everywhere_changes_nothing_and_dies_on_re
         core = client.CoreV1Api(api)
         names = {n.metadata.name for n in core.list_namespace().items}
         assert {"payments", "checkout"} <= names
+        assert status_of(lambda: core.list_namespaced_event("payments")) == 200
         assert status_of(lambda: core.delete_namespaced_pod("api-1", "payments")) == 403
         assert status_of(lambda: core.create_namespace({"metadata": {"name": "x"}})) == 403
         assert status_of(lambda: core.list_namespaced_service_account("payments")) == 403

@@ -22,6 +22,9 @@ Fixture format::
                 env:
                   - {name: LOG_LEVEL, value: info}
                   - {name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}
+            events:                    # besides those the phase implies (see pod_events)
+              - {type: Warning, reason: Unhealthy, message: "Readiness probe failed", count: 3,
+                 age: 2m}
         generate:                      # many similar pods, e.g. to test a 50,000-pod list
           count: 50000
           prefix: load-
@@ -30,7 +33,9 @@ Fixture format::
 
 Pods are stored complete (spec defaults, status with conditions and container statuses) so
 what clients read looks like a real cluster's; their containers only become processes when
-someone attaches or execs (a fixture of 50,000 pods must not start 50,000 shells).
+someone attaches or execs (a fixture of 50,000 pods must not start 50,000 shells). Each
+hand-written pod also gets the core/v1 Events a cluster would have recorded for it (see
+:func:`pod_events`); generated pods get none.
 """
 
 from __future__ import annotations
@@ -40,14 +45,14 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from bastion.devstack.kubesim.store import RESOURCES, Store
 from bastion.durations import parse_duration
 
-__all__ = ["Fixture", "ImageSpec", "build_pod", "load_fixture", "seed"]
+__all__ = ["Fixture", "ImageSpec", "build_pod", "load_fixture", "pod_events", "seed"]
 
 DEFAULT_COMMAND = ("/bin/sh", "-c", "exec sleep 86400")
 
@@ -191,6 +196,116 @@ def build_pod(
     return pod
 
 
+class _Recorded(NamedTuple):
+    """One event as a cluster would have recorded it for a pod."""
+
+    type: str
+    reason: str
+    message: str
+    first: datetime
+    last: datetime
+    times: int = 1  # the count field
+    field_path: str = ""  # spec.containers{NAME} for a container's events
+    component: str = "kubelet"
+
+
+def pod_events(pod: dict[str, Any], spec: dict[str, Any], *, now: datetime) -> list[dict[str, Any]]:
+    """The Events a cluster would hold for a stored ``pod`` (its uid set): the scheduler's
+    and the kubelet's for its phase (an image that cannot be pulled, restarts as back-off
+    warnings), then the fixture entry's own ``events``. Oldest first."""
+    meta = pod["metadata"]
+    namespace, name, node = meta["namespace"], meta["name"], pod["spec"]["nodeName"]
+    created = datetime.fromisoformat(meta["creationTimestamp"])
+    assigned = f"Successfully assigned {namespace}/{name} to {node}"
+    recorded = [
+        _Recorded("Normal", "Scheduled", assigned, created, created, component="default-scheduler")
+    ]
+    pulled, started = created + timedelta(seconds=1), created + timedelta(seconds=3)
+    for container in pod["spec"]["containers"]:
+        image, where = container["image"], f"spec.containers{{{container['name']}}}"
+        if pod["status"]["phase"] == "Pending":
+            if spec.get("waiting_reason") == "ImagePullBackOff":
+                recorded += [
+                    _Recorded("Normal", "Pulling", f'Pulling image "{image}"', pulled, pulled,
+                              field_path=where),
+                    _Recorded("Warning", "Failed", f'Failed to pull image "{image}": not found',
+                              pulled, now - timedelta(seconds=90), 4, where),
+                    _Recorded("Warning", "BackOff", f'Back-off pulling image "{image}"', pulled,
+                              now - timedelta(seconds=20), 11, where),
+                ]  # fmt: skip
+            continue
+        recorded += [
+            _Recorded("Normal", "Pulled", f'Container image "{image}" already present on machine',
+                      pulled, pulled, field_path=where),
+            _Recorded("Normal", "Created", f"Created container: {container['name']}", pulled,
+                      pulled, field_path=where),
+            _Recorded("Normal", "Started", f"Started container {container['name']}", started,
+                      started, field_path=where),
+        ]  # fmt: skip
+        restarts = int(spec.get("restarts", 0))
+        if restarts:
+            message = (
+                f"Back-off restarting failed container {container['name']} in pod "
+                f"{name}_{namespace}({meta['uid']})"
+            )
+            last = now - timedelta(minutes=1)
+            recorded.append(
+                _Recorded("Warning", "BackOff", message, started, last, restarts, where)
+            )
+    for extra in spec.get("events") or []:
+        last = now - parse_duration(str(extra.get("age", "1m")))
+        recorded.append(
+            _Recorded(
+                str(extra.get("type", "Normal")),
+                str(extra["reason"]),
+                str(extra.get("message", "")),
+                min(created, last),
+                last,
+                int(extra.get("count", 1)),
+                str(extra.get("fieldPath", "")),
+                str(extra.get("component", "kubelet")),
+            )
+        )
+    return [_event(pod, r, index) for index, r in enumerate(recorded)]
+
+
+def _event(pod: dict[str, Any], recorded: _Recorded, index: int) -> dict[str, Any]:
+    meta, node = pod["metadata"], pod["spec"]["nodeName"]
+    namespace, name = meta["namespace"], meta["name"]
+    suffix = hashlib.sha256(f"{namespace}/{name}/{index}".encode()).hexdigest()[:16]
+    involved = {
+        "kind": "Pod",
+        "namespace": namespace,
+        "name": name,
+        "uid": meta["uid"],
+        "apiVersion": "v1",
+        "resourceVersion": meta["resourceVersion"],
+    }
+    if recorded.field_path:
+        involved["fieldPath"] = recorded.field_path
+    kubelet = recorded.component == "kubelet"
+    source = {"component": recorded.component, **({"host": node} if kubelet else {})}
+    return {
+        "metadata": {
+            "name": f"{name}.{suffix}",
+            "namespace": namespace,
+            "creationTimestamp": _timestamp(recorded.first),
+        },
+        "involvedObject": involved,
+        "reason": recorded.reason,
+        "message": recorded.message,
+        "source": source,
+        "firstTimestamp": _timestamp(recorded.first),
+        "lastTimestamp": _timestamp(recorded.last),
+        "count": recorded.times,
+        "type": recorded.type,
+        # Events recorded by the legacy (core/v1) recorder carry a null eventTime.
+        "eventTime": None,
+        "reportingComponent": recorded.component,
+        "reportingInstance": node if kubelet else "",
+    }
+
+
 def _generated(namespace: str, spec: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
     rng = random.Random(f"{namespace}-{spec.get('prefix', 'pod-')}")  # noqa: S311 - not crypto
     phases = ["Running"] * 90 + ["Pending"] * 4 + ["Succeeded"] * 3 + ["Failed"] * 3
@@ -231,15 +346,18 @@ def seed(store: Store, fixture: Fixture, *, now: datetime | None = None) -> int:
         )
         store.create(ns_type, "", namespace, silent=True)
         store.create(sa_type, name, {"metadata": {"name": "default"}}, silent=True)
+    event_type = RESOURCES[("", "events")]
     for ns in fixture.namespaces:
         name = str(ns["name"])
-        pods = [
-            build_pod(name, pod, now=moment, index=i) for i, pod in enumerate(ns.get("pods") or [])
-        ]
+        written = list(ns.get("pods") or [])
+        pods = [build_pod(name, pod, now=moment, index=i) for i, pod in enumerate(written)]
         if ns.get("generate"):
             pods += _generated(name, ns["generate"], moment)
         for pod in pods:
             store.create(pod_type, name, pod, silent=True)
+        for pod, spec in zip(pods, written, strict=False):
+            for event in pod_events(pod, spec, now=moment):
+                store.create(event_type, name, event, silent=True)
         count += len(pods)
     # Serialise now, at start-up, so the first list of a big namespace is as fast as the next.
     store.encode_all(pod_type)

@@ -25,12 +25,31 @@ _FIELDS: dict[str, tuple[str, ...]] = {
         "status.nominatedNodeName",
     ),
     "namespaces": ("metadata.name", "status.phase"),
+    # The API server's event field labels (pkg/registry/core/event/strategy.go).
+    "events": (
+        *_COMMON_FIELDS,
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    ),
 }
+
+
+# Field labels that name something else than their path.
+_ALIASES = {"source": "source.component"}
 
 
 def _field_value(obj: Obj, path: str) -> str:
     node: Any = obj
-    for part in path.split("."):
+    for part in _ALIASES.get(path, path).split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return "" if node is None else str(node)
 

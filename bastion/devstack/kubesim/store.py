@@ -76,6 +76,7 @@ def _types() -> dict[tuple[str, str], ResourceType]:
         ResourceType("", "v1", "namespaces", "Namespace", namespaced=False),
         ResourceType("", "v1", "pods", "Pod", namespaced=True),
         ResourceType("", "v1", "serviceaccounts", "ServiceAccount", namespaced=True),
+        ResourceType("", "v1", "events", "Event", namespaced=True),
         ResourceType(rbac, "v1", "roles", "Role", namespaced=True),
         ResourceType(rbac, "v1", "rolebindings", "RoleBinding", namespaced=True),
         ResourceType(rbac, "v1", "clusterroles", "ClusterRole", namespaced=False),
