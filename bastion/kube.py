@@ -8,8 +8,9 @@ nothing here.
 
 Every call fits the session role's rules (:mod:`bastion.kube_permissions`): pods get, list
 and watch; ``pods/ephemeralcontainers`` patch; pods create and delete for copy and toolbox
-modes only. Every failure is one sentence for the operator (BackendUnavailable or
-PolicyDenied), with a hint for the administrator.
+modes only; :meth:`KubeApi.read_raw` and :meth:`KubeApi.watch` also serve the console's
+read-only browse credential (namespaces, pods, events). Every failure is one sentence for the
+operator (BackendUnavailable or PolicyDenied), with a hint for the administrator.
 """
 
 from __future__ import annotations
@@ -20,18 +21,19 @@ import json
 import math
 import re
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 
 from bastion.config.models import Cluster
 from bastion.debug_container import ContainerState, container_names, container_state
 from bastion.errors import BackendUnavailable, BastionError, PolicyDenied
 from bastion.vault import KubeToken
 
-__all__ = ["DELETE_GRACE_SECONDS", "KubeApi"]
+__all__ = ["DELETE_GRACE_SECONDS", "CredentialRefused", "KubeApi", "WatchExpired"]
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -40,6 +42,15 @@ _STRATEGIC = "application/strategic-merge-patch+json"
 # Long enough for the kubelet to stop the shell cleanly, short enough that a wipe is quick.
 DELETE_GRACE_SECONDS = 1
 _MAX_WATCH_LINE = 8 * 1024 * 1024  # one pod as JSON; far above any real one
+
+
+class CredentialRefused(BackendUnavailable):
+    """401: the token is no longer valid (its lease was revoked, it expired, or its service
+    account was deleted). A caller that can get a new credential may try once more."""
+
+
+class WatchExpired(Exception):
+    """410: the resourceVersion to watch from is too old: list again."""
 
 
 class KubeApi:
@@ -230,6 +241,63 @@ class KubeApi:
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise self._silent(doing, exc) from None
 
+    # ------------------------------------------------------------------ raw reads
+    async def read_raw(
+        self, path: str, doing: str, params: Mapping[str, str] | None = None
+    ) -> bytes:
+        """GET ``path``: the body as it came, for a fast JSON parser (a page of 500 pods is
+        about 1 MB, and building objects for it is what costs)."""
+        try:
+            async with self.http.get(
+                path, params=params, headers=self._headers(None), allow_redirects=False
+            ) as answer:
+                status = answer.status
+                body = await answer.read()
+        except (aiohttp.ClientSSLError, ssl.SSLError):
+            raise self._untrusted(doing) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._silent(doing, exc) from None
+        if status == 200:
+            return body
+        payload: Any = None
+        if status < 500:
+            with contextlib.suppress(ValueError):
+                payload = orjson.loads(body)
+        raise _refusal(status, payload, doing, self._cluster.name)
+
+    async def watch(
+        self, path: str, doing: str, params: Mapping[str, str]
+    ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
+        """(type, object) for each event of a watch on ``path`` (``watch=true`` is added);
+        ends when the server ends the stream; WatchExpired when the resourceVersion is too
+        old. Not bounded by the client timeout: pass ``timeoutSeconds``."""
+        streaming = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout.total)
+        try:
+            async with self.http.get(
+                path,
+                params={**params, "watch": "true"},
+                headers=self._headers(None),
+                allow_redirects=False,
+                timeout=streaming,
+            ) as answer:
+                if answer.status == 410:
+                    raise WatchExpired(doing)
+                if answer.status != 200:
+                    status = answer.status
+                    payload = await answer.json(content_type=None) if status < 500 else None
+                    raise _refusal(status, payload, doing, self._cluster.name)
+                async for event in _events(answer, doing, self._cluster.name):
+                    kind, obj = str(event.get("type")), event.get("object") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            raise WatchExpired(doing)
+                        raise _refusal(int(obj.get("code") or 500), obj, doing, self._cluster.name)
+                    yield kind, obj
+        except (aiohttp.ClientSSLError, ssl.SSLError):
+            raise self._untrusted(doing) from None
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise self._silent(doing, exc) from None
+
     # ------------------------------------------------------------------ HTTP
     def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self._token.reveal()}", "Accept": _JSON}
@@ -299,7 +367,7 @@ async def _events(
             line = b"".join(parts)
             parts.clear()
             size = 0
-            event = json.loads(line) if line.strip() else None
+            event = orjson.loads(line) if line.strip() else None
             if isinstance(event, dict):
                 yield event
         if size > _MAX_WATCH_LINE:
@@ -369,7 +437,8 @@ def _refusal(status: int, body: Any, doing: str, cluster: str) -> BastionError:
     if status == 404:
         return PolicyDenied(f"could not {doing}: it does not exist (any more)")
     if status in (401, 403):
-        return BackendUnavailable(
+        refused = CredentialRefused if status == 401 else BackendUnavailable
+        return refused(
             f"could not {doing}: the session's credential was refused ({status})",
             hint="the Vault role's Kubernetes rules must allow what debug sessions need "
             "(bastion.kube_permissions); " + message[:200],

@@ -88,6 +88,7 @@ class Session:
         self._wipe: asyncio.Task[list[dict[str, str]]] | None = None
         self._watch = _Watch()
         self._on_end: list[Callable[[Ending], None]] = []
+        self._on_deadlines: list[Callable[[Deadlines], None]] = []
 
     @property
     def id(self) -> str:
@@ -210,6 +211,8 @@ class Session:
             hard_deadline=narrowed.hard_deadline,
         )
         self._watch.wake.set()
+        for callback in self._on_deadlines:
+            callback(narrowed)
 
     def touch(self) -> None:
         """The operator typed something: the idle deadline moves."""
@@ -218,6 +221,10 @@ class Session:
 
     def on_end(self, callback: Callable[[Ending], None]) -> None:
         self._on_end.append(callback)
+
+    def on_deadlines(self, callback: Callable[[Deadlines], None]) -> None:
+        """``callback(deadlines)`` each time :meth:`narrow_deadlines` changes them."""
+        self._on_deadlines.append(callback)
 
     # ------------------------------------------------------------------ deadlines
     async def watch_deadlines(self, notify: Callable[[Notice], None]) -> None:
