@@ -72,7 +72,8 @@ __all__ = ["COALESCE", "PAGE", "Browser", "Reply", "encode_fast"]
 
 log = logging.getLogger(__name__)
 
-PAGE = 500
+PAGE = 500  # pods in the first page, and at most in one PodsPage
+REST_PAGE = 1000  # pods per API page after the first: fewer round trips, ~30 ms to parse
 COALESCE = 0.1  # seconds: changes within this are sent as one PodsChanged
 WATCH_SECONDS = 290  # the server ends each watch after this; it is resumed at once
 _RENEW_BEFORE = 60.0  # seconds: a credential this close to its end is replaced first
@@ -334,17 +335,26 @@ class Browser:
         watch = _PodWatch(self, request, reply, self._view(request.cluster, request.namespace))
         await watch.run()
 
-    async def pages(self, cluster: str, path: str, doing: str) -> AsyncIterator[_Page]:
-        """The list of ``path``, page by page (raw pod dicts)."""
-        token = ""
-        while True:
-            params = {"limit": str(PAGE), **({"continue": token} if token else {})}
-            body = await self._read(cluster, path, doing, params)
-            meta = body.get("metadata") or {}
-            token = str(meta.get("continue") or "")
-            yield _Page(body.get("items") or [], str(meta.get("resourceVersion") or ""), not token)
-            if not token:
-                return
+    async def pages(self, cluster: str, path: str, doing: str, view: _View) -> AsyncIterator[_Page]:
+        """The pods of ``path`` that ``view`` shows, page by page: :data:`PAGE` first (the
+        console shows it at once), then :data:`REST_PAGE` at a time, each read while the
+        one before is sent. Parsing runs on a thread: a page of 2,000 pods is 3 MB of JSON,
+        and other sessions' keystrokes must not wait for it."""
+        loop = asyncio.get_running_loop()
+        fetch = loop.create_task(self._read_bytes(cluster, path, doing, {"limit": str(PAGE)}))
+        try:
+            while True:
+                page = await asyncio.to_thread(_parse_page, await fetch, view, doing)
+                if not page.last:
+                    params = {"limit": str(REST_PAGE), "continue": page.token}
+                    fetch = loop.create_task(self._read_bytes(cluster, path, doing, params))
+                yield page
+                if page.last:
+                    return
+        finally:
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, BastionError):
+                await fetch
 
     # ------------------------------------------------------------------ one pod
     async def _pod(self, request: GetPod) -> PodDetail:
@@ -452,24 +462,20 @@ class Browser:
     async def _read(
         self, cluster: str, path: str, doing: str, params: dict[str, str] | None = None
     ) -> dict[str, Any]:
+        return _object(await self._read_bytes(cluster, path, doing, params), doing)
+
+    async def _read_bytes(
+        self, cluster: str, path: str, doing: str, params: dict[str, str] | None = None
+    ) -> bytes:
         """GET ``path`` with the cluster's browse credential, replaced once if refused."""
         for last in (False, True):
             access = await self.credential(cluster)
             try:
-                raw = await access.kube.read_raw(path, doing, params)
+                return await access.kube.read_raw(path, doing, params)
             except CredentialRefused:
                 if last:
                     raise
                 await self.replace(cluster)
-                continue
-            body = orjson.loads(raw)
-            if not isinstance(body, dict):
-                raise BackendUnavailable(
-                    f"could not {doing}: cluster {cluster}'s API sent something else than "
-                    "an object",
-                    hint="see the API server's logs",
-                )
-            return body
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def replace(self, cluster: str) -> None:
@@ -579,12 +585,22 @@ class _PodWatch:
         reason = self._view.hidden_reason(browser.user)
         version = ""
         doing = f"list the pods of namespace {request.namespace}"
-        async for page in browser.pages(request.cluster, self._path, doing):
-            rows, hidden = _visible_rows(page.items, self._view)
-            self._known.update(row.name for row in rows)
+        async for page in browser.pages(request.cluster, self._path, doing, self._view):
+            self._known.update(row.name for row in page.rows)
             version = version or page.version
-            message = PodsPage(request.id, rows, page.last, hidden, reason if hidden else "")
-            await browser.send(self._reply, message)
+            # The console gets pages of at most PAGE rows, whatever the API's page size.
+            starts = range(0, max(len(page.rows), 1), PAGE)
+            for start in starts:
+                final = start == starts[-1]
+                hidden = page.hidden if final else 0
+                message = PodsPage(
+                    request.id,
+                    page.rows[start : start + PAGE],
+                    page.last and final,
+                    hidden,
+                    reason if hidden else "",
+                )
+                await browser.send(self._reply, message)
         try:
             await self._follow(version)
         finally:
@@ -629,10 +645,9 @@ class _PodWatch:
         doing = f"list the pods of namespace {self._request.namespace} again"
         seen: set[str] = set()
         version = ""
-        async for page in self._browser.pages(self._request.cluster, self._path, doing):
-            rows, _ = _visible_rows(page.items, self._view)
+        async for page in self._browser.pages(self._request.cluster, self._path, doing, self._view):
             version = version or page.version
-            for row in rows:
+            for row in page.rows:
                 seen.add(row.name)
                 self._batch.upsert(row)
         for name in self._known - seen:
@@ -643,9 +658,36 @@ class _PodWatch:
 
 @dataclass(frozen=True)
 class _Page:
-    items: list[dict[str, Any]]
+    """One page of a pod list: the rows policy shows, how many it hides, and where the
+    list goes on (``token``, empty on the last page)."""
+
+    rows: list[PodRow]
+    hidden: int
     version: str
-    last: bool
+    token: str
+
+    @property
+    def last(self) -> bool:
+        return not self.token
+
+
+def _object(raw: bytes, doing: str) -> dict[str, Any]:
+    body = orjson.loads(raw)
+    if not isinstance(body, dict):
+        raise BackendUnavailable(
+            f"could not {doing}: the cluster's API sent something else than an object",
+            hint="see the API server's logs",
+        )
+    return body
+
+
+def _parse_page(raw: bytes, view: _View, doing: str) -> _Page:
+    body = _object(raw, doing)
+    meta = body.get("metadata") or {}
+    rows, hidden = _visible_rows(body.get("items") or [], view)
+    return _Page(
+        rows, hidden, str(meta.get("resourceVersion") or ""), str(meta.get("continue") or "")
+    )
 
 
 def _visible_rows(items: list[dict[str, Any]], view: _View) -> tuple[list[PodRow], int]:

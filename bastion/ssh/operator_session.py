@@ -7,11 +7,18 @@ and the broker attaches the channel to the container itself, so the byte path is
 ⇄ websocket with no process in between; when the shell ends, a new console starts and is
 told how it ended. ``ssh -t bastion debug NS/POD`` skips the console: the shell starts at
 once and its exit status is the connection's.
+
+Every console is greeted with ``Welcome`` (who, which clusters, the deadlines) and told
+``DeadlinesChanged`` when a grant narrows them; its other requests (namespaces, pods,
+details, debug options) are answered by the session's :class:`Browser`. Messages to a
+console go through one writer per console, in order, and a page-heavy answer waits while
+the console is behind rather than losing lines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -24,7 +31,9 @@ import asyncssh
 from bastion.attach_bridge import AttachBridge
 from bastion.console_protocol import (
     BROKER_FD_ENV,
+    CONSOLE_SENDS,
     MAX_LINE,
+    DeadlinesChanged,
     DebugEnded,
     DebugProgress,
     DebugRefused,
@@ -32,6 +41,7 @@ from bastion.console_protocol import (
     Handover,
     Message,
     ProtocolError,
+    Welcome,
     decode,
     encode,
 )
@@ -39,7 +49,8 @@ from bastion.console_protocol import Notice as NoticeMessage
 from bastion.debug_command import DebugCommand, parse_debug_command
 from bastion.errors import AuditUnavailable, BackendUnavailable, BastionError
 from bastion.policy import Mode, Principal
-from bastion.session.deadlines import Notice
+from bastion.session.browse import Browser
+from bastion.session.deadlines import Deadlines, Notice
 from bastion.session.debug_shell import DebugOutcome, Terminal, run_debug_shell
 from bastion.session.lifecycle import Ending, State
 from bastion.session.session import Session
@@ -79,7 +90,8 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         self._exec: str | None = None
         self._debug_command: DebugCommand | None = None
         self._console: Console | None = None
-        self._console_socket: socket.socket | None = None
+        self._outbox: _Outbox | None = None  # to the console that runs now
+        self._browser: Browser | None = None
         self._bridge: AttachBridge | None = None
         self._handing_over = False  # a console is leaving for a debug shell
         self._watcher: asyncio.Task[None] | None = None
@@ -160,12 +172,21 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             await session.end(Ending.DISCONNECT)
             return
         session.on_end(lambda _: self._close_console())
+        session.on_deadlines(self._deadlines_changed)
         try:
             if self._debug_command is not None:
                 code = await self._run_direct_debug(session, self._debug_command)
             else:
+                self._browser = Browser(
+                    session,
+                    config=self._door.config,
+                    vault=self._door.vault,
+                    principal=Principal(identity.user, frozenset(identity.groups)),
+                )
                 code = await self._run_consoles(session)
         finally:
+            if self._browser is not None:
+                await self._browser.close()
             await session.end(Ending.LOGOUT)  # no-op when something else ended it first
             if self._watcher is not None:
                 await self._watcher
@@ -204,6 +225,9 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             if debug is None:
                 break
             ended = await debug
+            if self._browser is not None:
+                # The end of a debug revokes the session's leases, the browse one included.
+                self._browser.forget_credentials()
             if ended is None:
                 break
         return code
@@ -234,13 +258,15 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         )
         code = 1
         requests: asyncio.Task[asyncio.Task[DebugEnded | None] | None] | None = None
+        outbox = _Outbox(ours)
         try:
             await console.start()
             theirs.close()
-            self._console, self._console_socket = console, ours
+            self._console, self._outbox = console, outbox
             self._handing_over = False
+            outbox.send(self._welcome(session))
             if ended is not None:
-                _send(ours, ended)
+                outbox.send(ended)
             if self._typeahead:
                 console.feed(bytes(self._typeahead))
                 self._typeahead.clear()
@@ -249,7 +275,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 # From the first console on, which is where the first warnings go.
                 self._watch_deadlines(session)
             requests = asyncio.get_running_loop().create_task(
-                self._serve_console(session, ours, console)
+                self._serve_console(session, ours, outbox, console)
             )
             code = await console.wait()
         except OSError:
@@ -258,15 +284,18 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 with contextlib.suppress(OSError, asyncssh.Error):
                     chan.write_stderr(b"the console could not start; tell an administrator\r\n")
         finally:
-            self._console = self._console_socket = None
+            self._console = self._outbox = None
             console.close()
             theirs.close()
+            outbox.close()
         debug: asyncio.Task[DebugEnded | None] | None = None
         if requests is not None:
             if not requests.done():
                 requests.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 debug = await requests
+        if self._browser is not None:
+            await self._browser.stop_all()  # its watches were for this console
         ours.close()
         self._door.audit_soon(
             "console.ended",
@@ -280,10 +309,10 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         return code, debug
 
     async def _serve_console(
-        self, session: Session, sock: socket.socket, console: Console
+        self, session: Session, sock: socket.socket, outbox: _Outbox, console: Console
     ) -> asyncio.Task[DebugEnded | None] | None:
         """Read the console's requests until it exits; returns the debug that got the
-        terminal, if one did. A line that is not a valid message ends the console."""
+        terminal, if one did. A line that is not a valid request ends the console."""
         loop = asyncio.get_running_loop()
         buffer = b""
         debug: asyncio.Task[DebugEnded | None] | None = None
@@ -296,11 +325,15 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 buffer += data
                 lines, buffer = _lines(buffer)
                 for message in lines:
+                    if not isinstance(message, DebugRequest):
+                        if self._browser is not None:
+                            self._browser.submit(message, outbox.write)
+                        continue
                     if debug is not None and not debug.done():
-                        _send(sock, DebugRefused("a debug shell is already starting"))
+                        outbox.send(DebugRefused("a debug shell is already starting"))
                         continue
                     debug = loop.create_task(
-                        self._debug_for_console(session, message, sock, console, handed)
+                        self._debug_for_console(session, message, outbox, console, handed)
                     )
         except ProtocolError as exc:
             log.warning("session %s: console protocol error: %s", session.id, exc)
@@ -326,7 +359,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         self,
         session: Session,
         request: DebugRequest,
-        sock: socket.socket,
+        outbox: _Outbox,
         console: Console,
         handed: list[bool],
     ) -> DebugEnded | None:
@@ -344,7 +377,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 add_capabilities=tuple(request.add_capabilities),
             )
         except ValueError:
-            _send(sock, DebugRefused(f"{request.mode[:40]!r} is not a debug mode"))
+            outbox.send(DebugRefused(f"{request.mode[:40]!r} is not a debug mode"))
             return None
 
         async def attach(bridge: AttachBridge) -> int:
@@ -352,7 +385,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             handed.append(True)
             # From now on keystrokes wait for the shell instead of reaching a leaving console.
             self._handing_over = True
-            _send(sock, Handover("attaching your terminal to the debug shell"))
+            outbox.send(Handover("attaching your terminal to the debug shell"))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(console.wait(), HANDOVER_GRACE)
             console.close()
@@ -360,11 +393,11 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
 
         try:
             outcome = await self._debug(
-                session, command, lambda m: _send(sock, DebugProgress(m)), attach
+                session, command, lambda m: outbox.send(DebugProgress(m)), attach
             )
         except BastionError as exc:
             if not handed:
-                _send(sock, DebugRefused(exc.message))
+                outbox.send(DebugRefused(exc.message))
                 return None
             return DebugEnded(f"{request.namespace}/{request.pod}", -1, exc.message)
         return DebugEnded(outcome.target, outcome.exit_status, outcome.message)
@@ -413,16 +446,30 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         """A deadline's warning: to the console, or (attached, or with no console) into the
         terminal as a bell and one line: the shell's state is untouched, and it redraws its
         prompt at the next Enter."""
-        if self._chan is not None and (self._bridge is not None or self._console_socket is None):
+        if self._chan is not None and (self._bridge is not None or self._outbox is None):
             line = f"\a\r\n\x1b[7m bastion: {notice.message()} \x1b[0m\r\n"
             with contextlib.suppress(OSError, asyncssh.Error):
                 self._chan.write(line.encode())
             return
-        if self._console_socket is not None:
+        if self._outbox is not None:
             message = NoticeMessage(
                 str(notice.kind), round(notice.seconds_left, 1), notice.message()
             )
-            _send(self._console_socket, message)
+            self._outbox.send(message)
+
+    def _welcome(self, session: Session) -> Welcome:
+        identity = self._identity
+        return Welcome(
+            user=identity.user,
+            groups=list(identity.groups),
+            clusters=self._browser.clusters() if self._browser is not None else [],
+            hard_deadline=session.deadlines.hard_deadline,
+            idle_timeout=session.deadlines.idle_timeout,
+        )
+
+    def _deadlines_changed(self, deadlines: Deadlines) -> None:
+        if self._outbox is not None:
+            self._outbox.send(DeadlinesChanged(deadlines.hard_deadline, deadlines.idle_timeout))
 
     def _watch_deadlines(self, session: Session) -> None:
         if self._watcher is None:
@@ -502,7 +549,7 @@ _ENDINGS = {
 }
 
 
-def _lines(buffer: bytes) -> tuple[list[DebugRequest], bytes]:
+def _lines(buffer: bytes) -> tuple[list[Message], bytes]:
     """The complete requests in ``buffer``, and what is left of it; ProtocolError for
     anything else a console sends."""
     *complete, rest = buffer.split(b"\n")
@@ -511,15 +558,71 @@ def _lines(buffer: bytes) -> tuple[list[DebugRequest], bytes]:
     requests = []
     for line in complete:
         message = decode(line)
-        if not isinstance(message, DebugRequest):
+        if type(message) not in CONSOLE_SENDS:
             raise ProtocolError(f"a console may not send {message.type}")
         requests.append(message)
     return requests, rest
 
 
-def _send(sock: socket.socket, message: Message) -> None:
-    with contextlib.suppress(OSError, ProtocolError):  # a console that does not read misses it
-        sock.send(encode(message))
+class _Outbox:
+    """Lines to one console, in order, written by one task. A console that reads slowly
+    slows down :meth:`write` (pages of pods are megabytes) instead of losing lines; the
+    small messages of :meth:`send` never wait. A console gone is a console that misses
+    what follows."""
+
+    HIGH = 1 << 20  # bytes queued before write() waits
+    LOW = 1 << 18  # ... until the queue is back under this
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._broken = False
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def send(self, message: Message) -> None:
+        with contextlib.suppress(ProtocolError):  # too long: never sent (the broker's bug)
+            self._put(encode(message))
+
+    async def write(self, line: bytes) -> None:
+        self._put(line)
+        await self._room.wait()
+
+    def _put(self, line: bytes) -> None:
+        if self._broken:
+            return
+        self._queue.append(line)
+        self._queued += len(line)
+        self._ready.set()
+        if self._queued > self.HIGH:
+            self._room.clear()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._ready.wait()
+                while self._queue:
+                    line = self._queue.popleft()
+                    await loop.sock_sendall(self._sock, line)
+                    self._queued -= len(line)
+                    if self._queued <= self.LOW:
+                        self._room.set()
+                self._ready.clear()
+        except OSError:
+            self._broken = True
+            self._queue.clear()
+            self._room.set()  # nobody waits for a console that is gone
+
+    def close(self) -> None:
+        # No await: it runs in finally blocks that an abrupt disconnect may be unwinding.
+        self._task.cancel()
+        self._broken = True
+        self._queue.clear()
+        self._room.set()
 
 
 def _printable(text: str) -> str:

@@ -44,6 +44,7 @@ log = logging.getLogger("kubesim")
 JSON = "application/json"
 ADMIN_USER = UserInfo("kubesim-admin", ("system:masters", "system:authenticated"))
 MIN_TOKEN_SECONDS = 600
+_WATCH_POLL = 1.0  # seconds between checks that a quiet watch's client is still there
 DEFAULT_TOKEN_SECONDS = 3600
 VERSION = {
     "major": "1",
@@ -360,7 +361,14 @@ class ApiServer:
                 await response.write(b'{"type":"ADDED","object":' + raw + b"}\n")
             async with asyncio.timeout(timeout):
                 while True:
-                    event = await watch.queue.get()
+                    try:
+                        event = await asyncio.wait_for(watch.queue.get(), _WATCH_POLL)
+                    except TimeoutError:
+                        # aiohttp does not cancel a handler whose client left: a watch with
+                        # nothing to say would hold the connection (and kubesim's stop) open.
+                        if request.transport is None or request.transport.is_closing():
+                            break
+                        continue
                     if event is None:
                         if watch.overflowed:
                             expired = ApiError(
