@@ -124,7 +124,7 @@ def _client_options(job: dict[str, Any]) -> asyncssh.SSHClientConnectionOptions:
     )
 
 
-class _CodeClient(asyncssh.SSHClient):
+class CodeClient(asyncssh.SSHClient):
     """Answers the server's one keyboard-interactive prompt with the current TOTP code."""
 
     def __init__(self, secret: str | None) -> None:
@@ -205,7 +205,7 @@ class _Client:
             self.job["port"],
             options=self.options,
             username=name,
-            client_factory=lambda: _CodeClient(secret),
+            client_factory=lambda: CodeClient(secret),
         )
 
     async def handshakes(self, deadline: float, tally: _Tally) -> None:
@@ -399,14 +399,15 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """utime + stime + cutime + cstime: own time and that of reaped children."""
+def cpu_seconds(pids: Sequence[int], *, reaped_children: bool = True) -> float:
+    """utime + stime (+ cutime + cstime): own time (and that of reaped children)."""
     ticks = os.sysconf("SC_CLK_TCK")
+    end = 15 if reaped_children else 13
     total = 0
     for pid in pids:
         fields = _proc_stat(pid)
         if fields is not None:
-            total += sum(int(x) for x in fields[11:15])
+            total += sum(int(x) for x in fields[11:end])
     return total / ticks
 
 
@@ -517,8 +518,11 @@ class Lab:
         (root / "ca" / "prod.pem").write_bytes(FAKE_PEM)
         self._runs = 0
 
-    def bastion_config(self) -> Path:
-        """A config with every user and a state directory of its own (a fresh replay guard)."""
+    def bastion_config(self, **sections: Any) -> Path:
+        """A config with every user and a state directory of its own (a fresh replay guard).
+
+        ``sections`` replace top-level sections (``clusters=[...]``) or, for a mapping, are
+        merged into them (``listener={"allow_chacha20": True}``)."""
         self._runs += 1
         state = f"state-{self._runs}"
         config = {
@@ -567,12 +571,16 @@ class Lab:
                 "login_timeout": "60s",
             },
         }
+        for name, value in sections.items():
+            current = config.get(name)
+            merge = isinstance(value, dict) and isinstance(current, dict)
+            config[name] = {**current, **value} if merge else value
         path = self.root / f"bastion-{self._runs}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def start_bastion(self, workers: int) -> Server:
-        config = self.bastion_config()
+    def start_bastion(self, workers: int, **sections: Any) -> Server:
+        config = self.bastion_config(**sections)
         log = self.root / f"bastion-{self._runs}.log"
         with log.open("wb") as err:
             proc = subprocess.Popen(
@@ -600,7 +608,12 @@ class Lab:
         audit = self.root / f"state-{self._runs}" / "audit.jsonl"
         return Server(label, "key + TOTP", str(workers), port, proc, True, log, GREETING_END, audit)
 
-    def start_sshd(self, sshd: str, session_command: str | None = None) -> Server:
+    def start_sshd(
+        self,
+        sshd: str,
+        session_command: str | None = None,
+        ciphers: Sequence[str] = CIPHERS,
+    ) -> Server:
         """sshd, key only; with ``session_command``, every session runs it (ForceCommand)."""
         directory = self.root / "sshd"
         directory.mkdir(exist_ok=True)
@@ -627,7 +640,7 @@ class Lab:
                     "MaxStartups 2000",
                     "MaxSessions 10",
                     "LogLevel ERROR",
-                    "Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com",
+                    f"Ciphers {','.join(ciphers)}",
                     "KexAlgorithms curve25519-sha256",
                     "HostKeyAlgorithms ssh-ed25519",
                     "PubkeyAcceptedAlgorithms ssh-ed25519",
