@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from rich.style import Style
 from rich.text import Text
 
 __all__ = ["REPLACEMENT", "clean", "escape_markup", "safe"]
@@ -42,7 +43,7 @@ def clean(text: str, limit: int = 0) -> str:
     return "".join(" " if char == "\t" else REPLACEMENT if _unsafe(char) else char for char in text)
 
 
-def safe(text: str, style: str = "", limit: int = 0) -> Text:
+def safe(text: str, style: str | Style = "", limit: int = 0) -> Text:
     """A Rich ``Text`` of the cleaned ``text``: content that is never read as markup."""
     return Text(clean(text, limit), style=style, no_wrap=True, end="")
 

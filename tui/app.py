@@ -1,0 +1,218 @@
+"""The console app and its entry point.
+
+    python -m tui USER
+
+The app talks only to the session broker, over the socket named by ``BASTION_BROKER_FD``
+(:mod:`tui.broker`). It starts with the broker's ``Welcome`` and exits with status 0 when
+the broker hands the terminal to a debug shell (``Handover``), or when the operator quits.
+Nothing here runs at import time: the console template forks it from a warm process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+from textual import events
+from textual.app import App
+from textual.binding import Binding, BindingType
+
+from bastion.console_protocol import (
+    BROKER_FD_ENV,
+    DeadlinesChanged,
+    DebugEnded,
+    DebugProgress,
+    DebugRefused,
+    Handover,
+    Message,
+    Notice,
+    Welcome,
+)
+from tui.broker import BrokerClient, BrokerGone, SocketTransport, Transport
+from tui.debug_screens import DebugProgressScreen
+from tui.safe_text import clean
+from tui.screens import ClustersScreen, HelpScreen, NamespacesScreen, PodScreen, PodsScreen
+from tui.session_bar import SessionBar, session_line
+
+__all__ = ["KEYS", "ConsoleApp", "main"]
+
+KEYS: list[tuple[str, str, str]] = [
+    ("everywhere", "?", "show these keys"),
+    ("everywhere", "q / ctrl+c", "end the session"),
+    ("everywhere", "escape", "back (on the pod list: clear the filter first)"),
+    ("lists", "up/down j/k", "move"),
+    ("lists", "enter", "open"),
+    ("namespaces", "h", "show what policy hides, and why"),
+    ("pods", "/", "filter: text, /regex/, -l key=value,key2!=v"),
+    ("pods", "pgup/pgdn", "page up, page down"),
+    ("pods", "g / G", "first, last pod"),
+    ("pods", "N R S T A O", "sort by name, ready, status, restarts, age, node (again: reverse)"),
+    ("pods", "h", "show how many pods policy hides, and why"),
+    ("pod", "up/down", "choose a container"),
+    ("pod", "d", "debug the container (asks for confirmation)"),
+    ("pod", "r", "reload the details"),
+    ("confirmation", "ctrl+d / enter", "start the debug shell"),
+    ("confirmation", "escape", "cancel"),
+]
+
+
+class ConsoleApp(App[int]):
+    # Inline rather than a .tcss file: nothing but Python needs packaging. Content is built
+    # from rich Text, never from markup.
+    CSS = """
+    .title { height: 1; }
+    #clusters, #namespaces { height: 1fr; }
+    #filter { height: 3; }
+    #pods { height: 1fr; }
+    #status { height: 1; background: $panel; }
+    .hidden-panel { height: auto; max-height: 8; border-top: solid $warning; }
+    #containers { height: auto; max-height: 6; }
+    #pod-body { height: 1fr; }
+    #confirm, #progress, #help {
+        width: 90%;
+        max-width: 100;
+        height: auto;
+        max-height: 90%;
+        border: thick $warning;
+        background: $surface;
+        padding: 0 1;
+    }
+    DebugConfirmation, DebugProgressScreen, HelpScreen { align: center middle; }
+    #confirm Button { margin: 1 1 0 0; }
+    #confirm-error { height: auto; }
+    """
+    TITLE = "bastion"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit_session", "Quit"),
+        Binding("question_mark", "help", "Keys"),
+    ]
+
+    def __init__(
+        self,
+        user: str,
+        transport: Transport,
+        *,
+        clock: Callable[[], float] = time.time,
+        fixed_now: float | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.user = user
+        self.broker = BrokerClient(transport, on_event=self._event, on_gone=self._gone)
+        if timeout is not None:
+            self.broker.timeout = timeout
+        self.clock = clock
+        self.fixed_now = fixed_now  # pins pods' ages in snapshots
+        self.welcome = Welcome(user, [], [], 0.0, 0.0)
+        self.where = ""
+        self.last_input = clock()
+        self.debugging: DebugProgressScreen | None = None
+        self.ended: DebugEnded | None = None
+
+    async def on_mount(self) -> None:
+        try:
+            self.welcome = await self.broker.start()
+        except BrokerGone as exc:
+            self.exit(return_code=1, message=str(exc))
+            return
+        await self.push_screen(ClustersScreen())
+        self.set_interval(1.0, self.update_bar)
+        if len(self.welcome.clusters) == 1:
+            await self.push_screen(NamespacesScreen(self.welcome.clusters[0]))
+        if self.ended is not None:
+            await self._back_to(self.ended)
+
+    async def on_unmount(self) -> None:
+        await self.broker.close()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown):
+            self.last_input = self.clock()  # the broker's idle clock counts the same keys
+        await super().on_event(event)
+
+    # ------------------------------------------------------------------ header
+    def update_bar(self) -> None:
+        now = self.clock()
+        idle = self.welcome.idle_timeout
+        line = session_line(
+            self.welcome.user or self.user,
+            self.where,
+            self.welcome.hard_deadline - now,
+            idle - (now - self.last_input) if idle else None,
+        )
+        for bar in self.screen.query(SessionBar):
+            bar.update(line)
+
+    # ------------------------------------------------------------------ broker events
+    def _event(self, message: Message) -> None:
+        match message:
+            case Notice():
+                self.notify(clean(message.message), severity="warning", markup=False)
+            case DeadlinesChanged():
+                self.welcome = Welcome(
+                    self.welcome.user,
+                    self.welcome.groups,
+                    self.welcome.clusters,
+                    message.hard_deadline,
+                    message.idle_timeout,
+                )
+                self.update_bar()
+            case DebugProgress():
+                if self.debugging is not None:
+                    self.debugging.step(message.message)
+            case DebugRefused():
+                if self.debugging is not None and self.screen is self.debugging:
+                    self.pop_screen()
+                self.debugging = None
+                self.notify(clean(message.message), severity="error", markup=False, timeout=10)
+            case Handover():
+                # Textual restores the terminal on the way out; the broker attaches it next.
+                self.exit(0)
+            case DebugEnded():
+                self.ended = message
+                if self.screen_stack and isinstance(self.screen, NamespacesScreen | ClustersScreen):
+                    self.call_later(self._back_to, message)
+
+    async def _back_to(self, ended: DebugEnded) -> None:
+        """A console started after a debug shell shows how it ended, on that pod's list."""
+        self.ended = None
+        self.notify(
+            clean(f"Debug shell in {ended.target} ended (exit status {ended.exit_status}): "
+                  f"{ended.message}"),
+            severity="information" if ended.exit_status == 0 else "warning",
+            markup=False,
+            timeout=15,
+        )  # fmt: skip
+        namespace, _, pod = ended.target.partition("/")
+        screen = self.screen
+        if pod and isinstance(screen, NamespacesScreen):
+            await self.push_screen(PodsScreen(screen.cluster, namespace, select=pod))
+
+    def _gone(self, reason: str) -> None:
+        self.exit(return_code=1, message=reason)
+
+    # ------------------------------------------------------------------ keys
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(KEYS))
+
+    def action_quit_session(self) -> None:
+        if isinstance(self.screen, PodsScreen | PodScreen | NamespacesScreen | ClustersScreen):
+            self.exit(0)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m tui USER\n")
+        return 2
+    fd = os.environ.get(BROKER_FD_ENV, "")
+    if not fd.isdigit():
+        sys.stderr.write("bastion: this console was started without its broker; log in again\n")
+        return 1
+    app = ConsoleApp(argv[0], SocketTransport(int(fd)))
+    app.run()
+    return app.return_code if app.return_code is not None else 1

@@ -1,0 +1,472 @@
+"""The console's screens: clusters → namespaces → pods → pod details, and the help."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from bastion.console_protocol import DebugRequest, HiddenItem, PodDetail, PodsPage
+from tui.broker import BrokerGone, RequestFailed
+from tui.debug_screens import DebugChoice, DebugConfirmation, DebugProgressScreen
+from tui.filter import FilterError, parse_filter
+from tui.pod_list import Column, PodList
+from tui.pod_table import PodTable, status_style
+from tui.safe_text import clean, safe
+from tui.session_bar import SessionBar
+
+if TYPE_CHECKING:
+    from tui.app import ConsoleApp
+
+__all__ = ["ClustersScreen", "HelpScreen", "NamespacesScreen", "PodScreen", "PodsScreen"]
+
+REFRESH_EVERY = 0.25  # seconds: live changes and pages are drawn at most this often
+
+
+class _ConsoleScreen(Screen[None]):
+    where = ""
+
+    @property
+    def console(self) -> ConsoleApp:
+        from tui.app import ConsoleApp  # noqa: PLC0415 - the app module imports this one
+
+        app = self.app
+        assert isinstance(app, ConsoleApp)  # noqa: S101 - screens live only in the console
+        return app
+
+    def on_screen_resume(self) -> None:
+        self.console.where = self.where
+        self.console.update_bar()
+
+    def tell(self, message: str, *, error: bool = False) -> None:
+        self.notify(clean(message), severity="error" if error else "information", markup=False)
+
+
+# ---------------------------------------------------------------------------- clusters
+class ClustersScreen(_ConsoleScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "choose", "Open", show=True)]
+
+    def compose(self) -> ComposeResult:
+        yield SessionBar()
+        yield Static(Text(" Clusters you may debug in", "bold"), classes="title")
+        yield OptionList(
+            *[Option(safe(name), id=name) for name in self.console.welcome.clusters],
+            id="clusters",
+        )
+        if not self.console.welcome.clusters:
+            yield Static(Text("No grant lets you debug in any cluster; ask an administrator."))
+        yield Footer()
+
+    @on(OptionList.OptionSelected, "#clusters")
+    def _open(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id is not None:
+            self.app.push_screen(NamespacesScreen(event.option.id))
+
+
+# ---------------------------------------------------------------------------- namespaces
+class NamespacesScreen(_ConsoleScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("h", "toggle_hidden", "Hidden"),
+    ]
+
+    def __init__(self, cluster: str) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.where = cluster
+        self.hidden: list[HiddenItem] = []
+
+    def compose(self) -> ComposeResult:
+        yield SessionBar()
+        yield Static(Text.assemble((" Namespaces in ", "bold"), safe(self.cluster, "bold")))
+        yield OptionList(id="namespaces")
+        yield Static("", id="hidden", classes="hidden-panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#hidden").display = False
+        self._load()
+
+    @work(exclusive=True)
+    async def _load(self) -> None:
+        try:
+            answer = await self.console.broker.namespaces(self.cluster)
+        except RequestFailed as exc:
+            self.tell(str(exc), error=True)
+            return
+        except BrokerGone:
+            return
+        self.hidden = answer.hidden
+        options = self.query_one("#namespaces", OptionList)
+        options.add_options([Option(safe(name), id=name) for name in answer.allowed])
+        if not answer.allowed:
+            self.tell("Policy lets you debug in no namespace here; press h to see why.")
+        self.query_one("#hidden", Static).update(_hidden_text(answer.hidden))
+
+    def action_toggle_hidden(self) -> None:
+        panel = self.query_one("#hidden")
+        panel.display = not panel.display
+
+    @on(OptionList.OptionSelected, "#namespaces")
+    def _open(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id is not None:
+            self.app.push_screen(PodsScreen(self.cluster, event.option.id))
+
+
+def _hidden_text(hidden: list[HiddenItem]) -> Text:
+    if not hidden:
+        return Text("Policy hides nothing here.", end="")
+    text = Text("Hidden by policy:\n", style="bold", end="")
+    for item in hidden:
+        text.append_text(safe(f"  {item.name}", "bold"))
+        text.append("  ")
+        text.append_text(safe(item.reason, "italic"))
+        text.append("\n")
+    return text
+
+
+# ---------------------------------------------------------------------------- pods
+class PodsScreen(_ConsoleScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("slash", "filter", "Filter"),
+        Binding("h", "toggle_hidden", "Hidden"),
+        Binding("N", "sort('name')", "Sort name"),
+        Binding("R", "sort('ready')", "Sort ready", show=False),
+        Binding("S", "sort('status')", "Sort status", show=False),
+        Binding("T", "sort('restarts')", "Sort restarts", show=False),
+        Binding("A", "sort('age')", "Sort age", show=False),
+        Binding("O", "sort('node')", "Sort node", show=False),
+    ]
+
+    def __init__(self, cluster: str, namespace: str, *, select: str = "") -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.namespace = namespace
+        self.where = f"{cluster}/{namespace}"
+        self.pods = PodList()
+        self.complete = False
+        self.hidden = 0
+        self.hidden_reason = ""
+        self._select = select
+        self._last_draw = 0.0
+        self._draw_pending = False
+
+    def compose(self) -> ComposeResult:
+        yield SessionBar()
+        yield Input(placeholder="filter: text, /regex/ or -l app=web", id="filter")
+        yield PodTable(self.pods, now=self.console.fixed_now, id="pods")
+        yield Static("", id="hidden", classes="hidden-panel")
+        yield Static("", id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#hidden").display = False
+        self.query_one("#filter").display = False
+        self.query_one(PodTable).focus()
+        self._show_status()
+        self._watch()
+
+    @property
+    def table(self) -> PodTable:
+        return self.query_one(PodTable)
+
+    @work(exclusive=True, group="watch")
+    async def _watch(self) -> None:
+        broker = self.console.broker
+        try:
+            watch = await broker.watch_pods(self.cluster, self.namespace)
+        except BrokerGone:
+            return
+        try:
+            async for message in watch:
+                if isinstance(message, PodsPage):
+                    self.pods.upsert(message.rows)
+                    self.hidden += message.hidden
+                    self.hidden_reason = message.hidden_reason or self.hidden_reason
+                    self.complete = message.complete
+                else:
+                    self.pods.upsert(message.upserts)
+                    self.pods.delete(message.deletes)
+                self._draw_soon(urgent=isinstance(message, PodsPage) and message.complete)
+        except RequestFailed as exc:
+            self.tell(str(exc), error=True)
+        except BrokerGone:
+            return
+        finally:
+            await watch.close()
+
+    def _draw_soon(self, *, urgent: bool = False) -> None:
+        now = time.monotonic()
+        if urgent or not self._last_draw or now - self._last_draw >= REFRESH_EVERY:
+            self._draw()
+        elif not self._draw_pending:
+            self._draw_pending = True
+            self.set_timer(REFRESH_EVERY, self._draw)
+
+    def _draw(self) -> None:
+        self._draw_pending = False
+        self._last_draw = time.monotonic()
+        self.pods.refresh()
+        table = self.table
+        if self._select and self.pods.position(self._select) is not None:
+            table._cursor_name = self._select
+            self._select = ""
+        table.rows_changed()
+        self._show_status()
+
+    def _show_status(self) -> None:
+        shown, total = len(self.pods.shown), len(self.pods)
+        line = Text(end="", no_wrap=True)
+        line.append(f" {shown:,} of {total:,} pods" if shown != total else f" {total:,} pods")
+        if not self.complete:
+            line.append("  loading…", "yellow")
+        if self.pods.filter.text.strip():
+            line.append("  filter: ")
+            line.append_text(safe(self.pods.filter.text, "bold"))
+        if self.hidden:
+            line.append(f"  {self.hidden:,} hidden by policy (h)", "italic")
+        self.query_one("#status", Static).update(line)
+        hidden = Text(end="")
+        if self.hidden:
+            hidden.append(f"{self.hidden:,} pods hidden: ", "bold")
+            hidden.append_text(safe(self.hidden_reason, "italic"))
+        else:
+            hidden.append("Policy hides no pod of this namespace.")
+        self.query_one("#hidden", Static).update(hidden)
+
+    # ------------------------------------------------------------------ keys
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = True
+        field.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        try:
+            pod_filter = parse_filter(event.value)
+        except FilterError as exc:
+            self.query_one("#status", Static).update(safe(f" {exc}", "red"))
+            return
+        self.pods.set_filter(pod_filter)
+        self.table.rows_changed()
+        self._show_status()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.table.focus()
+
+    def action_back(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.has_focus or field.value:
+            field.value = ""  # Escape clears the filter first, then leaves the list
+            field.display = False
+            self.table.focus()
+            return
+        self.app.pop_screen()
+
+    def action_sort(self, column: str) -> None:
+        self.pods.sort_by(Column(column))
+        self._draw()
+
+    def action_toggle_hidden(self) -> None:
+        panel = self.query_one("#hidden")
+        panel.display = not panel.display
+
+    @on(PodTable.Chosen)
+    def _open(self, event: PodTable.Chosen) -> None:
+        self.app.push_screen(PodScreen(self.cluster, self.namespace, event.row.name))
+
+    async def on_unmount(self) -> None:
+        self.workers.cancel_group(self, "watch")
+
+
+# ---------------------------------------------------------------------------- one pod
+class PodScreen(_ConsoleScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("d", "debug", "Debug container"),
+        Binding("r", "reload", "Reload"),
+    ]
+
+    def __init__(self, cluster: str, namespace: str, pod: str) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.namespace = namespace
+        self.pod = pod
+        self.where = f"{cluster}/{namespace}"
+        self.detail: PodDetail | None = None
+
+    def compose(self) -> ComposeResult:
+        yield SessionBar()
+        yield Static(Text.assemble((" Pod ", "bold"), safe(self.pod, "bold")), id="pod-title")
+        yield OptionList(id="containers")
+        with VerticalScroll(id="pod-body"):
+            yield Static(Text("loading…", "yellow"), id="pod-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#containers").focus()
+        self._load()
+
+    def action_reload(self) -> None:
+        self._load()
+
+    @work(exclusive=True, group="pod")
+    async def _load(self) -> None:
+        try:
+            detail = await self.console.broker.pod(self.cluster, self.namespace, self.pod)
+        except RequestFailed as exc:
+            self.query_one("#pod-detail", Static).update(safe(str(exc), "red"))
+            return
+        except BrokerGone:
+            return
+        self.detail = detail
+        containers = self.query_one("#containers", OptionList)
+        containers.clear_options()
+        for info in detail.containers:
+            label = Text.assemble(
+                safe(info.name, "bold"),
+                "  ",
+                safe(info.state, status_style("Running" if info.ready else "Failed")),
+                f"  restarts {info.restarts}  ",
+                ("debug: d" if info.debuggable else "not debuggable by you", "italic"),
+            )
+            containers.add_option(Option(label, id=info.name))
+        if detail.containers:
+            containers.highlighted = 0
+        self.query_one("#pod-detail", Static).update(_detail_text(detail))
+
+    def action_debug(self) -> None:
+        detail = self.detail
+        if detail is None:
+            return
+        containers = self.query_one("#containers", OptionList)
+        index = containers.highlighted or 0
+        if not detail.containers:
+            return
+        info = detail.containers[min(index, len(detail.containers) - 1)]
+        if not info.debuggable:
+            self.tell(
+                f"Policy does not let you debug container {info.name}; pick another.", error=True
+            )
+            return
+        self._ask_options(info.name)
+
+    @work(exclusive=True, group="debug")
+    async def _ask_options(self, container: str) -> None:
+        broker = self.console.broker
+        try:
+            options = await broker.debug_options(self.cluster, self.namespace, self.pod, container)
+        except RequestFailed as exc:
+            self.tell(str(exc), error=True)
+            return
+        except BrokerGone:
+            return
+        choice = await self.app.push_screen_wait(
+            DebugConfirmation(f"{self.namespace}/{self.pod}", options)
+        )
+        if choice is None:
+            return
+        await self._start(options.target_container, choice)
+
+    async def _start(self, container: str, choice: DebugChoice) -> None:
+        progress = DebugProgressScreen(f"{self.namespace}/{self.pod}/{container}")
+        self.console.debugging = progress
+        await self.app.push_screen(progress)
+        try:
+            await self.console.broker.debug(
+                DebugRequest(
+                    cluster=self.cluster,
+                    namespace=self.namespace,
+                    pod=self.pod,
+                    container=container,
+                    mode=choice.mode,
+                    image=choice.image,
+                    reason=choice.reason,
+                    run_as_user=65532,
+                    privileged=False,
+                    add_capabilities=[],
+                )
+            )
+        except BrokerGone:
+            return
+
+
+def _detail_text(detail: PodDetail) -> Text:
+    text = Text(end="")
+
+    def heading(title: str) -> None:
+        text.append(f"\n{title}\n", "bold underline")
+
+    def pair(key: str, value: str, style: str = "") -> None:
+        text.append("  ")
+        text.append_text(safe(key, "bold"))
+        text.append(" = ")
+        text.append_text(safe(value, style))
+        text.append("\n")
+
+    text.append("node ")
+    text.append_text(safe(detail.node or "-"))
+    text.append("   status ")
+    text.append_text(safe(detail.status, status_style(detail.status)))
+    text.append("   created ")
+    text.append_text(safe(detail.created))
+    text.append("\n")
+    heading("Labels")
+    for item in detail.labels:
+        pair(item.key, item.value)
+    heading("Annotations")
+    for item in detail.annotations:
+        pair(item.key, item.value, "dim")
+    for info in detail.containers:
+        heading(f"Container {clean(info.name)}")
+        text.append("  image ")
+        text.append_text(safe(info.image))
+        text.append("\n")
+        for env in info.env:
+            masked = env.source in ("secret", "redacted")
+            pair(env.name, env.value, "yellow" if masked else "")
+        if info.config_maps:
+            text.append("  configmaps ")
+            text.append_text(safe(", ".join(info.config_maps)))
+            text.append("\n")
+    heading("Recent events")
+    if not detail.events:
+        text.append("  none\n", "dim")
+    for event in detail.events:
+        style = "red" if event.type == "Warning" else ""
+        text.append("  ")
+        text.append_text(safe(f"{event.last_seen} {event.type} {event.reason}", style))
+        text.append(f" x{event.count} ")
+        text.append_text(safe(event.message))
+        text.append("\n")
+    return text
+
+
+# ---------------------------------------------------------------------------- help
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark", "app.pop_screen", "Close")
+    ]
+
+    def __init__(self, keys: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        text = Text("Keys\n\n", style="bold", end="")
+        for where, key, what in self.keys:
+            text.append(f"  {where:<12}", "dim")
+            text.append(f"{key:<14}", "bold")
+            text.append(f"{what}\n")
+        with Vertical(id="help"):
+            yield Static(text)
