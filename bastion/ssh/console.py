@@ -9,6 +9,10 @@ delivers SIGWINCH after a resize and SIGHUP when the operator goes away.
 Only the pty master stays here; the bridge moves bytes between it and the SSH channel with
 back-pressure in both directions (a client that stops reading pauses the console's output,
 a console that stops reading pauses the channel).
+
+How the process starts is the one thing that varies: a :class:`Launcher` (the worker's
+pre-warmed template, :mod:`bastion.ssh.zygote`) may start it from the slave side of the pty;
+when there is none, or it cannot, the console is a fresh process.
 """
 
 from __future__ import annotations
@@ -22,9 +26,17 @@ import signal
 import struct
 import sys
 import termios
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
-__all__ = ["Console", "TerminalSize"]
+__all__ = [
+    "Console",
+    "ConsoleProcess",
+    "Launcher",
+    "PrewarmedCommand",
+    "TerminalSize",
+    "python_argv",
+]
 
 _READ_CHUNK = 65536
 _HIGH_WATER = 256 * 1024
@@ -44,6 +56,66 @@ class TerminalSize:
         fcntl.ioctl(fd, termios.TIOCSWINSZ, packed)
 
 
+class ConsoleProcess(Protocol):
+    """The running console, however it was started."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def signal_group(self, signum: int) -> None:
+        """Signal the console's process group, unless the console has already exited."""
+
+
+class Launcher(Protocol):
+    async def launch(
+        self, argv: Sequence[str], *, tty: int, env: dict[str, str], pass_fds: Sequence[int]
+    ) -> ConsoleProcess | None:
+        """Start ``argv`` as a session leader on ``tty`` with exactly ``pass_fds`` (same
+        numbers) besides stdio; None when this launcher cannot, and a fresh process must."""
+
+
+class PrewarmedCommand(tuple[str, ...]):
+    """A console command line together with the launcher that can start it quickly.
+
+    The front door passes the command line it is given straight to :class:`Console`, so the
+    worker chooses the launcher where it chooses the command.
+    """
+
+    launcher: Launcher
+
+    def __new__(cls, argv: Iterable[str], launcher: Launcher) -> PrewarmedCommand:
+        command = super().__new__(cls, argv)
+        command.launcher = launcher
+        return command
+
+
+class _FreshProcess:
+    """A console started with fork+exec, as a ConsoleProcess."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    async def wait(self) -> int:
+        return await self._process.wait()
+
+    def signal_group(self, signum: int) -> None:
+        if self._process.returncode is None:
+            _signal_group(self._process.pid, signum)
+
+
 class Console:
     """A child process on a fresh pty, bridged to callbacks that write to the SSH channel."""
 
@@ -56,7 +128,11 @@ class Console:
         write: Callable[[bytes], None],
         pause_input: Callable[[bool], None],
         pass_fds: Sequence[int] = (),
+        launcher: Launcher | None = None,
     ) -> None:
+        if launcher is None and isinstance(argv, PrewarmedCommand):
+            launcher = argv.launcher
+        self._launcher = launcher
         self._argv = list(argv)
         self._pass_fds = tuple(pass_fds)
         self._env = env
@@ -64,7 +140,7 @@ class Console:
         self._write = write
         self._pause_input = pause_input
         self._master = -1
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: ConsoleProcess | None = None
         self._pending = bytearray()
         self._reading_paused = False
         self._closed = False
@@ -82,31 +158,56 @@ class Console:
     async def start(self) -> None:
         if self.is_closed():
             raise OSError("the console was closed before it started")
-        master, slave = os.openpty()
-        try:
-            os.set_blocking(master, False)
-            self._size.apply(master)
-            self._process = await asyncio.create_subprocess_exec(
-                *self._argv,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                env=self._env,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=self._pass_fds,
-            )
-        except BaseException:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)
+        if self._launcher is not None:
+            master, slave = self._open_pty()
+            try:
+                self._process = await self._launcher.launch(
+                    self._argv, tty=slave, env=self._env, pass_fds=self._pass_fds
+                )
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            if self._process is None:
+                # The launcher may have handed this pty to a process it then lost track of.
+                os.close(master)
+        if self._process is None:
+            master, slave = self._open_pty()
+            try:
+                fresh = await asyncio.create_subprocess_exec(
+                    *self._argv,
+                    stdin=slave,
+                    stdout=slave,
+                    stderr=slave,
+                    env=self._env,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=self._pass_fds,
+                )
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            self._process = _FreshProcess(fresh)
         self._master = master
         self._loop.add_reader(master, self._readable)
         if self.is_closed():  # closed while the process was being started: end it now
             self._closed = False
             self.close()
             raise OSError("the console was closed while it started")
+
+    def _open_pty(self) -> tuple[int, int]:
+        master, slave = os.openpty()
+        try:
+            os.set_blocking(master, False)
+            self._size.apply(master)
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+        return master, slave
 
     # ------------------------------------------------------------------ console → client
     def _readable(self) -> None:
@@ -194,8 +295,8 @@ class Console:
         process = self._process
         if process is not None and process.returncode is None:
             # A hang-up first, as a terminal would; whatever ignores it is killed shortly.
-            _signal_group(process.pid, signal.SIGHUP)
-            self._loop.call_later(_KILL_AFTER, self._kill, process)
+            process.signal_group(signal.SIGHUP)
+            self._loop.call_later(_KILL_AFTER, process.signal_group, signal.SIGKILL)
         if self._master >= 0:
             self._loop.remove_reader(self._master)
             self._loop.remove_writer(self._master)
@@ -203,11 +304,6 @@ class Console:
             self._master = -1
         if not self._output_done.done():
             self._output_done.set_result(None)
-
-    @staticmethod
-    def _kill(process: asyncio.subprocess.Process) -> None:
-        if process.returncode is None:
-            _signal_group(process.pid, signal.SIGKILL)
 
 
 def _signal_group(pid: int, signum: int) -> None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import resource
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -33,11 +35,20 @@ from bastion.ssh.front_door import FrontDoor, Identity
 from bastion.ssh.host_key import load_or_create_host_key
 from bastion.ssh.login import LoginService
 from bastion.ssh.throttle import SourceThrottle
+from bastion.ssh.zygote import Zygote
 from bastion.vault import VaultClient
 
-__all__ = ["Worker", "line_console", "main"]
+__all__ = ["CONSOLE_MODULES", "Worker", "console_modules", "line_console", "main"]
 
 log = logging.getLogger("bastion.worker")
+
+# What the console template preloads: every module a console command may run (the TUI once
+# it is installed).
+CONSOLE_MODULES = ("bastion.ssh.line_console", "tui.app")
+
+
+def console_modules() -> list[str]:
+    return [name for name in CONSOLE_MODULES if importlib.util.find_spec(name) is not None]
 
 
 def line_console(identity: Identity) -> list[str]:
@@ -74,6 +85,7 @@ class Worker:
         self.reaper: Reaper | None = None
         self._reaping: asyncio.Task[None] | None = None
         self.door: FrontDoor | None = None
+        self.zygote: Zygote | None = None
         self.port = 0
 
     async def start(self, port: int | None = None, *, reuse_port: bool = False) -> int:
@@ -96,6 +108,10 @@ class Worker:
             in_db=self.broker.in_db,
         )
         self._reaping = asyncio.get_running_loop().create_task(self.reaper.run(), name="reaper")
+        if config.listener.console_zygote:
+            self.zygote = Zygote(console_modules())
+            if not await self.zygote.start():
+                log.warning("the console template is not ready; consoles start fresh until it is")
         self.door = FrontDoor(
             config,
             host_key=load_or_create_host_key(config.listener.host_key),
@@ -103,7 +119,7 @@ class Worker:
             throttle=self.throttle,
             audit=self.audit,
             broker=self.broker,
-            console_command=line_console,
+            console_command=self._console_command,
             vault=self.vault,
         )
         listen_port = config.listener.port if port is None else port
@@ -111,6 +127,10 @@ class Worker:
             config.listener.address, listen_port, reuse_port=reuse_port
         )
         return self.port
+
+    def _console_command(self, identity: Identity) -> Sequence[str]:
+        argv = line_console(identity)
+        return self.zygote.command(argv) if self.zygote is not None else argv
 
     async def stop(self) -> None:
         """Stop accepting, wipe every session (within 20 s), close connections, flush."""
@@ -120,6 +140,8 @@ class Worker:
             await self.broker.shutdown()
         if self.door is not None:
             await self.door.close()
+        if self.zygote is not None:
+            await self.zygote.aclose()
         if self._reaping is not None:
             self._reaping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
