@@ -209,6 +209,8 @@ class BrokerClient:
         try:
             while True:
                 self._dispatch(await self._receive())
+                # A burst of buffered pages must not starve the screen that draws them.
+                await asyncio.sleep(0)
         except BrokerGone as exc:
             self._fail(str(exc))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, ClassVar
 
@@ -197,6 +198,9 @@ class PodsScreen(_ConsoleScreen):
                     self.pods.upsert(message.upserts)
                     self.pods.delete(message.deletes)
                 self._draw_soon(urgent=isinstance(message, PodsPage) and message.complete)
+                # Pages that arrived together would otherwise be read in one go before the
+                # first is painted: let the screen draw between them.
+                await asyncio.sleep(0)
         except RequestFailed as exc:
             self.tell(str(exc), error=True)
         except BrokerGone:

@@ -132,7 +132,8 @@ class FakeBroker:
 
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or Script()
-        self.to_console: asyncio.Queue[bytes] = asyncio.Queue()
+        # Messages are encoded when the console reads them, as a broker sends page by page.
+        self.to_console: asyncio.Queue[Message | bytes] = asyncio.Queue()
         self.received: list[Message] = []
         self.watches: set[int] = set()
         self.closed = False
@@ -145,7 +146,7 @@ class FakeBroker:
         return MemoryTransport(self)
 
     def push(self, message: Message) -> None:
-        self.to_console.put_nowait(encode(message))
+        self.to_console.put_nowait(message)
 
     def hang_up(self) -> None:
         self.to_console.put_nowait(b"")
@@ -205,7 +206,8 @@ class MemoryTransport:
         self.broker.handle(line)
 
     async def receive(self) -> bytes:
-        return await self.broker.to_console.get()
+        item = await self.broker.to_console.get()
+        return item if isinstance(item, bytes) else encode(item)
 
     def close(self) -> None:
         self.broker.closed = True
