@@ -16,6 +16,7 @@ from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from bastion.console_protocol import DebugRequest, HiddenItem, PodDetail, PodsPage
+from bastion.debug_command import DEFAULT_UID
 from tui.broker import BrokerGone, RequestFailed
 from tui.debug_screens import DebugChoice, DebugConfirmation, DebugProgressScreen
 from tui.filter import FilterError, parse_filter
@@ -396,7 +397,7 @@ class PodScreen(_ConsoleScreen):
                     mode=choice.mode,
                     image=choice.image,
                     reason=choice.reason,
-                    run_as_user=65532,
+                    run_as_user=DEFAULT_UID,
                     privileged=False,
                     add_capabilities=[],
                 )
