@@ -23,7 +23,8 @@ Sections (``--only`` picks some):
    Enter, first prompt byte), and sshd (PTY and shell request to the first prompt byte).
    Starts that use Vault are ``--pace`` seconds apart: OpenBao's Kubernetes secrets engine
    talks to the API server through client-go's default client-side rate limit (5 requests/s,
-   bursts of 10), and a debug start and end cost it 7 requests.
+   bursts of 10), and a debug start and end cost it 4 requests to the RBAC API (a Role and a
+   RoleBinding, made and deleted), 200 ms each once the burst is spent.
 2. **throughput**: ``head -c N /dev/zero`` typed into the shell and read by OpenSSH's
    ``ssh -tt`` through ssh -> bastion -> attach -> PTY and through ssh -> sshd -> PTY, per
    cipher. The clock runs from the typed line to the line the shell prints after ``head``;
