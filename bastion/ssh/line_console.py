@@ -22,6 +22,7 @@ import termios
 
 from bastion.console_protocol import (
     BROKER_FD_ENV,
+    DeadlinesChanged,
     DebugEnded,
     DebugProgress,
     DebugRefused,
@@ -30,6 +31,7 @@ from bastion.console_protocol import (
     Message,
     Notice,
     ProtocolError,
+    Welcome,
     decode,
     encode,
 )
@@ -104,6 +106,10 @@ def _run(broker: _Broker) -> int:
                 except (EOFError, ProtocolError):
                     _say("\r\nbastion: the session broker stopped answering; this session ends")
                     return 1
+                # Welcome and deadline changes are for the full console: nothing to show.
+                messages = [m for m in messages if not isinstance(m, (Welcome, DeadlinesChanged))]
+                if not messages:
+                    continue
                 sys.stdout.write("\r")  # over the prompt, which comes back below
                 for message in messages:
                     if _show(message):

@@ -151,7 +151,12 @@ async def test_idle_timeout_warns_over_the_broker_socket_then_wipes(tmp_path: Pa
     seen, event = await ended_with_notice(
         env, lambda limits: limits.update(console_idle_timeout="2s"), tmp_path
     )
-    notice = next(line for line in seen.splitlines() if line.startswith("broker says"))
+    # Every console hears Welcome first; the notice follows.
+    notice = next(
+        line
+        for line in seen.splitlines()
+        if line.startswith("broker says") and '"type":"notice"' in line
+    )
     message = json.loads(notice.removeprefix("broker says "))
     assert message["type"] == "notice"
     assert message["kind"] == "idle"
