@@ -346,6 +346,10 @@ class Config(_Strict):
             for g in self.grants
         )
 
+    def cluster(self, name: str) -> Cluster | None:
+        """The configured cluster called ``name``; None when there is none."""
+        return next((c for c in self.clusters if c.name == name), None)
+
     def principal(self, name: str) -> Principal | None:
         """The policy's view of a configured user; None when there is no such user."""
         for user in self.users:

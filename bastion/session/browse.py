@@ -502,15 +502,15 @@ class Browser:
             return access
 
     def _cluster(self, name: str) -> Cluster:
-        for cluster in self._config.clusters:
-            if cluster.name == name:
-                if cluster.browse_vault_role is None:
-                    raise PolicyDenied(
-                        f"cluster {name!r} has no browse_vault_role, so the console cannot "
-                        "list it; ask an administrator, or use 'debug NAMESPACE/POD'"
-                    )
-                return cluster
-        raise PolicyDenied(f"there is no cluster named {name!r} on this bastion")
+        cluster = self._config.cluster(name)
+        if cluster is None:
+            raise PolicyDenied(f"there is no cluster named {name!r} on this bastion")
+        if cluster.browse_vault_role is None:
+            raise PolicyDenied(
+                f"cluster {name!r} has no browse_vault_role, so the console cannot "
+                "list it; ask an administrator, or use 'debug NAMESPACE/POD'"
+            )
+        return cluster
 
     async def _issue(self, cluster: Cluster) -> _Access:
         vault = self._vault

@@ -51,10 +51,10 @@ class DebugAccess:
 
 
 def _cluster(config: Config, name: str) -> Cluster:
-    for cluster in config.clusters:
-        if cluster.name == name:
-            return cluster
-    raise PolicyDenied(f"there is no cluster named {name!r} on this bastion")
+    cluster = config.cluster(name)
+    if cluster is None:
+        raise PolicyDenied(f"there is no cluster named {name!r} on this bastion")
+    return cluster
 
 
 async def start_debug(

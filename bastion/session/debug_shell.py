@@ -440,9 +440,9 @@ async def _exit_code(kube: KubeApi, namespace: str, pod: str, container: str, re
 
 def _cluster(config: Config, name: str) -> Cluster:
     if name:
-        for cluster in config.clusters:
-            if cluster.name == name:
-                return cluster
+        cluster = config.cluster(name)
+        if cluster is not None:
+            return cluster
         names = ", ".join(c.name for c in config.clusters)
         raise PolicyDenied(f"there is no cluster named {name!r} here; clusters: {names}")
     if len(config.clusters) == 1:
