@@ -19,7 +19,7 @@ PURE = ["bastion.policy", "bastion.labels", "bastion.audit.chain", "bastion.reda
         "bastion.sshkeys", "bastion.durations", "bastion.globs", "bastion.images",
         "bastion.kube_permissions", "bastion.totp", "bastion.enrolment",
         "bastion.console_protocol", "bastion.session.lifecycle",
-        "bastion.session.deadlines", "bastion.debug_command",
+        "bastion.session.deadlines", "bastion.debug_command", "bastion.terminal_text",
         "bastion.debug_container"]  # fmt: skip
 
 

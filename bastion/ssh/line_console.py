@@ -36,6 +36,7 @@ from bastion.console_protocol import (
     encode,
 )
 from bastion.debug_command import USAGE, parse_debug_command
+from bastion.terminal_text import printable
 
 PROMPT = "> "
 HELP = [
@@ -45,13 +46,8 @@ HELP = [
 
 
 def _say(*lines: str) -> None:
-    sys.stdout.write("".join(f"{_printable(line)}\r\n" for line in lines))
+    sys.stdout.write("".join(f"{printable(line)}\r\n" for line in lines))
     sys.stdout.flush()
-
-
-def _printable(text: str) -> str:
-    # Broker messages quote cluster-supplied names: no control character reaches the terminal.
-    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 class _Broker:

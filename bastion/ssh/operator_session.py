@@ -55,6 +55,7 @@ from bastion.session.debug_shell import DebugOutcome, Terminal, run_debug_shell
 from bastion.session.lifecycle import Ending, State
 from bastion.session.session import Session
 from bastion.ssh.console import Console, TerminalSize
+from bastion.terminal_text import printable
 
 if TYPE_CHECKING:
     from bastion.ssh.front_door import FrontDoor, Identity, _Connection
@@ -205,13 +206,13 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
 
         def progress(message: str) -> None:
             with contextlib.suppress(OSError, asyncssh.Error):
-                chan.write(f"bastion: {_printable(message)}\r\n".encode())
+                chan.write(f"bastion: {printable(message)}\r\n".encode())
 
         try:
             outcome = await self._debug(session, command, progress, self._attach)
         except BastionError as exc:
             with contextlib.suppress(OSError, asyncssh.Error):
-                chan.write_stderr(f"bastion: {_printable(exc.message)}\r\n".encode())
+                chan.write_stderr(f"bastion: {printable(exc.message)}\r\n".encode())
             return 1
         return outcome.exit_status
 
@@ -623,8 +624,3 @@ class _Outbox:
         self._broken = True
         self._queue.clear()
         self._room.set()
-
-
-def _printable(text: str) -> str:
-    """Cluster-supplied text on its way to a terminal: no control characters."""
-    return "".join(c if c.isprintable() else "?" for c in text)
