@@ -19,9 +19,12 @@ Two tasks, so that typing is never stuck behind output and the reverse:
   ``chunk`` bytes in one loop pass, so that one session's bulk output cannot hold the loop
   (and the other sessions' keystrokes) for a whole SSH window: measured here, a 2 MB window
   written in one pass took other sessions' echo p99 from 0.3 ms to 20 ms, and 64 KiB chunks
-  kept it under 5 ms for about 4% of throughput. The yield counts bytes, not frames: a PTY
-  gives about 4 KiB a frame, and a yield after each of those cost the bridge 25% more CPU
-  (bench/attach_bench.py) for no fairness gained.
+  kept it under 5 ms for about 4% of throughput. The default chunk is 32 KiB, what one read
+  of :class:`bastion.kube_attach.AttachStream` joins and one OpenSSH channel packet holds:
+  with 16 KiB the neighbour's steps were smaller, and the stream 10% slower, for no p99
+  gained that the bench could tell from the machine's own noise (bench/README.md). The
+  yield counts bytes, not frames: a frame can be a few bytes, and a yield after each one
+  cost the bridge 25% more CPU (bench/attach_bench.py) for no fairness gained.
   While output is paused (the SSH window is closed or the channel's write buffer is over its
   high-water mark) nothing more is read from the stream, so the bastion holds at most the
   frame in hand, and the stream's own buffer fills and stops reading its socket
@@ -93,7 +96,7 @@ class AttachBridge:
         write: Callable[[bytes], None],
         pause_input: Callable[[bool], None],
         on_output: Callable[[bytes], None] | None = None,
-        chunk: int = 64 * 1024,
+        chunk: int = 32 * 1024,
     ) -> None:
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1 byte, got {chunk}")

@@ -32,6 +32,8 @@ import contextlib
 import json
 import re
 import ssl
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
@@ -42,7 +44,7 @@ from aiohttp import WSMsgType
 from bastion.errors import BackendUnavailable, BastionError, PolicyDenied
 from bastion.vault import KubeToken
 
-__all__ = ["PROTOCOLS", "V4", "V5", "AttachStream", "open_attach"]
+__all__ = ["PROTOCOLS", "READ_BATCH", "V4", "V5", "AttachStream", "open_attach"]
 
 V5: Final = "v5.channel.k8s.io"
 V4: Final = "v4.channel.k8s.io"
@@ -62,6 +64,9 @@ _RESIZE_PREFIX: Final = bytes((_RESIZE,))
 _MAX_FRAME: Final = 1 << 20
 # A Status is a few hundred bytes; more on channel 3 is not one.
 _MAX_STATUS: Final = 64 * 1024
+# What one read() joins at most: OpenSSH's largest channel packet (CHAN_SES_PACKET_DEFAULT),
+# so that a read goes out as one full packet.
+READ_BATCH: Final = 32 * 1024
 # How long closing waits for the server's answering close frame (kubesim waits 2 s too).
 _CLOSE_HANDSHAKE: Final = 2.0
 # Kubernetes object names: namespaces and containers are DNS labels, pods DNS subdomains.
@@ -101,10 +106,29 @@ class AttachStream:
         self._stdin_closed = False
         self._close_lock = asyncio.Lock()
         self._connection_closed = _connection_closed(ws)
+        self._frames_waiting = _frames_waiting(ws)
+        self._carried: memoryview | None = None  # output read past a limit, for the next read
 
-    async def read(self) -> bytes | None:
-        """The next piece of terminal output (one frame's payload); ``None`` at the end."""
+    async def read(self, limit: int = READ_BATCH) -> bytes | None:
+        """The next piece of terminal output, at most ``limit`` bytes; ``None`` at the end.
+
+        One frame's payload, or several: the output frames already received are joined, up
+        to ``limit`` bytes, without waiting for more (a frame that would pass the limit waits
+        for the next read; one larger than the limit comes alone). A PTY gives its output in
+        reads of about 4 KiB (kubesim's come as 4,095 bytes then 1), one frame each; written
+        one by one they become one small SSH packet each, and the packets, not the bytes, are
+        what the bastion pays for (bench/README.md, "Debug shells"). Joined, they go out as
+        packets of the size the client asked for.
+        """
+        parts: list[memoryview] = []
+        size = 0
+        if self._carried is not None:
+            parts.append(self._carried)
+            size = len(self._carried)
+            self._carried = None
         while not self._ended:
+            if parts and (size >= limit or not self._frames_waiting()):
+                break
             msg = await self._ws.receive()
             if msg.type is WSMsgType.BINARY:
                 data: bytes = msg.data
@@ -113,15 +137,21 @@ class AttachStream:
                 if len(data) > 1:
                     channel = data[0]
                     if channel in (_STDOUT, _STDERR):
-                        return data[1:]
-                    if channel == _ERROR:
+                        if parts and size + len(data) - 1 > limit:
+                            self._carried = memoryview(data)[1:]
+                            break
+                        parts.append(memoryview(data)[1:])
+                        size += len(data) - 1
+                    elif channel == _ERROR:
                         self._collect_status(data)
             elif msg.type is WSMsgType.TEXT:
                 # Only the base64 protocols use text frames, and they were not offered.
                 self._end(f"the cluster broke the {self.protocol} protocol (a text frame)")
             elif msg.type not in (WSMsgType.PING, WSMsgType.PONG):
                 self._end_with_status(msg)
-        return None
+        if not parts:
+            return None
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` to the container's stdin; waits while the socket's buffer is full.
@@ -226,6 +256,21 @@ def _connection_closed(ws: aiohttp.ClientWebSocketResponse[Any]) -> asyncio.Futu
     connection = getattr(getattr(ws, "_response", None), "connection", None)
     closed = getattr(getattr(connection, "protocol", None), "closed", None)
     return closed if isinstance(closed, asyncio.Future) else None
+
+
+def _frames_waiting(ws: aiohttp.ClientWebSocketResponse[Any]) -> Callable[[], bool]:
+    """A test for "a frame has been received and not read yet", if aiohttp's queue is found.
+
+    aiohttp 3.14 parses frames into ``ws._reader`` (a ``WebSocketDataQueue``) whose
+    ``_buffer`` deque holds them until ``receive()`` takes one; ``receive()`` then returns
+    without suspending. Nothing public says whether one is there. If aiohttp moved it, reads
+    are one frame each: slower, never wrong.
+    """
+    buffer = getattr(getattr(ws, "_reader", None), "_buffer", None)
+    if isinstance(buffer, deque):
+        queued: deque[object] = buffer
+        return lambda: bool(queued)
+    return lambda: False
 
 
 def _parse_status(payload: bytes, target: str) -> tuple[int | None, str | None]:

@@ -180,6 +180,27 @@ async def test_closing_stdin_ends_a_cat_and_the_status_still_arrives(
     assert wait_for_state(core, "db-0", name, "terminated").exit_code == 128 + 1  # SIGHUP
 
 
+async def test_frames_already_received_are_read_as_one_piece_up_to_the_limit(
+    kubesim: ThreadedKubeSim, core: client.CoreV1Api, http: aiohttp.ClientSession
+) -> None:
+    # The PTY hands out about 4 KiB a read, one frame each: 200 kB is about 50 frames.
+    total, limit = 200_000, 16 * KIB
+    name = debug_container(core, "db-0")
+    async with await attach(http, admin(kubesim), "db-0", name) as stream:
+        await stream.write(b"stty -echo; head -c %d /dev/zero | tr '\\0' Q; echo; exit\n" % total)
+        await asyncio.sleep(1.0)  # let the frames arrive and wait in aiohttp's queue
+        sizes, xs = [], 0
+        async with asyncio.timeout(TIMEOUT):
+            while (data := await stream.read(limit)) is not None:
+                sizes.append(len(data))
+                xs += data.count(b"Q")
+    assert xs == total + 1  # and the one in the echo of the command line
+    # Joined: far fewer reads than frames, none past the limit.
+    assert len(sizes) < total // 4096
+    assert max(sizes) <= limit
+    assert max(sizes) > limit - 4 * KIB
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("code", [0, 7, 255])
 async def test_exit_codes_are_read_from_the_servers_status(

@@ -60,6 +60,8 @@ STDOUT = 1
 STDERR = 2
 
 _READ_SIZE = 64 * 1024
+# Output bytes one pump passes on before it lets the other streams of the loop run.
+_YIELD_EVERY = 64 * 1024
 _DEFAULT_SUBSCRIBER_BUFFER = 1024 * 1024
 _DEFAULT_STALL_TIMEOUT = 5.0
 # After the main process exits, EOF on the PTY/pipes can only be held back by a process that
@@ -448,6 +450,7 @@ class ContainerProcess:
             self._subscribers.remove(sub)
 
     async def _pump(self, fd: int, channel: int) -> None:
+        since_yield = 0
         while True:
             await self._wait_for_room()
             data = await _read_fd(fd)
@@ -456,6 +459,14 @@ class ContainerProcess:
             chunk = OutputChunk(channel, data)
             for sub in self._subscribers:
                 sub._push(chunk)
+            # _read_fd returns at once while the PTY has data, so a busy process would keep
+            # this loop going until its subscribers' buffers are full (1 MiB): every other
+            # stream of this server would wait behind that. A kubelet streams each container
+            # in its own goroutine; this is the nearest an event loop gets.
+            since_yield += len(data)
+            if since_yield >= _YIELD_EVERY:
+                since_yield = 0
+                await asyncio.sleep(0)
 
     async def _wait_for_room(self) -> None:
         # Judged per subscriber by how long it has been full without a break, not by whether
