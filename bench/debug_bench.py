@@ -830,12 +830,17 @@ def wait_running(core: client.CoreV1Api, name: str) -> None:
     raise RuntimeError(f"debug container {name} did not run within {TIMEOUT:g} s")
 
 
+def audit_records(audit_log: Path) -> list[dict[str, Any]]:
+    """The complete lines of the audit log: the writer may be in the middle of the last."""
+    text = audit_log.read_text()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+
+
 def first_stamps(audit_log: Path) -> dict[str, dict[str, float]]:
     """Per user: when ``session.opened`` and each session state were first stamped (the
     writer thread stamps an event just before its write and fsync); wall-clock seconds."""
     stamps: dict[str, dict[str, float]] = {}
-    for line in audit_log.read_text().splitlines():
-        record = json.loads(line)
+    for record in audit_records(audit_log):
         name = record.get("event")
         if name not in ("session.opened", "session.state"):
             continue
@@ -848,8 +853,7 @@ def first_stamps(audit_log: Path) -> dict[str, dict[str, float]]:
 def audit_events(audit_log: Path, event: str, outcome: str) -> dict[str, dict[str, Any]]:
     """The last such event of each user."""
     found = {}
-    for line in audit_log.read_text().splitlines():
-        record = json.loads(line)
+    for record in audit_records(audit_log):
         if record.get("event") == event and record.get("outcome") == outcome:
             found[record["actor"]] = record
     return found
@@ -1156,6 +1160,26 @@ class Neighbour:
         self.proc.stdout.close()
         self.since = (time.perf_counter(), _bytes_written(self.proc.pid))
 
+    def step_aside(self, api_server: Child | None) -> None:
+        """Nice 19 for what streams outside the server under test: the neighbour's client
+        and its sink, and its shell with (for the bastion) the API server it streams from.
+
+        On a bastion's host only the workers run: the operators' clients are on laptops,
+        the API servers and the kubelets on other machines. Here all of them share two
+        cores with the worker, and what the typist waits for is then mostly the kernel's
+        scheduler, not the worker's event loop. Niced, they still stream, with the CPU the
+        worker and the typist leave. The rows say which neighbours stepped aside.
+        """
+        pids = [self.proc.pid, self.sink.pid]
+        if api_server is not None:
+            pids += [api_server.pid, *api_server.shell_pids()]
+        else:
+            pids += [p for p in self.route.server.pids() if _comm(p) != "sshd"]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, pid, NICE_OUTSIDE)
+        self.label += ASIDE
+
     def rate(self) -> float:
         """MB/s the client has written out since it began to stream."""
         at, written = self.since
@@ -1190,6 +1214,8 @@ class TypingRow:
 
 INTO_KUBESIM = "kubesim attach WebSocket, no SSH"
 SAME_KUBESIM, OTHER_KUBESIM = "via bastion, same kubesim", "via bastion, kubesim B"
+ASIDE = " (outside: nice)"
+NICE_OUTSIDE = 19
 
 
 def typing_row(
@@ -1228,6 +1254,8 @@ def measure_typing(bench: Bench) -> list[TypingRow]:
         with contextlib.ExitStack() as cleanup:
             neighbour = Neighbour(bench, bench.sshd, "via sshd", cleanup)
             rows.append(typing_row(bench, bench.sshd, neighbour))
+            neighbour.step_aside(None)
+            rows.append(typing_row(bench, bench.sshd, neighbour))
     streams = [(bench.bastion, SAME_KUBESIM), (bench.bastion_b, OTHER_KUBESIM)]
     for route, label in streams:
         if route is None:
@@ -1236,6 +1264,11 @@ def measure_typing(bench: Bench) -> list[TypingRow]:
             neighbour = Neighbour(bench, route, label, cleanup)
             rows.append(typing_row(bench, bench.bastion, neighbour))
             rows.append(typing_row(bench, bench.bastion, neighbour, into_kubesim=True))
+            if label == OTHER_KUBESIM:
+                # Only there: niced, the typist's own kubesim would slow the typist too.
+                neighbour.step_aside(route.kubesims[-1])
+                rows.append(typing_row(bench, bench.bastion, neighbour))
+                rows.append(typing_row(bench, bench.bastion, neighbour, into_kubesim=True))
     return rows
 
 
@@ -1282,6 +1315,7 @@ def typing_verdicts(rows: Sequence[TypingRow]) -> bool:
     for neighbour, where in (
         (SAME_KUBESIM, "streaming from the typist's kubesim"),
         (OTHER_KUBESIM, "streaming from another API server"),
+        (OTHER_KUBESIM + ASIDE, "streaming from another API server, all but the worker niced"),
     ):
         busy = _p99_ms(rows, BASTION_ROUTE, neighbour)
         if busy is None:
