@@ -34,9 +34,13 @@ from bastion.session.lifecycle import State
 from bastion.session.session import Session
 from bastion.vault import MIN_KUBE_TTL, KubeCredential, VaultClient
 
-__all__ = ["DebugAccess", "start_debug"]
+__all__ = ["DEBUG_PURPOSE", "DebugAccess", "start_debug"]
 
 log = logging.getLogger(__name__)
+
+# The journal ref's "purpose" of a debug's lease (a session also holds the console's
+# "browse" lease, which a debug's end must not revoke).
+DEBUG_PURPOSE = "debug"
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ async def start_debug(
             now=now,
         )
     except (BastionError, ValueError) as exc:
-        outcomes = await session.release("lease")
+        outcomes = await session.release("lease", purpose=DEBUG_PURPOSE)
         reason = exc.message if isinstance(exc, BastionError) else str(exc)
         await _refused(session, target, reason, released=outcomes)
         if session.ending is None:
@@ -131,7 +135,13 @@ async def _credential_and_check(
     started = time.monotonic()
     credential: KubeCredential = await session.track(
         "lease",
-        {"cluster": cluster.name, "mount": mount, "role": role, "namespace": namespace},
+        {
+            "cluster": cluster.name,
+            "mount": mount,
+            "role": role,
+            "namespace": namespace,
+            "purpose": DEBUG_PURPOSE,
+        },
         create=issue,
         cleanup=lambda: revoke(holder[0]),
         created_ref=lambda c: {"lease_id": c.lease_id, "service_account": c.service_account},

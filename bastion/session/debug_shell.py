@@ -48,7 +48,7 @@ from bastion.errors import BackendUnavailable, BastionError, PolicyDenied, Sessi
 from bastion.kube import KubeApi
 from bastion.kube_attach import open_attach
 from bastion.policy import DebugRequest, DebugTarget, Mode, Principal, approved_images
-from bastion.session.debug import DebugAccess, start_debug
+from bastion.session.debug import DEBUG_PURPOSE, DebugAccess, start_debug
 from bastion.session.lifecycle import State
 from bastion.session.session import Session
 from bastion.vault import KubeToken, VaultClient
@@ -145,7 +145,7 @@ async def run_debug_shell(
     except BaseException as exc:
         # Whatever was made for this debug goes now, newest first; the session goes on.
         released = await session.release(CONTAINER) + await session.release(POD)
-        released += await session.release("lease")
+        released += await session.release("lease", purpose=DEBUG_PURPOSE)
         if isinstance(exc, BastionError):
             await _refused(session, where, exc.message, released=released)
         if session.ending is None and session.state is not State.BROWSING:
@@ -239,7 +239,7 @@ async def _attached(
         # The wipe owns the container and the credential now (it checks, then revokes).
         return DebugOutcome(where, status, f"the debug shell in {where} was ended")
     ended = await session.release(CONTAINER) + await session.release(POD)
-    revoked = await session.release("lease")
+    revoked = await session.release("lease", purpose=DEBUG_PURPOSE)
     await session.record(
         "session.debug_ended",
         outcome="ended",

@@ -169,15 +169,21 @@ class Session:
         self._resources.append(Resource(resource_id, kind, full, cleanup))
         return made
 
-    async def release(self, kind: str) -> list[dict[str, str]]:
+    async def release(self, kind: str, *, purpose: str | None = None) -> list[dict[str, str]]:
         """Remove this session's resources of ``kind`` now (newest first), e.g. the lease of
-        a debug that could not start; the session goes on. Once the wipe has begun it owns
-        every resource, so this does nothing (no resource is cleaned twice)."""
+        a debug that could not start; the session goes on. With ``purpose``, only those whose
+        ref says that purpose: a debug's end releases its own lease, not the console's browse
+        lease, which lives as long as the session. Once the wipe has begun it owns every
+        resource, so this does nothing (no resource is cleaned twice)."""
         if self._wipe is not None:
             return []
-        mine = [r for r in self._resources if r.kind == kind]
+
+        def chosen(r: Resource) -> bool:
+            return r.kind == kind and (purpose is None or r.ref.get("purpose") == purpose)
+
+        mine = [r for r in self._resources if chosen(r)]
         # Taken out first: a wipe that begins meanwhile leaves these to this call.
-        self._resources = [r for r in self._resources if r.kind != kind]
+        self._resources = [r for r in self._resources if not chosen(r)]
         return [await self._clean(r) for r in reversed(mine)]
 
     # ------------------------------------------------------------------ state
