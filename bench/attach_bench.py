@@ -11,7 +11,7 @@ counts the bytes until the stream ends. Rows, each the median of ``--runs`` fres
     ``os.read(master, 64 KiB)`` until EOF; no network, no Python between the PTY and the sink;
 (b) ``AttachStream.read()`` into the sink, v5 (``v5.channel.k8s.io``);
 (c) the same, v4 (``v4.channel.k8s.io``);
-(d) v5 through :class:`bastion.attach_bridge.AttachBridge` (64 KiB chunks, a loop pass after
+(d) v5 through :class:`bastion.attach_bridge.AttachBridge` (32 KiB chunks, a loop pass after
     each, the recorder hook counting too) into the sink.
 
 Every run must deliver exactly N bytes of zeros plus the terminal's echo of the newline
