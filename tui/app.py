@@ -1,17 +1,21 @@
 """The console app and its entry point.
 
-    python -m tui USER
+    python -m tui USER          (or python -m tui.app USER, as the worker starts it fresh)
 
 The app talks only to the session broker, over the socket named by ``BASTION_BROKER_FD``
 (:mod:`tui.broker`). It starts with the broker's ``Welcome`` and exits with status 0 when
 the broker hands the terminal to a debug shell (``Handover``), or when the operator quits.
-Nothing here runs at import time: the console template forks it from a warm process.
+Nothing here runs at import time: the console template forks it from a warm process and
+calls :func:`main`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
+import termios
 import time
 from collections.abc import Callable
 from typing import ClassVar
@@ -123,8 +127,7 @@ class ConsoleApp(App[int]):
         self.set_interval(1.0, self.update_bar)
         if len(self.welcome.clusters) == 1:
             await self.push_screen(NamespacesScreen(self.welcome.clusters[0]))
-        if self.ended is not None:
-            await self._back_to(self.ended)
+        await self._back_to()  # the broker tells a console started after a shell how it ended
 
     async def on_unmount(self) -> None:
         await self.broker.close()
@@ -175,11 +178,15 @@ class ConsoleApp(App[int]):
             case DebugEnded():
                 self.ended = message
                 if self.screen_stack and isinstance(self.screen, NamespacesScreen | ClustersScreen):
-                    self.call_later(self._back_to, message)
+                    self.call_later(self._back_to)
 
-    async def _back_to(self, ended: DebugEnded) -> None:
-        """A console started after a debug shell shows how it ended, on that pod's list."""
-        self.ended = None
+    async def _back_to(self) -> None:
+        """A console started after a debug shell shows how it ended, on that pod's list.
+        Once: the news may arrive while on_mount is still opening the first screens, and
+        both on_mount and the event then come here."""
+        ended, self.ended = self.ended, None
+        if ended is None:
+            return
         self.notify(
             clean(f"Debug shell in {ended.target} ended (exit status {ended.exit_status}): "
                   f"{ended.message}"),
@@ -205,6 +212,14 @@ class ConsoleApp(App[int]):
             self.exit(0)
 
 
+# Terminals that cannot position the cursor: a full-screen app would be noise on them.
+DUMB_TERMINALS = frozenset({"dumb", "unknown"})
+DUMB_TERMINAL = (
+    "bastion: this terminal (TERM={term}) cannot show the console; connect from a terminal "
+    "emulator, or open a shell directly with: ssh -t BASTION debug NAMESPACE/POD\n"
+)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         sys.stderr.write("usage: python -m tui USER\n")
@@ -213,6 +228,23 @@ def main(argv: list[str]) -> int:
     if not fd.isdigit():
         sys.stderr.write("bastion: this console was started without its broker; log in again\n")
         return 1
+    with contextlib.suppress(OSError):
+        # Take the pty as controlling terminal (a fresh console is a session leader without
+        # one; one forked from the template has it already): resizes then reach us as
+        # SIGWINCH, and a hang-up as SIGHUP.
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    term = os.environ.get("TERM", "")
+    if term in DUMB_TERMINALS:
+        sys.stderr.write(DUMB_TERMINAL.format(term=term))
+        return 1
     app = ConsoleApp(argv[0], SocketTransport(int(fd)))
     app.run()
     return app.return_code if app.return_code is not None else 1
+
+
+if __name__ == "__main__":
+    # ``python -m tui.app`` runs this file as ``__main__``, a second copy of the module whose
+    # ConsoleApp is not the one the screens check for (tui.app.ConsoleApp): run that one.
+    from tui.app import main as _main
+
+    sys.exit(_main(sys.argv[1:]))

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -162,6 +162,9 @@ class Listener(_Strict):
     # Consoles forked from a pre-warmed template process (bastion/ssh/zygote.py) instead of
     # a fresh interpreter per login: about 80 ms and 15 MB each instead of 250 ms and 27 MB.
     console_zygote: bool = True
+    # What a login gets: the Textual console, or the line console (a prompt taking
+    # ``debug NAMESPACE/POD``) for operators whose terminals cannot show a full-screen app.
+    console: Literal["textual", "line"] = "textual"
 
 
 class User(_Strict):

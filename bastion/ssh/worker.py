@@ -38,17 +38,30 @@ from bastion.ssh.throttle import SourceThrottle
 from bastion.ssh.zygote import Zygote
 from bastion.vault import VaultClient
 
-__all__ = ["CONSOLE_MODULES", "Worker", "console_modules", "line_console", "main"]
+__all__ = [
+    "CONSOLE_MODULES",
+    "Worker",
+    "console_modules",
+    "line_console",
+    "main",
+    "textual_console",
+]
 
 log = logging.getLogger("bastion.worker")
 
-# What the console template preloads: every module a console command may run (the TUI once
-# it is installed).
-CONSOLE_MODULES = ("bastion.ssh.line_console", "tui.app")
+# What the console template preloads: every module a console command may run. Both, whatever
+# the configuration says: the line console costs the template next to nothing.
+CONSOLE_MODULES = ("tui.app", "bastion.ssh.line_console")
 
 
 def console_modules() -> list[str]:
     return [name for name in CONSOLE_MODULES if importlib.util.find_spec(name) is not None]
+
+
+def textual_console(identity: Identity) -> list[str]:
+    # tui.app, not the tui package: the template starts a module's main(argv), and a fresh
+    # interpreter runs the same module (tui/app.py is safe to run with -m).
+    return python_argv("tui.app", identity.user)
 
 
 def line_console(identity: Identity) -> list[str]:
@@ -129,7 +142,10 @@ class Worker:
         return self.port
 
     def _console_command(self, identity: Identity) -> Sequence[str]:
-        argv = line_console(identity)
+        if self.config.listener.console == "line":
+            argv = line_console(identity)
+        else:
+            argv = textual_console(identity)
         return self.zygote.command(argv) if self.zygote is not None else argv
 
     async def stop(self) -> None:

@@ -121,7 +121,14 @@ async def bastion_cli(env: BastionEnv, *args: str) -> asyncio.subprocess.Process
     )
 
 
-def make_env(root: Path, operators: int = 8, **limits: Any) -> BastionEnv:
+def make_env(root: Path, operators: int = 8, *, console: str = "line", **limits: Any) -> BastionEnv:
+    """A configuration with ``operators`` enrolled operators; ``limits`` go to ``limits``.
+
+    The line console by default: these tests are about the front door and the debug shells,
+    and read the line console's plain lines (``Welcome, op0.``, the ``> `` prompt). The
+    Textual console (the product's default) is driven over SSH by test_textual_console.py and
+    the end-to-end test, and screen by screen in tests/tui.
+    """
     root.mkdir(parents=True, exist_ok=True)
     users = []
     made: dict[str, Operator] = {}
@@ -144,7 +151,12 @@ def make_env(root: Path, operators: int = 8, **limits: Any) -> BastionEnv:
     (root / "ca").mkdir(exist_ok=True)
     (root / "ca" / "prod.pem").write_bytes(FAKE_PEM)
     config = {
-        "listener": {"address": "127.0.0.1", "port": 0, "host_key": "state/host_ed25519"},
+        "listener": {
+            "address": "127.0.0.1",
+            "port": 0,
+            "host_key": "state/host_ed25519",
+            "console": console,
+        },
         "users": users,
         "clusters": [
             {
