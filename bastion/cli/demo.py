@@ -71,10 +71,13 @@ ISSUER = "k8s-debug-bastion-demo"
 WORKERS = 2
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0  # the server itself gives its workers 15 s
+# Relative to the config file's directory, like every path in it.
+RECORDINGS_DIR = "recordings"
+# A pod the demo's grant lets the operator debug (bastion/devstack/fixtures/demo.yaml).
+DEMO_TARGET = "checkout/frontend-6c9d-abcde"
 NOT_YET = (
-    "Vault credentials per session, deadlines and the wipe (issue 5)",
-    "debug containers and the attach path (issue 6)",
-    "the console, where you pick a pod and press d (issue 7)",
+    "sealed session recordings and signed audit checkpoints (issue 8)",
+    "break-glass access, four-eyes approval and live oversight (issue 9)",
 )
 # `bastion serve` is started through this: it asks Linux for SIGTERM when the demo dies, even
 # by SIGKILL (PR_SET_PDEATHSIG survives exec), so a killed demo leaves no bastion running.
@@ -346,7 +349,7 @@ def _write_config(
         "paths": {
             "state_dir": files.state.name,
             "audit_log": files.audit_log.name,
-            "recordings_dir": "recordings",
+            "recordings_dir": RECORDINGS_DIR,
         },
     }
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -560,10 +563,10 @@ def _write_known_hosts(files: DemoFiles, port: int) -> None:
     _write_private(files.known_hosts, f"{host} {algorithm} {blob}\n".encode(), 0o644)
 
 
-def ssh_command(files: DemoFiles, port: int) -> str:
+def ssh_command(files: DemoFiles, port: int, *, tty: bool = False) -> str:
     return (
-        f"ssh -p {port} -i {files.identity} -o UserKnownHostsFile={files.known_hosts} "
-        f"{DEMO_USER}@127.0.0.1"
+        f"ssh {'-t ' if tty else ''}-p {port} -i {files.identity} "
+        f"-o UserKnownHostsFile={files.known_hosts} {DEMO_USER}@127.0.0.1"
     )
 
 
@@ -587,9 +590,12 @@ def _show_login(files: DemoFiles, bastion: _Bastion, secret: str) -> None:
     print("  (each code works once: wait for the next one to log in again)")
     print()
     print(
-        "After the code, the console greets you by name and the session ends: that is all "
-        "it does today. Not built yet:"
+        "After the code, the console lists the pods you may debug: type to filter, Enter for "
+        "a pod's details,\n`d` on a container for a debug shell (exit it to come back), `?` "
+        "for every key, `q` to log out.\nOr straight to a shell, without the console:"
     )
+    print(f"  {ssh_command(files, bastion.port, tty=True)} debug {DEMO_TARGET}\n")
+    print("Not built yet:")
     for item in NOT_YET:
         print(f"  - {item}")
     print()
@@ -616,6 +622,7 @@ def _write_info(
         "known_hosts": str(files.known_hosts),
         "totp_secret": secret,
         "audit_log": str(files.audit_log),
+        "recordings_dir": str(files.config.parent / RECORDINGS_DIR),
         "config": str(files.config),
         "ssh_command": ssh_command(files, bastion.port),
         "bastion_pid": bastion.pid,
