@@ -194,10 +194,16 @@ class ConsoleApp(App[int]):
             markup=False,
             timeout=15,
         )  # fmt: skip
-        namespace, _, pod = ended.target.partition("/")
+        # The broker names a shell's target CLUSTER/NAMESPACE/POD, or NAMESPACE/POD when the
+        # debug failed before its cluster was known; names never contain a slash.
+        parts = ended.target.split("/")
         screen = self.screen
-        if pod and isinstance(screen, NamespacesScreen):
-            await self.push_screen(PodsScreen(screen.cluster, namespace, select=pod))
+        if len(parts) not in (2, 3) or not isinstance(screen, NamespacesScreen):
+            return
+        cluster = parts[0] if len(parts) == 3 else screen.cluster
+        namespace, pod = parts[-2:]
+        if cluster == screen.cluster and namespace and pod:
+            await self.push_screen(PodsScreen(cluster, namespace, select=pod))
 
     def _gone(self, reason: str) -> None:
         self.exit(return_code=1, message=reason)
