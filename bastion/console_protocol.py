@@ -15,6 +15,12 @@ Requests carry an ``id`` chosen by the console; every answer to a request repeat
 ``PodsPage`` messages (the first one at once, the rest as they load, the last with
 ``complete``) and then ``PodsChanged`` until ``StopWatch``.
 
+Pod rows are the protocol's bulk (50,000 in a big namespace), so they are encoded compactly:
+each :class:`PodRow` is a JSON array of its fields in order, not an object, and the two
+messages carrying them (``pods``, ``pods_changed``) are encoded and decoded by msgspec
+against their exact types (a page of 500 rows decodes in well under a millisecond, with no
+dict per row). They are checked as strictly as every other message.
+
 Everything the broker sends is already filtered by policy and masked (secret values never
 leave the broker); strings from the cluster are *not* neutralised for terminals here: the
 console must do that before display.
@@ -23,8 +29,11 @@ console must do that before display.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+import msgspec
 
 __all__ = [
     "BROKER_FD_ENV",
@@ -81,9 +90,13 @@ class HiddenItem:
     reason: str  # why policy hides it, one sentence
 
 
-@dataclass(frozen=True)
-class PodRow:
-    """One pod as the list shows it: only the fields shown, nothing secret."""
+_Strings = Annotated[tuple[str, ...], msgspec.Meta(max_length=MAX_ITEMS)]
+
+
+class PodRow(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True, gc=False):
+    """One pod as the list shows it: only the fields shown, nothing secret. On the wire an
+    array of the fields in this order: ``["api-1","1/1","Running",0,"2026-11-29T01:00:00Z",
+    "node-1",["app=api"],["app"]]``. Not tracked by the cyclic GC (it holds only strings)."""
 
     name: str
     ready: str  # "1/2"
@@ -91,8 +104,8 @@ class PodRow:
     restarts: int
     created: str  # RFC 3339; the console shows the age
     node: str
-    labels: list[str]  # "key=value"
-    containers: list[str]
+    labels: _Strings  # "key=value"
+    containers: _Strings
 
 
 @dataclass(frozen=True)
@@ -355,7 +368,7 @@ CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
     {ListNamespaces, WatchPods, StopWatch, GetPod, GetDebugOptions, DebugRequest}
 )
 _RECORDS: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (HiddenItem, PodRow, KeyValue, EnvVar, ContainerInfo, EventRow)
+    cls.__name__: cls for cls in (HiddenItem, KeyValue, EnvVar, ContainerInfo, EventRow)
 }
 _SCALARS: dict[str, tuple[type, ...]] = {
     "str": (str,),
@@ -365,9 +378,58 @@ _SCALARS: dict[str, tuple[type, ...]] = {
 }
 
 
+# ---------------------------------------------------------------------------- pod lines
+# The exact shape of the two messages that carry pod rows, for msgspec (the ``type`` is the
+# tag). The public messages stay the dataclasses above; these only encode and decode them.
+_Rows = Annotated[list[PodRow], msgspec.Meta(max_length=MAX_ITEMS)]
+_Names = Annotated[list[str], msgspec.Meta(max_length=MAX_ITEMS)]
+
+
+class _PodsPageLine(msgspec.Struct, tag_field="type", tag="pods", forbid_unknown_fields=True):
+    id: int
+    rows: _Rows
+    complete: bool
+    hidden: int
+    hidden_reason: str
+
+
+class _PodsChangedLine(
+    msgspec.Struct, tag_field="type", tag="pods_changed", forbid_unknown_fields=True
+):
+    id: int
+    upserts: _Rows
+    deletes: _Names
+
+
+class _Kind(msgspec.Struct):
+    """What every line is first read as: its type alone (msgspec skips the rest unbuilt)."""
+
+    type: str
+
+
+_KIND = msgspec.json.Decoder(_Kind)
+_POD_LINES: dict[str, msgspec.json.Decoder[Any]] = {
+    "pods": msgspec.json.Decoder(_PodsPageLine),
+    "pods_changed": msgspec.json.Decoder(_PodsChangedLine),
+}
+_ENCODER = msgspec.json.Encoder()
+# msgspec's error paths: $.field, $.rows[3][1], $.rows[3][6][0], $.deletes[2]
+_PATH = re.compile(r"\$\.(?P<field>\w+)(?:\[(?P<row>\d+)\]\[(?P<position>\d+)\])?(?P<rest>.*)")
+
+
 def encode(message: Message) -> bytes:
-    line = json.dumps({"type": message.type, **asdict(message)}, separators=(",", ":"))
-    data = line.encode() + b"\n"
+    if isinstance(message, PodsPage):
+        data = _ENCODER.encode(
+            _PodsPageLine(
+                message.id, message.rows, message.complete, message.hidden, message.hidden_reason
+            )
+        )
+    elif isinstance(message, PodsChanged):
+        data = _ENCODER.encode(_PodsChangedLine(message.id, message.upserts, message.deletes))
+    else:
+        line = json.dumps({"type": message.type, **asdict(message)}, separators=(",", ":"))
+        data = line.encode()
+    data += b"\n"
     if len(data) > MAX_LINE:
         raise ProtocolError(f"a {message.type} message of {len(data)} bytes is too long")
     return data
@@ -377,16 +439,49 @@ def decode(line: bytes) -> Message:
     if len(line) > MAX_LINE:
         raise ProtocolError(f"a line of {len(line)} bytes is longer than {MAX_LINE}")
     try:
+        kind = _KIND.decode(line).type
+    except msgspec.ValidationError:
+        raise ProtocolError("a message is a JSON object with a string 'type'") from None
+    except (UnicodeDecodeError, msgspec.DecodeError) as exc:
+        raise ProtocolError(f"not a JSON line: {exc}") from None
+    pods = _POD_LINES.get(kind)
+    if pods is not None:
+        return _pods_message(pods, line, kind)
+    try:
         data: Any = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"not a JSON line: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise ProtocolError("a message is a JSON object with a string 'type'")
     cls = _TYPES.get(data.pop("type"))
     if cls is None:
         raise ProtocolError(f"unknown message type; known: {', '.join(sorted(_TYPES))}")
     message: Message = _build(cls, data, cls.type)
     return message
+
+
+def _pods_message(decoder: msgspec.json.Decoder[Any], line: bytes, kind: str) -> Message:
+    try:
+        wire = decoder.decode(line)
+    except (UnicodeDecodeError, msgspec.DecodeError) as exc:
+        raise ProtocolError(_where(str(exc), kind)) from None
+    if isinstance(wire, _PodsPageLine):
+        return PodsPage(wire.id, wire.rows, wire.complete, wire.hidden, wire.hidden_reason)
+    return PodsChanged(wire.id, wire.upserts, wire.deletes)
+
+
+def _where(error: str, kind: str) -> str:
+    """msgspec's error in the protocol's words: ``Expected `int`, got `str` - at
+    `$.rows[3][3]``` becomes ``pods.rows[3].restarts: expected `int`, got `str```."""
+    what, _, path = error.partition(" - at `")
+    what = what[:1].lower() + what[1:]
+    found = _PATH.fullmatch(path.rstrip("`"))
+    if found is None:
+        return f"{kind}: {what}"
+    where = f"{kind}.{found['field']}"
+    if found["row"] is not None:
+        position = int(found["position"])
+        names = PodRow.__struct_fields__
+        where += f"[{found['row']}].{names[position] if position < len(names) else position}"
+    return f"{where}{found['rest']}: {what}"
 
 
 def _build(cls: type[Any], data: Any, where: str) -> Any:

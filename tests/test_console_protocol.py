@@ -23,6 +23,7 @@ from bastion.console_protocol import (
     Notice,
     PodDetail,
     PodRow,
+    PodsChanged,
     PodsPage,
     ProtocolError,
     Welcome,
@@ -82,7 +83,8 @@ def test_oversized_lines_are_refused_both_ways() -> None:
         encode(Notice("idle", 1.0, "x" * MAX_LINE))
 
 
-ROW = PodRow("api-1", "1/1", "Running", 0, "2026-11-29T01:00:00Z", "node-1", ["app=api"], ["app"])
+ROW = PodRow("api-1", "1/1", "Running", 0, "2026-11-29T01:00:00Z", "node-1", ("app=api",), ("app",))
+WIRE_ROW = ["api-1", "1/1", "Running", 0, "2026-11-29T01:00:00Z", "node-1", ["app=api"], ["app"]]
 
 
 def test_records_nest_and_round_trip() -> None:
@@ -118,23 +120,75 @@ def test_records_nest_and_round_trip() -> None:
         assert decode(encode(message)) == message
 
 
+def test_a_pod_row_is_an_array_of_its_fields_in_order() -> None:
+    import json  # noqa: PLC0415 - raw lines only here
+
+    line = encode(PodsPage(1, [ROW], complete=True, hidden=0, hidden_reason=""))
+    assert json.loads(line)["rows"] == [WIRE_ROW]
+    changed = PodsChanged(2, [ROW], ["gone"])
+    assert json.loads(encode(changed))["upserts"] == [WIRE_ROW]
+    assert decode(encode(changed)) == changed
+
+
+def _with(position: int, value: object) -> list[object]:
+    row = list(WIRE_ROW)
+    row[position] = value
+    return row
+
+
 @pytest.mark.parametrize(
     ("row", "error"),
     [
-        ({**ROW.__dict__, "restarts": "0"}, r"pods.rows\[\].restarts has the wrong type"),
-        ({**ROW.__dict__, "extra": 1}, r"pods.rows\[\] takes exactly the fields"),
-        ("api-1", r"pods.rows\[\] must be an object"),
-        ({**ROW.__dict__, "labels": [["a"]]}, "pods.rows\\[\\].labels must be a list of strings"),
+        (_with(3, "0"), r"^pods.rows\[0\].restarts: expected `int`, got `str`$"),
+        (_with(3, True), r"^pods.rows\[0\].restarts: expected `int`, got `bool`$"),
+        (_with(0, None), r"^pods.rows\[0\].name: expected `str`, got `null`$"),
+        ([*WIRE_ROW, 1], "expected `array` of at most length 8"),
+        (WIRE_ROW[:7], r"pods.rows\[0\]: expected `array` of at least length 8, got 7"),
+        ({"name": "api-1"}, r"pods.rows\[0\]: expected `array`, got `object`"),
+        ("api-1", r"pods.rows\[0\]: expected `array`, got `str`"),
+        (_with(6, [["a"]]), r"pods.rows\[0\].labels\[0\]: expected `str`, got `array`"),
+        (
+            _with(7, ["x"] * 20_001),
+            r"pods.rows\[0\].containers: expected `array` of length <= 20000",
+        ),
     ],
 )
-def test_nested_records_are_checked_field_by_field(row: object, error: str) -> None:
+def test_pod_rows_are_checked_field_by_field(row: object, error: str) -> None:
     import json  # noqa: PLC0415 - raw lines only here
 
     line = json.dumps(
         {"type": "pods", "id": 1, "rows": [row], "complete": True, "hidden": 0, "hidden_reason": ""}
     ).encode()
-    with pytest.raises(ProtocolError, match=error):
+    with pytest.raises(ProtocolError, match=error) as caught:
         decode(line)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"complete": 1}, r"^pods.complete: expected `bool`, got `int`$"),
+        ({"extra": 1}, r"^pods: object contains unknown field `extra`$"),
+        ({"hidden": None}, r"^pods.hidden: expected `int`, got `null`$"),
+        (
+            {"rows": [["", "", "", 0, "", "", [], []]] * 20_001},
+            r"^pods.rows: expected `array` of length <= 20000$",
+        ),
+    ],
+)
+def test_pod_pages_take_exactly_their_fields(fields: dict[str, object], error: str) -> None:
+    import json  # noqa: PLC0415 - raw lines only here
+
+    page = {"type": "pods", "id": 1, "rows": [], "complete": True, "hidden": 0, "hidden_reason": ""}
+    with pytest.raises(ProtocolError, match=error):
+        decode(json.dumps({**page, **fields}).encode())
+    missing = {k: v for k, v in page.items() if k != "hidden_reason"}
+    with pytest.raises(
+        ProtocolError, match=r"^pods: object missing required field `hidden_reason`$"
+    ):
+        decode(json.dumps(missing).encode())
+    with pytest.raises(ProtocolError, match=r"^pods_changed.deletes\[1\]: expected `str`"):
+        decode(b'{"type":"pods_changed","id":1,"upserts":[],"deletes":["a",2]}')
 
 
 def test_a_console_may_send_only_requests() -> None:

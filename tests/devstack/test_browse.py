@@ -98,8 +98,11 @@ GRANTS = [
 ]
 
 # The console: relays JSON lines typed at it to the broker, prints small answers whole and
-# pages of pods as a summary with the time since the request (so a 50,000-pod list is
-# measured where the console would show it, without printing megabytes).
+# pages of pods as a summary (so a 50,000-pod list is checked where the console would show
+# it, without printing megabytes): the first page's size and the time since the request,
+# then at the last page how many rows came, how many names were distinct, whether they came
+# in the API's order (by name), the first and last, and the time. A row is an array whose
+# first item is the pod's name.
 CONSOLE = r"""
 import fcntl, json, os, selectors, sys, termios, time
 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -112,7 +115,7 @@ out("ready")
 sel = selectors.DefaultSelector()
 sel.register(0, selectors.EVENT_READ)
 sel.register(broker, selectors.EVENT_READ)
-asked, rows, hidden, typed, heard = {}, {}, {}, b"", b""
+asked, names, hidden, typed, heard = {}, {}, {}, b"", b""
 while True:
     for key, _ in sel.select():
         data = os.read(key.fd, 1 << 20)
@@ -131,19 +134,22 @@ while True:
         *lines, heard = heard.split(b"\n")
         for line in lines:
             message = json.loads(line)
-            if message["type"] != "pods" or message["complete"] and message["id"] not in rows:
+            if message["type"] != "pods" or message["complete"] and message["id"] not in names:
                 out("broker says " + json.dumps(message))
                 continue
             i = message["id"]
             ms = round((time.monotonic() - asked[i]) * 1000)
-            if i not in rows:
+            if i not in names:
                 out("broker says " + json.dumps({"type": "first", "id": i, "ms": ms,
                                                  "rows": len(message["rows"])}))
-            rows[i] = rows.get(i, 0) + len(message["rows"])
+            names.setdefault(i, []).extend(row[0] for row in message["rows"])
             hidden[i] = hidden.get(i, 0) + message["hidden"]
             if message["complete"]:
-                out("broker says " + json.dumps({"type": "complete", "id": i, "ms": ms,
-                                                 "rows": rows[i], "hidden": hidden[i]}))
+                got = names.pop(i)
+                out("broker says " + json.dumps({
+                    "type": "complete", "id": i, "ms": ms, "rows": len(got),
+                    "distinct": len(set(got)), "in_order": got == sorted(got),
+                    "first_name": got[0], "last_name": got[-1], "hidden": hidden[i]}))
 """
 
 
@@ -261,17 +267,19 @@ def admin(info: dict[str, Any]) -> client.CoreV1Api:
     )
 
 
-def create(core: client.CoreV1Api, name: str, labels: dict[str, str]) -> None:
+def create(
+    core: client.CoreV1Api, name: str, labels: dict[str, str], namespace: str = "payments"
+) -> None:
     pod = {
         "metadata": {"name": name, "labels": labels},
         "spec": {"containers": [{"name": "app", "image": TOOLBOX}]},
     }
-    core.create_namespaced_pod("payments", pod)
+    core.create_namespaced_pod(namespace, pod)
 
 
-def delete(core: client.CoreV1Api, name: str) -> None:
+def delete(core: client.CoreV1Api, name: str, namespace: str = "payments") -> None:
     with contextlib.suppress(client.ApiException):
-        core.delete_namespaced_pod(name, "payments", grace_period_seconds=0)
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
 
 
 async def test_welcome_and_the_namespaces_policy_shows_and_hides(
@@ -303,10 +311,12 @@ async def test_pods_and_details_are_filtered_and_masked(
     page = await con.ask("watch_pods", cluster="local", namespace="payments")
     assert page["type"] == "pods"
     assert page["complete"] is True
-    assert [r["name"] for r in page["rows"]] == ["api-1", "api-2"]
+    # Rows are arrays: name, ready, status, restarts, created, node, labels, containers.
+    assert [r[0] for r in page["rows"]] == ["api-1", "api-2"]
     assert page["hidden"] == 1
     assert "app=api" in page["hidden_reason"]
-    assert page["rows"][0]["restarts"] == 3
+    assert page["rows"][0][1:4] == ["1/1", "Running", 3]
+    assert page["rows"][0][6:] == [["app=api"], ["api"]]
 
     pod = await con.ask("get_pod", cluster="local", namespace="payments", pod="api-1")
     assert pod["type"] == "pod"
@@ -363,7 +373,7 @@ async def test_live_changes_arrive_until_the_watch_stops(
         await asyncio.to_thread(create, core, "db-1", {"app": "db"})
         changed = await con.wait(lambda m: m["type"] == "pods_changed")
         assert changed["id"] == watch
-        assert [r["name"] for r in changed["upserts"]] == ["api-3"]
+        assert [r[0] for r in changed["upserts"]] == ["api-3"]
         await asyncio.to_thread(delete, core, "api-3")
         gone = await con.wait(lambda m: m["type"] == "pods_changed" and m["deletes"])
         assert gone["deletes"] == ["api-3"]
@@ -396,28 +406,31 @@ async def test_the_browse_lease_is_revoked_at_logout(
     assert not service_account_exists(stack, home, issued["service_account"])
 
 
-async def test_a_50000_pod_namespace_first_page_at_once_all_within_three_seconds(
-    console: tuple[BastionEnv, ScriptConsole],
+async def test_a_50000_pod_namespace_arrives_whole_in_order_then_follows_changes(
+    console: tuple[BastionEnv, ScriptConsole], stack: dict[str, Any]
 ) -> None:
+    # How long this takes is measured by bench/tui_bench.py (--broker), not asserted here.
     _, con = console
     await con.start()
-    await con.ask("list_namespaces", cluster="local")  # the credential is issued here
     watch = con.send("watch_pods", cluster="local", namespace="big")
     first = await con.wait(lambda m: m["type"] == "first" and m["id"] == watch)
-    complete = await con.wait(lambda m: m["type"] == "complete" and m["id"] == watch)
-    print(
-        f"\n{BIG} pods through the broker to the console: first page ({first['rows']} rows) "
-        f"{first['ms']} ms, complete {complete['ms']} ms"
-    )
-    assert first["rows"] == 500
-    assert complete["rows"] == BIG
+    complete = await con.wait(lambda m: m["type"] == "complete" and m["id"] == watch, 60)
+    assert first["rows"] == 500  # the first page is small, to be shown at once
+    assert complete["rows"] == complete["distinct"] == BIG  # every pod, once
+    assert complete["in_order"]
+    assert (complete["first_name"], complete["last_name"]) == ("load-00000", f"load-{BIG - 1:05d}")
     assert complete["hidden"] == 0
-    assert first["ms"] < 300
-    # The target is 3 s. Here it is not met reliably: parsing the 78 MB of JSON with orjson
-    # and picking the rows costs 1.5-2.5 s of it on these 2 shared cores, and kubesim serves
-    # from this same process (one GIL). This bound catches a regression to per-pod objects
-    # or one-row messages (tens of seconds), not the target.
-    assert complete["ms"] < 10_000
+    core = admin(stack)
+    try:
+        await asyncio.to_thread(create, core, "load-new", {"app": "load"}, "big")
+        changed = await con.wait(lambda m: m["type"] == "pods_changed" and m["id"] == watch)
+        assert [r[0] for r in changed["upserts"]] == ["load-new"]
+        await asyncio.to_thread(delete, core, "load-new", "big")
+        gone = await con.wait(lambda m: m["type"] == "pods_changed" and m["deletes"])
+        assert gone["deletes"] == ["load-new"]
+    finally:
+        await asyncio.to_thread(delete, core, "load-new", "big")
+        core.api_client.close()
     options = await con.ask(
         "get_debug_options", cluster="local", namespace="big", pod="load-00001", container="app"
     )

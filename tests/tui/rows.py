@@ -19,7 +19,7 @@ def pod(
     labels: tuple[str, ...] = ("app=web",),
     containers: tuple[str, ...] = ("app",),
 ) -> PodRow:
-    return PodRow(name, ready, status, restarts, created, node, list(labels), list(containers))
+    return PodRow(name, ready, status, restarts, created, node, labels, containers)
 
 
 def many(count: int, prefix: str = "api") -> list[PodRow]:
