@@ -1,19 +1,29 @@
 """The pods of one namespace as the console holds them: live rows by name, one sort order,
 one filter, and the rows to show. Pure (no Textual), so it is fast to test and to time.
 
-Sorting happens when the rows change (and at most as often as the screen refreshes it);
-a filter keystroke only walks the sorted rows with precomputed search text and labels, so
-it never sorts again.
+A namespace can hold 50,000 pods, so a pod costs as little as it can: one
+:class:`PodEntry` (an untracked struct of eight references), its name, and a float for its
+age. Everything else is shared: statuses, nodes and ready counts are stored once per
+distinct value, and pods with the same labels share one labels dict. The decoded
+:class:`~bastion.console_protocol.PodRow` is not kept.
+
+Sorting happens when the rows change (and at most as often as the screen refreshes it). A
+filter keystroke only walks the sorted rows: a text or regex filter is tried once on each
+distinct status and node, then each row costs one test of its name and two set lookups.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import Enum
+from operator import attrgetter
+from typing import Any
+
+import msgspec
 
 from bastion.console_protocol import PodRow
-from tui.filter import PodFilter, parse_filter, search_text
+from tui.filter import FilterError, OutOfTime, PodFilter, parse_filter, too_slow, within_budget
 
 __all__ = ["Column", "PodEntry", "PodList", "age_text", "parse_created"]
 
@@ -51,27 +61,31 @@ def _ready_key(ready: str) -> tuple[int, int]:
     return (int(up), int(total)) if up.isdigit() and total.isdigit() else (-1, -1)
 
 
-class PodEntry:
-    """A row plus what sorting and filtering need, computed once when the row arrives."""
+class PodEntry(msgspec.Struct, frozen=True, eq=False, gc=False):
+    """One pod as the list keeps it. ``key`` is the name in lower case (the same object as
+    the name when it is lower case already, as Kubernetes names are); ``created`` is epoch
+    seconds. Compared by identity; not tracked by the cyclic GC (it refers only to strings,
+    numbers and a dict of strings), so 50,000 of them cost a collection nothing."""
 
-    __slots__ = ("created", "labels", "row", "search")
+    name: str
+    key: str
+    ready: str
+    status: str
+    restarts: int
+    created: float
+    node: str
+    labels: dict[str, str]
 
-    def __init__(self, row: PodRow) -> None:
-        self.row = row
-        self.search = search_text(row.name, row.status, row.node)
-        self.labels = dict(label.partition("=")[::2] for label in row.labels)
-        self.created = parse_created(row.created)
 
-
-_SORT_KEYS = {
-    Column.NAME: lambda e: e.row.name,
-    Column.READY: lambda e: _ready_key(e.row.ready),
-    Column.STATUS: lambda e: e.row.status,
-    Column.RESTARTS: lambda e: e.row.restarts,
+_SORT_KEYS: dict[Column, Callable[[PodEntry], Any]] = {
+    Column.NAME: attrgetter("name"),
+    Column.STATUS: attrgetter("status"),
+    Column.RESTARTS: attrgetter("restarts"),
     # Youngest first, as the age column reads smallest first.
     Column.AGE: lambda e: -e.created,
-    Column.NODE: lambda e: e.row.node,
+    Column.NODE: attrgetter("node"),
 }
+_BY_NAME = attrgetter("name")
 
 
 class PodList:
@@ -82,16 +96,43 @@ class PodList:
         self.sort_column = Column.NAME
         self.descending = False
         self.filter: PodFilter = parse_filter("")
+        # A filter that refresh() had to drop (a regex out of its budget on new rows): the
+        # sentence to show once.
+        self.filter_error = ""
         self.shown: list[PodEntry] = []
-        self._positions: dict[str, int] | None = None
+        # Each distinct value once (every row refers to these objects), and the values a text
+        # or regex filter tries once per keystroke instead of once per row.
+        self._statuses: dict[str, str] = {}
+        self._nodes: dict[str, str] = {}
+        self._readies: dict[str, str] = {}
+        self._labels: dict[tuple[str, ...], dict[str, str]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     # ------------------------------------------------------------------ changes
     def upsert(self, rows: Iterable[PodRow]) -> None:
+        entries, labels = self._entries, self._labels
+        status_of, node_of = self._statuses.setdefault, self._nodes.setdefault
+        ready_of = self._readies.setdefault
         for row in rows:
-            self._entries[row.name] = PodEntry(row)
+            shared = labels.get(row.labels)
+            if shared is None:
+                shared = labels[row.labels] = dict(
+                    label.partition("=")[::2] for label in row.labels
+                )
+            name = row.name
+            key = name.lower()
+            entries[name] = PodEntry(
+                name,
+                name if key == name else key,
+                ready_of(row.ready, row.ready),
+                status_of(row.status, row.status),
+                row.restarts,
+                parse_created(row.created),
+                node_of(row.node, row.node),
+                shared,
+            )
         self._stale = True
 
     def delete(self, names: Iterable[str]) -> None:
@@ -101,6 +142,10 @@ class PodList:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._statuses.clear()
+        self._nodes.clear()
+        self._readies.clear()
+        self._labels.clear()
         self._stale = True
 
     def sort_by(self, column: Column) -> None:
@@ -110,8 +155,11 @@ class PodList:
         self._stale = True
 
     def set_filter(self, pod_filter: PodFilter) -> None:
+        """Show the rows ``pod_filter`` keeps. FilterError (a regex out of its budget on
+        these rows): nothing changes, the last filter stays."""
+        self.shown = self._filtered(pod_filter)
         self.filter = pod_filter
-        self._apply_filter()
+        self.filter_error = ""
 
     # ------------------------------------------------------------------ reading
     @property
@@ -122,41 +170,78 @@ class PodList:
         """Sort the rows again after changes (a no-op when nothing changed)."""
         if not self._stale:
             return
-        key = _SORT_KEYS[self.sort_column]
+        self._forget_unused_labels()
         # Name as the second key keeps equal rows in a stable, predictable order.
-        ordered = sorted(self._entries.values(), key=lambda e: e.row.name)
-        if self.sort_column is not Column.NAME:
-            ordered.sort(key=key)
+        ordered = sorted(self._entries.values(), key=_BY_NAME)
+        if self.sort_column is Column.READY:
+            ready = {text: _ready_key(text) for text in self._readies}
+            ordered.sort(key=lambda e: ready[e.ready])
+        elif self.sort_column is not Column.NAME:
+            ordered.sort(key=_SORT_KEYS[self.sort_column])
         if self.descending:
             ordered.reverse()
         self._sorted = ordered
         self._stale = False
-        self._apply_filter()
+        try:
+            self.shown = self._filtered(self.filter)
+        except FilterError as exc:
+            # New rows made the regex too slow: show everything and say why, rather than
+            # stall the console at every change from now on.
+            self.filter = parse_filter("")
+            self.filter_error = f"{exc}; the filter was cleared"
+            self.shown = self._sorted
 
-    def _apply_filter(self) -> None:
+    def _filtered(self, pod_filter: PodFilter) -> list[PodEntry]:
         # One comprehension per kind of test, with no call per row where it can be helped:
         # this loop is what a filter keystroke costs.
-        needle, regex, labels = self.filter.needle, self.filter.regex, self.filter.labels
-        if needle is not None:
-            self.shown = [e for e in self._sorted if needle in e.search]
-        elif regex is not None:
-            search = regex.search
-            self.shown = [e for e in self._sorted if search(e.search)]
-        elif labels is not None:
-            self.shown = [e for e in self._sorted if labels(e.labels)]
-        else:
-            self.shown = self._sorted
-        self._positions = None
+        rows = self._sorted
+        if pod_filter.needle is not None:
+            needle = pod_filter.needle
+            statuses = {s for s in self._statuses if needle in s.lower()}
+            nodes = {n for n in self._nodes if needle in n.lower()}
+            if not statuses and not nodes:
+                return [e for e in rows if needle in e.key]
+            return [e for e in rows if needle in e.key or e.status in statuses or e.node in nodes]
+        if pod_filter.regex is not None:
+            search = pod_filter.regex.search
+
+            def run() -> list[PodEntry]:
+                statuses = {s for s in self._statuses if search(s)}
+                nodes = {n for n in self._nodes if search(n)}
+                if not statuses and not nodes:
+                    return [e for e in rows if search(e.key)]
+                return [e for e in rows if search(e.key) or e.status in statuses or e.node in nodes]
+
+            try:
+                return within_budget(run)
+            except OutOfTime:
+                raise too_slow(pod_filter) from None
+        if pod_filter.labels is not None:
+            test = pod_filter.labels
+            return [e for e in rows if test(e.labels)]
+        return rows
+
+    def _forget_unused_labels(self) -> None:
+        """Drop the shared labels of pods that are gone, once they are many (a namespace
+        whose pods each have their own labels, churning)."""
+        if len(self._labels) <= len(self._entries) + 1000:
+            return
+        used = {id(entry.labels) for entry in self._entries.values()}
+        self._labels = {k: v for k, v in self._labels.items() if id(v) in used}
 
     def position(self, name: str) -> int | None:
-        """Where the pod ``name`` is among the shown rows."""
-        if self._positions is None:
-            self._positions = {entry.row.name: n for n, entry in enumerate(self.shown)}
-        return self._positions.get(name)
-
-    def get(self, name: str) -> PodRow | None:
+        """Where the pod ``name`` is among the shown rows (a scan: no index per row is
+        kept, and this is asked once per change or keystroke)."""
         entry = self._entries.get(name)
-        return entry.row if entry is not None else None
+        if entry is None:
+            return None
+        try:
+            return self.shown.index(entry)
+        except ValueError:
+            return None
+
+    def get(self, name: str) -> PodEntry | None:
+        return self._entries.get(name)
 
     def rows(self) -> Sequence[PodEntry]:
         return self.shown

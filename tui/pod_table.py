@@ -20,7 +20,6 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from bastion.console_protocol import PodRow
 from tui.pod_list import Column, PodEntry, PodList, age_text
 from tui.safe_text import clean
 
@@ -60,7 +59,7 @@ class PodTable(Widget, can_focus=True):
     ]
 
     class Chosen(Message):
-        def __init__(self, row: PodRow) -> None:
+        def __init__(self, row: PodEntry) -> None:
             super().__init__()
             self.row = row
 
@@ -78,9 +77,9 @@ class PodTable(Widget, can_focus=True):
         return max(self.size.height - 1, 1)
 
     @property
-    def current(self) -> PodRow | None:
+    def current(self) -> PodEntry | None:
         shown = self.pods.shown
-        return shown[self.cursor].row if 0 <= self.cursor < len(shown) else None
+        return shown[self.cursor] if 0 <= self.cursor < len(shown) else None
 
     def rows_changed(self) -> None:
         """After the list was sorted or filtered again: find the cursor's pod by name."""
@@ -94,7 +93,7 @@ class PodTable(Widget, can_focus=True):
 
     def _settle(self) -> None:
         shown = self.pods.shown
-        current = shown[self.cursor].row.name if self.cursor < len(shown) else ""
+        current = shown[self.cursor].name if self.cursor < len(shown) else ""
         if current:
             self._cursor_name = current
         page = self.page_rows
@@ -169,15 +168,15 @@ class PodTable(Widget, can_focus=True):
     def _row(
         self, entry: PodEntry, widths: list[tuple[Column, int]], total: int, is_cursor: bool
     ) -> Strip:
-        row = entry.row
         now = self._now if self._now is not None else time.time()
+        # Cells are made here, for the rows on screen only: nothing per row is kept.
         cells = {
-            Column.NAME: (clean(row.name), Style()),
-            Column.READY: (clean(row.ready), Style()),
-            Column.STATUS: (clean(row.status), status_style(row.status)),
-            Column.RESTARTS: (str(row.restarts), _BAD if row.restarts else Style()),
+            Column.NAME: (clean(entry.name), Style()),
+            Column.READY: (clean(entry.ready), Style()),
+            Column.STATUS: (clean(entry.status), status_style(entry.status)),
+            Column.RESTARTS: (str(entry.restarts), _BAD if entry.restarts else Style()),
             Column.AGE: (age_text(entry.created, now), Style()),
-            Column.NODE: (clean(row.node), Style()),
+            Column.NODE: (clean(entry.node), Style()),
         }
         segments = []
         for column, width in widths:

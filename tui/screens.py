@@ -239,6 +239,8 @@ class PodsScreen(_ConsoleScreen):
             line.append_text(safe(self.pods.filter.text, "bold"))
         if self.hidden:
             line.append(f"  {self.hidden:,} hidden by policy (h)", "italic")
+        if self.pods.filter_error:
+            line.append_text(safe(f"  {self.pods.filter_error}", "red"))
         self.query_one("#status", Static).update(line)
         hidden = Text(end="")
         if self.hidden:
@@ -257,11 +259,10 @@ class PodsScreen(_ConsoleScreen):
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         try:
-            pod_filter = parse_filter(event.value)
-        except FilterError as exc:
+            self.pods.set_filter(parse_filter(event.value))
+        except FilterError as exc:  # a bad filter, or a regex too slow on these pods
             self.query_one("#status", Static).update(safe(f" {exc}", "red"))
             return
-        self.pods.set_filter(pod_filter)
         self.table.rows_changed()
         self._show_status()
 

@@ -1,14 +1,18 @@
 """The pod list's filter language and the list model: what each filter keeps, its errors,
-sorting, live changes, and the speed at 50,000 rows."""
+sorting, live changes, 50,000 rows, and regexes made to stall the console."""
 
 from __future__ import annotations
 
-import time
+import re
+import signal
+import threading
 
 import pytest
 
+from bastion.console_protocol import PodRow
+from bastion.labels import parse_selector
 from tests.tui.rows import many, pod
-from tui.filter import FilterError, parse_filter
+from tui.filter import FilterError, OutOfTime, parse_filter, within_budget
 from tui.pod_list import Column, PodList, age_text, parse_created
 
 ROWS = [
@@ -24,7 +28,7 @@ def kept(text: str) -> list[str]:
     pods.upsert(ROWS)
     pods.refresh()
     pods.set_filter(parse_filter(text))
-    return [entry.row.name for entry in pods.shown]
+    return [entry.name for entry in pods.shown]
 
 
 @pytest.mark.parametrize(
@@ -76,13 +80,13 @@ def test_sorting_by_each_column_and_reversing() -> None:
     pods.upsert(ROWS)
     pods.sort_by(Column.RESTARTS)
     pods.refresh()
-    assert pods.shown[-1].row.name == "db-0"
+    assert pods.shown[-1].name == "db-0"
     pods.sort_by(Column.RESTARTS)  # again: reversed
     pods.refresh()
-    assert pods.shown[0].row.name == "db-0"
+    assert pods.shown[0].name == "db-0"
     pods.sort_by(Column.NODE)
     pods.refresh()
-    assert [e.row.node for e in pods.shown] == ["node-1", "node-a", "node-b", "web-node"]
+    assert [e.node for e in pods.shown] == ["node-1", "node-a", "node-b", "web-node"]
     assert not pods.descending
 
 
@@ -95,7 +99,7 @@ def test_live_changes_keep_the_filter_and_find_a_pod_by_name() -> None:
     pods.delete(["Web-2", "not-there"])
     assert pods.stale
     pods.refresh()
-    assert [e.row.name for e in pods.shown] == ["web-0", "web-1", "worker-7"]
+    assert [e.name for e in pods.shown] == ["web-0", "web-1", "worker-7"]
     assert pods.position("web-1") == 1
     assert pods.position("db-0") is None  # filtered out
     assert pods.get("db-0") is not None
@@ -109,18 +113,110 @@ def test_age_is_shown_as_kubectl_does() -> None:
     assert age_text(parse_created("yesterday"), created) == "?"
 
 
-def test_filtering_fifty_thousand_rows_is_fast() -> None:
+def reference(text: str, row: PodRow) -> bool:
+    """What each filter keeps, written the slow and obvious way."""
+    fields = (row.name, row.status, row.node)
+    if text.startswith("-l "):
+        labels = dict(label.partition("=")[::2] for label in row.labels)
+        return parse_selector(text[3:]).matches(labels)
+    if text.startswith("/"):
+        return any(re.search(text[1:-1], field, re.IGNORECASE) for field in fields)
+    return any(text.lower() in field.lower() for field in fields)
+
+
+def test_fifty_thousand_rows_filter_right_and_share_what_they_can() -> None:
+    # The time this takes is measured by bench/tui_bench.py, not asserted here.
+    rows = many(50_000)
     pods = PodList()
-    pods.upsert(many(50_000))
+    pods.upsert(rows)
     pods.refresh()
-    timings = {}
-    for text in ("api-1", "/^api-1.*9$/", "-l app=api3,tier!=db", "zzz"):
-        pod_filter = parse_filter(text)
-        started = time.perf_counter()
-        pods.set_filter(pod_filter)
-        timings[text] = time.perf_counter() - started
-    assert len(pods.shown) == 0
-    pods.set_filter(parse_filter("-l app=api3,tier!=db"))
-    assert len(pods.shown) == 5000
-    # Generous: the budget for a whole keystroke is 50 ms, and this is its biggest part.
-    assert max(timings.values()) < 0.2, timings
+    for text in ("api-1", "/^api-1.*9$/", "-l app=api3,tier!=db", "crash", "/^NODE-39$/", "zzz"):
+        pods.set_filter(parse_filter(text))
+        expected = sorted(row.name for row in rows if reference(text, row))
+        assert [entry.name for entry in pods.shown] == expected, text
+        assert text == "zzz" or expected, text
+    first, second, third = (pods.get(f"api-{n:05d}") for n in (0, 6, 10))
+    assert first is not None
+    assert second is not None
+    assert third is not None
+    assert first.status is second.status  # one object per distinct value
+    assert first.labels is third.labels
+    assert first.key is first.name  # lower case already: no second copy
+
+
+CATASTROPHIC = "/(a+)+$/"  # backtracks 2^n steps on n a's not followed by the end
+
+
+def evil(name: str = "a" * 40 + "-x") -> list[PodRow]:
+    return [pod(name)]
+
+
+def test_a_catastrophic_regex_is_stopped_and_the_last_filter_stays() -> None:
+    pods = PodList()
+    pods.upsert(ROWS + evil())
+    pods.refresh()
+    pods.set_filter(parse_filter("web"))
+    before = [entry.name for entry in pods.shown]
+    with pytest.raises(FilterError, match=r"took more than 0\.25 s on these pods") as caught:
+        pods.set_filter(parse_filter(CATASTROPHIC))
+    assert str(caught.value).startswith(CATASTROPHIC)
+    assert "(a+)+" in str(caught.value)
+    assert pods.filter.text == "web"
+    assert [entry.name for entry in pods.shown] == before
+    # The same regex is harmless on names that do not trigger it.
+    tame = PodList()
+    tame.upsert(ROWS)
+    tame.refresh()
+    tame.set_filter(parse_filter(CATASTROPHIC))
+    assert [entry.name for entry in tame.shown] == ["web-1"]  # on node-a
+
+
+def test_a_regex_made_slow_by_new_pods_is_cleared_with_a_sentence() -> None:
+    pods = PodList()
+    pods.upsert(ROWS)
+    pods.refresh()
+    pods.set_filter(parse_filter(CATASTROPHIC))
+    pods.upsert(evil())  # a pod named to stall this filter arrives
+    pods.refresh()
+    assert pods.filter.keeps_everything
+    assert "the filter was cleared" in pods.filter_error
+    assert len(pods.shown) == len(ROWS) + 1
+    pods.set_filter(parse_filter("web"))
+    assert pods.filter_error == ""
+
+
+def test_the_budget_leaves_other_timers_and_handlers_alone() -> None:
+    seen: list[int] = []
+
+    def mine(signum: int, _frame: object) -> None:
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGVTALRM, mine)
+    runner = signal.setitimer(signal.ITIMER_REAL, 100.0)  # someone's wall-clock alarm
+    try:
+        assert within_budget(lambda: 42) == 42
+        with pytest.raises(OutOfTime):
+            within_budget(lambda: re.search(r"(a+)+$", "a" * 40 + "!"), 0.05)
+        assert signal.getsignal(signal.SIGVTALRM) is mine
+        assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
+        assert 90 < signal.getitimer(signal.ITIMER_REAL)[0] <= 100
+        assert seen == []
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *runner)  # pytest-timeout's, if it set one
+        signal.signal(signal.SIGVTALRM, previous)
+
+
+def test_the_budget_refuses_to_run_unlimited_off_the_main_thread() -> None:
+    errors: list[BaseException] = []
+
+    def elsewhere() -> None:
+        try:
+            within_budget(lambda: None)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1
+    assert "main thread" in str(errors[0])
