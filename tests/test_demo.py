@@ -1,11 +1,13 @@
-"""``bastion demo``: the real bastion on the local stack, logged in to with asyncssh and with
-the OpenSSH client exactly as the demo prints it, then stopped without leftovers."""
+"""``bastion demo``: the real bastion on the local stack, logged in to with asyncssh (the
+console) and with the OpenSSH client exactly as the demo prints it (a debug shell), then
+stopped without leftovers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -20,6 +22,7 @@ import asyncssh
 import pexpect
 import pyotp
 import pytest
+from front_door.test_textual_console import read_until_line
 
 from bastion.config import load_config
 
@@ -131,7 +134,11 @@ class Codes(asyncssh.SSHClient):
         return [self.code] * len(prompts)
 
 
-async def asyncssh_login(info: dict[str, Any], code: str) -> tuple[list[str], str, int | None]:
+async def asyncssh_login(
+    info: dict[str, Any], code: str
+) -> tuple[list[str], list[str], int | None]:
+    """Log in, wait for the console to draw its first screen, quit it with ``q``; the
+    prompts answered, the lines the console drew, and the exit status."""
     client = Codes(code)
     async with asyncssh.connect(
         info["ssh_host"],
@@ -143,9 +150,14 @@ async def asyncssh_login(info: dict[str, Any], code: str) -> tuple[list[str], st
         preferred_auth="publickey,keyboard-interactive",
         client_factory=lambda: client,
     ) as conn:
-        result = await conn.run(term_type="xterm", term_size=(100, 30), input="\n", timeout=20)
-    out = result.stdout if isinstance(result.stdout, str) else ""
-    return client.prompts, out, result.exit_status
+        process = await conn.create_process(
+            term_type="xterm-256color", term_size=(100, 30), encoding=None
+        )
+        # The demo's one cluster opens at once: its namespaces, under the top line.
+        lines = await read_until_line(process, re.compile(r" Namespaces in local *"))
+        process.stdin.write(b"q")
+        await asyncio.wait_for(process.wait_closed(), 20)
+    return client.prompts, lines, process.exit_status
 
 
 def audit_events(path: Path, event: str, count: int) -> list[dict[str, Any]]:
@@ -158,24 +170,35 @@ def audit_events(path: Path, event: str, count: int) -> list[dict[str, Any]]:
         time.sleep(0.05)
 
 
-def debug_then_end_session(child: pexpect.spawn) -> None:
-    """A debug shell through the real OpenSSH client: resize, exit status, back to the
-    console, then the end of the session."""
-    child.expect("Welcome, demo.")
-    child.expect("Press Enter")
-    child.sendline("debug checkout/frontend-6c9d-abcde")
-    child.expect("attaching your terminal")
+def debug_shell(child: pexpect.spawn) -> None:
+    """A debug shell through the real OpenSSH client: a command, the size, a resize that
+    reaches the shell, and the shell's exit status as the connection's."""
+    child.expect("attaching to dbg-")
     child.sendline("echo DEMO-$((6*7)); stty size")
     child.expect("DEMO-42")
     child.expect("24 80")
     child.setwinsize(30, 100)
-    time.sleep(0.3)  # the window change travels ssh -> bastion -> websocket -> pty
-    child.sendline("stty size")
-    child.expect("30 100")
+    # The window change travels ssh -> bastion -> websocket -> pty: ask until it has arrived.
+    deadline = time.monotonic() + 10
+    while True:
+        child.sendline("stty size")
+        if child.expect(["30 100", pexpect.TIMEOUT], timeout=1) == 0:
+            break
+        assert time.monotonic() < deadline, "the resize never reached the debug shell"
     child.sendline("exit 7")
-    child.expect("ended with exit status 7")
-    child.sendline("")
     child.expect(pexpect.EOF)
+
+
+def printed_commands(demo: Demo, info: dict[str, Any]) -> list[str]:
+    """The ssh command lines the demo printed: to the console, and straight to a shell."""
+    out = demo.out.read_text()
+    printed = [line.strip() for line in out.splitlines() if line.strip().startswith("ssh ")]
+    assert printed[0] == info["ssh_command"]
+    assert printed[1].startswith("ssh -t ")
+    assert printed[1].endswith(" debug checkout/frontend-6c9d-abcde")
+    assert len(printed) == 2
+    assert f"oathtool --totp -b {info['totp_secret']}" in out
+    return printed
 
 
 def test_demo_logs_in_with_asyncssh_and_openssh_then_stops_clean(demo: Demo) -> None:
@@ -208,30 +231,27 @@ def test_demo_logs_in_with_asyncssh_and_openssh_then_stops_clean(demo: Demo) -> 
     assert "another `bastion demo` is running" in second.stderr
 
     # 1. asyncssh: key, then the code; the host key is checked against the demo's known_hosts.
+    # The console draws the demo's cluster for the demo user, and q logs out.
     totp = pyotp.TOTP(info["totp_secret"])
-    prompts, out, status = asyncio.run(asyncssh_login(info, totp.now()))
+    prompts, lines, status = asyncio.run(asyncssh_login(info, totp.now()))
     assert prompts == ["Verification code: "]
-    assert "Welcome, demo." in out
+    assert any(line.startswith(" demo  local   session ") for line in lines), lines
     assert status == 0
 
-    # 2. The OpenSSH client, run exactly as printed; no question about the host key.
-    printed = [
-        line.strip()
-        for line in demo.out.read_text().splitlines()
-        if line.strip().startswith("ssh ")
-    ]
-    assert printed == [info["ssh_command"]]
-    assert f"oathtool --totp -b {info['totp_secret']}" in demo.out.read_text()
-    argv = shlex.split(printed[0])
+    # 2. The OpenSSH client, run exactly as printed: the console's command, and the one that
+    # goes straight to a debug shell (used here; the console over OpenSSH is
+    # tests/devstack/test_console_e2e.py). No question about the host key.
+    printed = printed_commands(demo, info)
+    argv = shlex.split(printed[1])
     env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
     child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", timeout=20, env=env)
     seen = child.expect(["Verification code: ", "continue connecting", "IDENTIFICATION"])
     assert seen == 0, child.before
     # The first login used this time step; the server accepts the next one too (±1 step).
     child.sendline(totp.at(time.time() + 30))
-    debug_then_end_session(child)
+    debug_shell(child)
     child.close()
-    assert child.exitstatus == 0
+    assert child.exitstatus == 7
 
     audit_log = Path(info["audit_log"])
     logins = audit_events(audit_log, "login.succeeded", 2)
