@@ -526,7 +526,13 @@ class Lab:
         self._runs += 1
         state = f"state-{self._runs}"
         config = {
-            "listener": {"address": "127.0.0.1", "port": 0, "host_key": f"{state}/host_ed25519"},
+            # The line console: the session rows time its greeting (GREETING_END).
+            "listener": {
+                "address": "127.0.0.1",
+                "port": 0,
+                "host_key": f"{state}/host_ed25519",
+                "console": "line",
+            },
             "users": [
                 {
                     "name": name,

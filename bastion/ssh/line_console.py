@@ -1,6 +1,8 @@
 """The line console: greets the operator and takes ``debug NAMESPACE/POD`` at a prompt.
 
-It runs as the session's console process on its own PTY (in cooked mode: the kernel echoes
+The console of a bastion configured with ``listener.console: line``, for operators whose
+terminals or scripts cannot use the full-screen Textual console (:mod:`tui.app`, the
+default). It runs as the session's console process on its own PTY (in cooked mode: the kernel echoes
 and edits the line) and asks the broker for debug shells over the socket named by
 ``BASTION_BROKER_FD`` (:mod:`bastion.console_protocol`). It never sees credentials or
 talks to a cluster: when a shell is ready it prints one line and exits, the broker attaches
