@@ -31,6 +31,7 @@ from bastion.globs import compile_glob
 from bastion.labels import LabelSelector
 
 __all__ = [
+    "MAX_REASON_CHARS",
     "MIN_REASON_CHARS",
     "DebugRequest",
     "DebugTarget",
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 MIN_REASON_CHARS = 10
+# A reason is a sentence or a ticket link, kept in the audit record of the debug's start.
+MAX_REASON_CHARS = 1000
 
 
 class Mode(StrEnum):
@@ -247,6 +250,14 @@ def decide(
         vault_role=covering[0].vault_role,
     )
     names = tuple(g.name for g in covering)
+    if len(request.reason) > MAX_REASON_CHARS:
+        return Decision(
+            False,
+            f"the reason is {len(request.reason)} characters long: say why in at most "
+            f"{MAX_REASON_CHARS} (a ticket link is enough)",
+            limits,
+            names,
+        )
     if limits.reason_required and len(request.reason.strip()) < MIN_REASON_CHARS:
         requiring = next(g.name for g in covering if g.reason_required)
         return Decision(

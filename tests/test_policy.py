@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bastion.labels import parse_selector
 from bastion.policy import (
+    MAX_REASON_CHARS,
     MIN_REASON_CHARS,
     DebugRequest,
     DebugTarget,
@@ -148,6 +149,13 @@ def test_reason_required() -> None:
         f"in at least {MIN_REASON_CHARS} characters"
     )
     assert decide(policy, ALICE, TARGET, REQUEST, NOW).allowed
+    rambling = DebugRequest(Mode.EPHEMERAL, TOOLBOX, "x" * (MAX_REASON_CHARS + 1))
+    assert decide(policy, ALICE, TARGET, rambling, NOW).reason == (
+        f"the reason is {MAX_REASON_CHARS + 1} characters long: say why in at most "
+        f"{MAX_REASON_CHARS} (a ticket link is enough)"
+    )
+    longest = DebugRequest(Mode.EPHEMERAL, TOOLBOX, "x" * MAX_REASON_CHARS)
+    assert decide(policy, ALICE, TARGET, longest, NOW).allowed
 
 
 def test_most_restrictive_limits_win() -> None:

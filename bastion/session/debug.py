@@ -32,6 +32,7 @@ from bastion.kube import KubeApi
 from bastion.policy import DebugRequest, DebugTarget, Limits, Principal, decide
 from bastion.session.lifecycle import State
 from bastion.session.session import Session
+from bastion.terminal_text import printable
 from bastion.vault import MIN_KUBE_TTL, KubeCredential, VaultClient
 
 __all__ = ["DEBUG_PURPOSE", "DebugAccess", "start_debug"]
@@ -81,7 +82,10 @@ async def start_debug(
         raise PolicyDenied(first.reason)
     cluster = _cluster(config, target.cluster)
     where = {"cluster": target.cluster, "namespace": target.namespace, "pod": target.pod}
-    await session.move(State.STARTING_DEBUG, target=where, mode=str(request.mode))
+    # The operator's reason is part of the record an investigator reads (and a grant may
+    # require it): stored as typed, minus what could rewrite a terminal that shows the log.
+    fields = {"reason": printable(request.reason)} if request.reason else {}
+    await session.move(State.STARTING_DEBUG, target=where, mode=str(request.mode), **fields)
     try:
         return await _credential_and_check(
             session,

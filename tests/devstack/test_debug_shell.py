@@ -228,7 +228,7 @@ async def test_the_line_console_hands_over_and_comes_back(
         assert "bastion: " in refusal  # the next prompt comes after the answer
         process.stdin.write("debug payments/nope\n")
         await expect(process, "does not exist")
-        process.stdin.write("debug payments/api-2 --reason 'checking the cache'\n")
+        process.stdin.write("debug payments/api-2 --reason 'checking the cache\x1b[2J'\n")
         await expect(process, "attaching your terminal")
         await shell_ready(process)
         process.stdin.write("exit 0\n")
@@ -239,6 +239,9 @@ async def test_the_line_console_hands_over_and_comes_back(
         assert process.exit_status == 0
     console = env.audit_events("console.ended")
     assert [e["handed_over"] for e in console[-2:]] == [True, False]
+    starting = [e for e in env.audit_events("session.state") if e["outcome"] == "starting_debug"]
+    assert "reason" not in starting[0]  # none given
+    assert starting[-1]["reason"] == "checking the cache?[2J"  # the operator's, made inert
 
 
 @pytest.mark.parametrize(
