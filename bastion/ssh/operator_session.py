@@ -400,7 +400,10 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             if not handed:
                 outbox.send(DebugRefused(exc.message))
                 return None
-            return DebugEnded(f"{request.namespace}/{request.pod}", -1, exc.message)
+            # Handed over, so the cluster was resolved: named, or the bastion's only one.
+            cluster = request.cluster or self._door.config.clusters[0].name
+            where = f"{cluster}/{request.namespace}/{request.pod}"
+            return DebugEnded(where, -1, f"the debug shell in {where} failed: {exc.message}")
         return DebugEnded(outcome.target, outcome.exit_status, outcome.message)
 
     async def _debug(
