@@ -177,6 +177,9 @@ async def test_ssh_debug_command_gives_a_shell_with_resize_and_exit_status(
         await shell_ready(process)
         process.stdin.write("stty size\n")
         await expect(process, "30 100")
+        if os.geteuid() == 0:  # kubesim can run the restricted profile's user only as root
+            process.stdin.write("echo uid=$(id -u)\n")
+            await expect(process, "uid=65532")
         process.change_terminal_size(120, 40)
         await asyncio.sleep(0.2)
         process.stdin.write("stty size\n")

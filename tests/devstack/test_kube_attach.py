@@ -15,6 +15,7 @@ holds the real code.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import time
@@ -64,7 +65,11 @@ def admin(kubesim: ThreadedKubeSim) -> KubeToken:
 
 
 def debug_container(
-    core: client.CoreV1Api, pod: str, command: list[str] | None = None, namespace: str = NS
+    core: client.CoreV1Api,
+    pod: str,
+    command: list[str] | None = None,
+    namespace: str = NS,
+    security: dict[str, Any] | None = None,
 ) -> str:
     """Add a ``kubectl debug -it`` style container to ``pod``, wait until it runs; its name."""
     name = f"dbg-{next(_names)}"
@@ -75,6 +80,7 @@ def debug_container(
         "stdin": True,
         "stdinOnce": True,
         "tty": True,
+        **({"securityContext": security} if security else {}),
     }
     core.patch_namespaced_pod_ephemeralcontainers(
         pod, namespace, {"spec": {"ephemeralContainers": [container]}}
@@ -199,6 +205,29 @@ async def test_frames_already_received_are_read_as_one_piece_up_to_the_limit(
     assert len(sizes) < total // 4096
     assert max(sizes) <= limit
     assert max(sizes) > limit - 4 * KIB
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="kubesim switches users only as root")
+@pytest.mark.parametrize(
+    ("security", "ids"),
+    [
+        ({"runAsUser": 65532, "runAsGroup": 65532}, b"65532 65532 65532"),
+        ({"runAsUser": 1234}, b"1234 0 0"),  # no group asked: Kubernetes' default, 0
+    ],
+)
+async def test_the_process_runs_as_the_security_contexts_user(
+    kubesim: ThreadedKubeSim,
+    core: client.CoreV1Api,
+    http: aiohttp.ClientSession,
+    security: dict[str, Any],
+    ids: bytes,
+) -> None:
+    name = debug_container(core, "db-0", security=security)
+    async with await attach(http, admin(kubesim), "db-0", name) as stream:
+        await stream.write(b"echo ID=$(id -u) $(id -g) $(id -G) HOME=$HOME; exit\n")
+        seen = await read_to_end(stream)
+    # No supplementary groups (kubesim's, root's) and a home it may enter.
+    assert b"ID=%s HOME=/\r\n" % ids in seen, seen[-200:]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

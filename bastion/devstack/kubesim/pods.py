@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,13 +109,21 @@ class PodRuntime:
         key = (namespace, name, container["name"])
         sandbox = self._sandbox(namespace, name)
         tty = bool(container.get("tty"))
+        run_as = _run_as(pod, container)
+        env = self._env(pod, container, sandbox, tty)
+        if run_as is not None:
+            # Another user cannot enter kubesim's own directories: it starts at the root, as
+            # a container whose image has no home for its uid does.
+            sandbox = Path("/")
+            env["HOME"] = "/"
         process = ContainerProcess(
             self._argv(container),
             # workingDir names a path inside the image; the sandbox stands in for the image.
             cwd=sandbox,
-            env=self._env(pod, container, sandbox, tty),
+            env=env,
             tty=tty,
             stdin=bool(container.get("stdin")),
+            run_as=run_as,
         )
         self.processes[key] = process
         try:
@@ -435,12 +444,13 @@ class PodRuntime:
         tty = request.query.get("tty") in _TRUE
         stdin = request.query.get("stdin") in _TRUE
         sandbox = self._sandbox(info.namespace, info.name)
+        run_as = _run_as(pod, container)  # an exec runs as its container does
+        env = self._env(pod, container, sandbox, tty)
+        if run_as is not None:
+            sandbox = Path("/")
+            env["HOME"] = "/"
         process = ContainerProcess(
-            list(command),
-            cwd=sandbox,
-            env=self._env(pod, container, sandbox, tty),
-            tty=tty,
-            stdin=stdin,
+            list(command), cwd=sandbox, env=env, tty=tty, stdin=stdin, run_as=run_as
         )
         # Handed over unstarted: the stream subscribes first, so no early output is lost,
         # and it reports a failed start on the error channel as the kubelet does.
@@ -484,3 +494,19 @@ def _update_phase(pod: Obj) -> None:
             ("PodScheduled", "True"),
         )
     ]
+
+
+def _run_as(pod: Obj, container: Obj) -> tuple[int, int] | None:
+    """``(uid, gid)`` for a container's process, as the kubelet merges them: the container's
+    ``securityContext`` over the pod's; the group defaults to 0 (an image without a group
+    for the user), as Kubernetes does. None when kubesim cannot switch (it is not root) or
+    no user is asked for: the process runs as kubesim does."""
+    if os.geteuid() != 0:
+        return None
+    pod_context = (pod.get("spec") or {}).get("securityContext") or {}
+    context = container.get("securityContext") or {}
+    user = context.get("runAsUser", pod_context.get("runAsUser"))
+    group = context.get("runAsGroup", pod_context.get("runAsGroup"))
+    if not isinstance(user, int) or isinstance(user, bool) or user <= 0:
+        return None
+    return user, group if isinstance(group, int) and not isinstance(group, bool) else 0

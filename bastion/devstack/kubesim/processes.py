@@ -34,6 +34,7 @@ import fcntl
 import os
 import shutil
 import signal
+import stat
 import struct
 import sys
 import termios
@@ -43,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import Any, NamedTuple, Self
 
 __all__ = [
     "STDERR",
@@ -60,6 +61,8 @@ STDOUT = 1
 STDERR = 2
 
 _READ_SIZE = 64 * 1024
+# Pythons any user can usually run, for processes that run as another uid.
+_SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
 # Output bytes one pump passes on before it lets the other streams of the loop run.
 _YIELD_EVERY = 64 * 1024
 _DEFAULT_SUBSCRIBER_BUFFER = 1024 * 1024
@@ -237,11 +240,16 @@ class ContainerProcess:
         env: Mapping[str, str],
         tty: bool,
         stdin: bool,
+        run_as: tuple[int, int] | None = None,
         subscriber_buffer: int = _DEFAULT_SUBSCRIBER_BUFFER,
         stall_timeout: float = _DEFAULT_STALL_TIMEOUT,
     ) -> None:
         if not argv:
             raise ValueError("argv must name a program")
+        # (uid, gid) to run as, with no supplementary groups; None: kubesim's own.
+        self._identity: dict[str, Any] = (
+            {} if run_as is None else {"user": run_as[0], "group": run_as[1], "extra_groups": []}
+        )
         self.argv: tuple[str, ...] = tuple(argv)
         self.cwd = cwd
         self.env: dict[str, str] = dict(env)
@@ -327,7 +335,7 @@ class ContainerProcess:
                     self._stdin_fd = master
                 self._output_fds.append((master, STDOUT))
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
+                    self._interpreter(),
                     "-I",
                     "-S",
                     "-c",
@@ -339,6 +347,7 @@ class ContainerProcess:
                     cwd=self.cwd,
                     env=self.env,
                     start_new_session=True,
+                    **self._identity,
                 )
             else:
                 child_stdin: int = asyncio.subprocess.DEVNULL
@@ -364,6 +373,7 @@ class ContainerProcess:
                     cwd=self.cwd,
                     env=self.env,
                     start_new_session=True,
+                    **self._identity,
                 )
         except BaseException:
             self._close_own_fds()
@@ -384,6 +394,20 @@ class ContainerProcess:
         ]
         self._supervisor = asyncio.create_task(
             self._supervise(proc), name=f"kubesim-pid-{proc.pid}"
+        )
+
+    def _interpreter(self) -> str:
+        """The Python that runs the controlling-terminal helper. Another user may not be
+        able to reach this one (a venv or pyenv under /root): the system's then."""
+        if not self._identity or _others_can_run(sys.executable):
+            return sys.executable
+        for candidate in _SYSTEM_PYTHONS:
+            if _others_can_run(candidate):
+                return candidate
+        raise PermissionError(
+            errno.EACCES,
+            f"no Python that uid {self._identity['user']} can run (tried {sys.executable}, "
+            f"{', '.join(_SYSTEM_PYTHONS)})",
         )
 
     async def wait(self) -> int:
@@ -643,6 +667,18 @@ async def _read_fd(fd: int) -> bytes:
             await waiter
         finally:
             loop.remove_reader(fd)
+
+
+def _others_can_run(program: str) -> bool:
+    """True if every directory on the way to ``program`` and the program itself let any
+    user through (the x bit for others), following symlinks."""
+    path = Path(os.path.realpath(program))
+    try:
+        if not path.stat().st_mode & stat.S_IXOTH:
+            return False
+        return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents)
+    except OSError:
+        return False
 
 
 def _set_winsize(fd: int, cols: int, rows: int) -> None:
