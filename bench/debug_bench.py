@@ -1494,9 +1494,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def users_needed(args: argparse.Namespace) -> int:
     """Bastion logins: debug starts, streams (warm-ups, runs, two profiled), and the typing
-    rows' three typists and two neighbours."""
+    rows' four typists and two neighbours."""
     streams = len(args.ciphers) * (1 + args.stream_runs) + (2 if args.profile else 0)
-    return args.warmup + args.runs + streams + 5
+    return args.warmup + args.runs + streams + 6
 
 
 def stop_children() -> None:
