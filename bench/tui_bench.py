@@ -29,8 +29,8 @@ Sections (``--only`` picks some):
    fetched raw over TLS with the admin token (what the API server and HTTP cost at the
    least), and the same plus ``orjson.loads`` of each page (a full parse, no row built).
 
-    .venv/bin/python bench/tui_bench.py                 # ~2 min
-    .venv/bin/python bench/tui_bench.py --quick         # 10,000 pods, no broker: ~30 s
+    .venv/bin/python bench/tui_bench.py                 # ~40 s (OpenBao starts for the broker)
+    .venv/bin/python bench/tui_bench.py --quick         # 10,000 pods, no broker: ~10 s
     .venv/bin/python bench/tui_bench.py --only broker --runs 5
 """
 
