@@ -187,15 +187,16 @@ class ConsoleApp(App[int]):
         ended, self.ended = self.ended, None
         if ended is None:
             return
+        # The broker's message is the whole sentence (target and exit status included).
+        said = clean(ended.message)
         self.notify(
-            clean(f"Debug shell in {ended.target} ended (exit status {ended.exit_status}): "
-                  f"{ended.message}"),
+            said[:1].upper() + said[1:],
             severity="information" if ended.exit_status == 0 else "warning",
             markup=False,
             timeout=15,
-        )  # fmt: skip
-        # The broker names a shell's target CLUSTER/NAMESPACE/POD, or NAMESPACE/POD when the
-        # debug failed before its cluster was known; names never contain a slash.
+        )
+        # The broker names a shell's target CLUSTER/NAMESPACE/POD (NAMESPACE/POD is taken
+        # too, with the cluster shown); names never contain a slash.
         parts = ended.target.split("/")
         screen = self.screen
         if len(parts) not in (2, 3) or not isinstance(screen, NamespacesScreen):

@@ -266,7 +266,9 @@ def test_an_operator_debugs_a_pod_from_the_console_over_openssh(
         screen = tmux.wait_for(
             lambda s: "exit status 0" in toast_text(s), "the shell's end in a notification"
         )
-        assert "Debug shell in local/payments/api-2 ended (exit status 0)" in toast_text(screen)
+        assert "The debug shell in local/payments/api-2 ended with exit status 0" in toast_text(
+            screen
+        )
         assert f" {op.name}  local/payments " in screen
         assert " 5 pods" in screen
         assert cursor_row(tmux).split()[0] == "api-2"

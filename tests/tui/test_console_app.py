@@ -308,7 +308,9 @@ async def test_progress_is_shown_step_by_step(console: Build) -> None:
 async def test_started_after_a_debug_shows_how_it_ended_on_that_pods_list(
     console: Build,
 ) -> None:
-    ended = DebugEnded("shop/web-3", 0, "the debug shell ended; its container is gone")
+    ended = DebugEnded(
+        "prod/shop/web-3", 0, "the debug shell in prod/shop/web-3 ended with exit status 0"
+    )
     app, _broker = console(Script(ended=ended))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.2)
@@ -316,7 +318,9 @@ async def test_started_after_a_debug_shows_how_it_ended_on_that_pods_list(
         table = app.screen.query_one(PodTable)
         assert table.current is not None
         assert table.current.name == "web-3"
-        assert any("exit status 0" in n.message for n in app._notifications)
+        # The broker's sentence, once, capitalised: not wrapped in a second one.
+        (said,) = [n.message for n in app._notifications]
+        assert said == "The debug shell in prod/shop/web-3 ended with exit status 0"
 
 
 async def test_help_notices_and_deadlines(console: Build) -> None:
