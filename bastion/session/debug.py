@@ -151,6 +151,17 @@ async def _credential_and_check(
         created_ref=lambda c: {"lease_id": c.lease_id, "service_account": c.service_account},
     )
     issued = time.monotonic()
+    # Recorded before the credential is first used (the pod read), whatever is decided next.
+    await session.record(
+        "session.credential_issued",
+        outcome="issued",
+        cluster=cluster.name,
+        namespace=namespace,
+        vault_role=role,
+        service_account=credential.service_account,
+        lease_seconds=round(credential.lease_duration.total_seconds()),
+    )
+    recorded = time.monotonic()
     timeout = config.limits.kubernetes_timeout.total_seconds()
     async with KubeApi(cluster, credential.token, timeout=timeout) as kube:
         pod = await kube.get_pod(target.namespace, target.pod)
@@ -166,16 +177,7 @@ async def _credential_and_check(
         raise PolicyDenied(
             "the pod's labels changed the grant that applies; refresh the list and try again"
         )
-    await session.record(
-        "session.credential_issued",
-        outcome="issued",
-        cluster=cluster.name,
-        namespace=namespace,
-        vault_role=role,
-        service_account=credential.service_account,
-        lease_seconds=round(credential.lease_duration.total_seconds()),
-    )
-    return DebugAccess(cluster, credential, final.limits, pod, issued - started, read - issued)
+    return DebugAccess(cluster, credential, final.limits, pod, issued - started, read - recorded)
 
 
 async def _refused(

@@ -127,7 +127,7 @@ while True:
             for line in lines:
                 if line.strip() == b"q":
                     sys.exit(0)
-                asked[json.loads(line)["id"]] = time.monotonic()
+                asked[json.loads(line).get("id")] = time.monotonic()  # debug has none
                 os.write(broker, line.strip() + b"\n")
             continue
         heard += data
@@ -404,6 +404,47 @@ async def test_the_browse_lease_is_revoked_at_logout(
     assert lease["purpose"] == "browse"
     assert lease["outcome"] == "revoked"
     assert not service_account_exists(stack, home, issued["service_account"])
+
+
+async def test_a_refused_debug_revokes_its_own_lease_and_not_the_browse_one(
+    console: tuple[BastionEnv, ScriptConsole], stack: dict[str, Any]
+) -> None:
+    env, con = console
+    await con.start()
+    await con.ask("list_namespaces", cluster="local")
+    (browse,) = env.audit_events("session.browse_credential_issued")
+    # db-0 is app=db: the grant's app=api selector refuses it once the pod has been read
+    # with the debug's own credential, which is then revoked.
+    request = {
+        "cluster": "local",
+        "namespace": "payments",
+        "pod": "db-0",
+        "container": "",
+        "mode": "ephemeral",
+        "image": "",
+        "reason": "",
+        "run_as_user": 65532,
+        "privileged": False,
+        "add_capabilities": [],
+    }
+    con.process.stdin.write(json.dumps({"type": "debug", **request}) + "\n")  # has no id
+    refused = await con.wait(lambda m: m["type"] == "refused")
+    assert "app=api" in refused["message"]
+    event = await env.event("session.debug_refused", session=browse["session"])
+    assert [(r["kind"], r["outcome"]) for r in event["released"]] == [("lease", "revoked")]
+    debug = next(
+        e
+        for e in env.audit_events("session.credential_issued")
+        if e["session"] == browse["session"]
+    )
+    assert not service_account_exists(stack, "payments", debug["service_account"])
+    # The console's credential lives on: the next listing uses it, no new one is issued.
+    home = stack["vault_browse_namespace"]
+    assert service_account_exists(stack, home, browse["service_account"])
+    watch = con.send("watch_pods", cluster="local", namespace="payments")
+    pods = await con.wait(lambda m: m.get("id") == watch and m["type"] == "pods")
+    assert [r[0] for r in pods["rows"]] == ["api-1", "api-2"]
+    assert len(env.audit_events("session.browse_credential_issued")) == 1
 
 
 async def test_a_50000_pod_namespace_arrives_whole_in_order_then_follows_changes(
