@@ -41,6 +41,7 @@ __all__ = [
     "Limits",
     "Listener",
     "Paths",
+    "Recording",
     "TlsClient",
     "User",
     "Vault",
@@ -263,6 +264,29 @@ class Paths(_Strict):
     users_dir: ConfigPath | None = None
 
 
+def _auditor_public_key(value: str) -> str:
+    # Imported here: the key parser loads the crypto library, which only configs with a
+    # recording section need.
+    from bastion.recording.keys import parse_auditor_public_key  # noqa: PLC0415
+
+    parse_auditor_public_key(value)
+    return value.strip()
+
+
+def _flush_interval(value: timedelta) -> timedelta:
+    if not timedelta(seconds=1) <= value <= timedelta(seconds=60):
+        raise ValueError("expected a duration from 1s to 60s")
+    return value
+
+
+class Recording(_Strict):
+    # The auditors' X25519 public key, "x25519:<base64>" as `bastion recordings keygen`
+    # prints it: recordings are encrypted to it; the private key never comes here.
+    auditor_public_key: Annotated[str, AfterValidator(_auditor_public_key)]
+    # How often a session's output is sealed, written and fsynced: what a crash can lose.
+    flush_interval: Annotated[Duration, AfterValidator(_flush_interval)] = timedelta(seconds=1)
+
+
 class Limits(_Strict):
     max_sessions: int = Field(100, ge=1)
     max_sessions_per_user: int = Field(3, ge=1)
@@ -297,6 +321,8 @@ class Config(_Strict):
     vault: Vault
     paths: Paths
     limits: Limits = Field(default_factory=Limits)
+    # None: no recording can be started, so nothing that must be recorded can start.
+    recording: Recording | None = None
 
     # Set by the loader: the file this config came from, and for each user read from
     # paths.users_dir, its file there (users of the config file itself are not listed).
