@@ -67,6 +67,9 @@ class ClustersScreen(_ConsoleScreen):
             yield Static(Text("No grant lets you debug in any cluster; ask an administrator."))
         yield Footer()
 
+    def on_mount(self) -> None:
+        _highlight_first(self.query_one("#clusters", OptionList))
+
     @on(OptionList.OptionSelected, "#clusters")
     def _open(self, event: OptionList.OptionSelected) -> None:
         if event.option.id is not None:
@@ -109,6 +112,7 @@ class NamespacesScreen(_ConsoleScreen):
         self.hidden = answer.hidden
         options = self.query_one("#namespaces", OptionList)
         options.add_options([Option(safe(name), id=name) for name in answer.allowed])
+        _highlight_first(options)
         if not answer.allowed:
             self.tell("Policy lets you debug in no namespace here; press h to see why.")
         self.query_one("#hidden", Static).update(_hidden_text(answer.hidden))
@@ -121,6 +125,13 @@ class NamespacesScreen(_ConsoleScreen):
     def _open(self, event: OptionList.OptionSelected) -> None:
         if event.option.id is not None:
             self.app.push_screen(PodsScreen(self.cluster, event.option.id))
+
+
+def _highlight_first(options: OptionList) -> None:
+    """A list opens on its first entry, focused, so Enter opens it without an arrow key."""
+    if options.option_count and options.highlighted is None:
+        options.highlighted = 0
+    options.focus()
 
 
 def _hidden_text(hidden: list[HiddenItem]) -> Text:
@@ -139,7 +150,9 @@ def _hidden_text(hidden: list[HiddenItem]) -> Text:
 class PodsScreen(_ConsoleScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
-        Binding("slash", "filter", "Filter"),
+        # Priority: run when the key arrives, before the keys typed after it are handed to the
+        # table (a fast typist's or a paste's), so that they go to the filter instead.
+        Binding("slash", "filter", "Filter", priority=True),
         Binding("h", "toggle_hidden", "Hidden"),
         Binding("N", "sort('name')", "Sort name"),
         Binding("R", "sort('ready')", "Sort ready", show=False),
@@ -251,10 +264,15 @@ class PodsScreen(_ConsoleScreen):
         self.query_one("#hidden", Static).update(hidden)
 
     # ------------------------------------------------------------------ keys
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # In the filter field "/" is a character (of a /regex/), not the key that opens it.
+        return not (action == "filter" and self.query_one("#filter", Input).has_focus)
+
     def action_filter(self) -> None:
         field = self.query_one("#filter", Input)
         field.display = True
-        field.focus()
+        # At once, not with focus() (a callback queued behind the keys already typed).
+        self.set_focus(field)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:

@@ -253,7 +253,7 @@ def test_an_operator_debugs_a_pod_from_the_console_over_openssh(
         assert "checkout" not in screen
         first_console = children(template)
         assert len(first_console) == 1  # forked from the template
-        tmux.keys("Down", "Enter")  # a list opens with nothing highlighted
+        tmux.keys("Enter")  # the list opens on its first (here only) namespace
 
         pick_the_pod_and_confirm(tmux)
         use_the_shell(tmux)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from textual import events
 from textual.widgets import Input, OptionList, Static
 
 from bastion.console_protocol import (
@@ -61,6 +62,39 @@ async def test_one_cluster_opens_its_namespaces_and_h_shows_what_is_hidden(
         assert isinstance(app.screen, ClustersScreen)
         await pilot.press("q")
     assert app.return_code == 0
+
+
+async def test_lists_open_on_their_first_entry_so_enter_opens_it(console: Build) -> None:
+    app, _broker = console(Script(clusters=["prod", "staging"]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, ClustersScreen)
+        await pilot.press("enter")  # no arrow key first
+        await pilot.pause()
+        assert isinstance(app.screen, NamespacesScreen)
+        assert app.screen.cluster == "prod"
+        await pilot.press("enter")
+        await pilot.pause(0.05)
+        assert isinstance(app.screen, PodsScreen)
+        assert app.screen.namespace == "hostile"
+
+
+async def test_keys_typed_right_after_slash_reach_the_filter(console: Build) -> None:
+    app, _broker = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await open_namespace(pilot, app, 1)  # shop
+        # Queued together, as a fast typist's or a paste's keys arrive: nothing runs between.
+        driver = app._driver
+        assert driver is not None
+        for key, character in (("slash", "/"), ("w", "w"), ("e", "e"), ("b", "b"), ("1", "1")):
+            typed = events.Key(key, character)
+            typed.set_sender(app)
+            driver.send_message(typed)  # what pilot.press does, without its waits
+        await pilot.pause()
+        assert app.screen.query_one("#filter", Input).value == "web1"
+        assert names(app) == []  # "web1" is in no name; the table got none of the keys
+        assert "0 of 6 pods" in status(app)
 
 
 async def test_several_clusters_are_listed_first(console: Build) -> None:
