@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from bastion import __version__
-from bastion.cli import audit, check_config, sessions, user
+from bastion.cli import audit, check_config, recordings, sessions, user
 from bastion.errors import BastionError
 
 __all__ = ["main"]
@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     u.set_defaults(run=lambda a: user.list_users(a.config))
 
     _add_sessions(commands)
+    _add_recordings(commands)
 
     p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
     p.add_argument(
@@ -113,6 +114,49 @@ def _add_sessions(commands: Any) -> None:
     s.add_argument("session_id", metavar="ID")
     _config_option(s)
     s.set_defaults(run=lambda a: sessions.kill(a.config, a.session_id))
+
+
+def _add_recordings(commands: Any) -> None:
+    key_help = "the auditors' private key file (from bastion recordings keygen)"
+    signer_help = "the bastion's recording-signing.pub (default: this bastion's own key)"
+    p = commands.add_parser("play", help="verify, decrypt and play a session recording")
+    p.add_argument("recording", metavar="ID|PATH")
+    p.add_argument("--key", type=Path, required=True, metavar="FILE", help=key_help)
+    p.add_argument("--speed", type=float, default=1.0, help="playback speed (default: 1)")
+    p.add_argument(
+        "--idle-limit", type=float, metavar="SECONDS", help="shorten pauses to at most this"
+    )
+    p.add_argument("--signer", type=Path, metavar="FILE", help=signer_help)
+    _config_option(p)
+    p.set_defaults(
+        run=lambda a: recordings.play(
+            a.config, a.recording, a.key, speed=a.speed, idle_limit=a.idle_limit, signer=a.signer
+        )
+    )
+
+    p = commands.add_parser("recordings", help="session recordings: keys, list, export, prune")
+    actions = p.add_subparsers(dest="recordings_command", required=True, metavar="ACTION")
+    r = actions.add_parser("keygen", help="make the auditors' key pair (on an auditor's machine)")
+    r.add_argument("name", type=Path, metavar="NAME", help="writes NAME.key and NAME.pub")
+    r.add_argument("--passphrase", action="store_true", help="protect NAME.key by a passphrase")
+    r.set_defaults(run=lambda a: recordings.keygen(a.name, passphrase=a.passphrase))
+    r = actions.add_parser("list", help="recordings, their sessions and state")
+    _config_option(r)
+    r.set_defaults(run=lambda a: recordings.list_command(a.config))
+    r = actions.add_parser("export", help="verify and decrypt to a plain asciicast v2 file")
+    r.add_argument("recording", metavar="ID|PATH")
+    r.add_argument("--key", type=Path, required=True, metavar="FILE", help=key_help)
+    r.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.cast")
+    r.add_argument("--signer", type=Path, metavar="FILE", help=signer_help)
+    _config_option(r)
+    r.set_defaults(
+        run=lambda a: recordings.export(a.config, a.recording, a.key, a.output, signer=a.signer)
+    )
+    r = actions.add_parser("prune", help="remove recordings older than a given age")
+    r.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 90d")
+    r.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    _config_option(r)
+    r.set_defaults(run=lambda a: recordings.prune(a.config, a.older_than, dry_run=a.dry_run))
 
 
 def _serve(config: Path, workers: int | None) -> int:
