@@ -35,6 +35,7 @@ INFO_KEYS = {
     "known_hosts",
     "totp_secret",
     "audit_log",
+    "recordings_dir",
     "config",
     "bastion_pid",
     "pids",
@@ -212,6 +213,7 @@ def test_demo_logs_in_with_asyncssh_and_openssh_then_stops_clean(demo: Demo) -> 
 
     # The config is a real one: what `bastion serve` loads, secret files 0600, dir 0700.
     config = load_config(Path(info["config"]), check_files=True)
+    assert config.paths.recordings_dir == Path(info["recordings_dir"])
     assert [c.name for c in config.clusters] == ["local"]
     assert config.clusters[0].api_url == info["kube_api"]
     assert config.vault.address == info["vault_addr"]
