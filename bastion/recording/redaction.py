@@ -245,6 +245,7 @@ _PARTIAL: Final = re.compile(b"(?:" + b"|".join(p for k in _KINDS for p in k.par
 
 # The literal scans: (pattern, run on the lower-cased copy?, offsets from the hit to where
 # a match may start).
+_KEYWORD_AHEAD = rb"(?=(?:[_-][a-z0-9_-]{0,63})?[\"']?[ \t]{0,16}(?:[=:]|\Z))"
 _SCANS: Final = (
     (re.compile(rb"-----BEGIN"), False, (0,)),
     # A rare last byte and a look-behind scan faster than the lead itself ("eyJ": 2.5 against
@@ -253,9 +254,13 @@ _SCANS: Final = (
     (re.compile(rb"v(?<=hv)[sbr]\."), False, (-1,)),
     (re.compile(rb"A[KS]IA"), False, (0,)),
     (re.compile(rb"\.(?<=\b[sbr]\.)"), False, (-1,)),
-    (re.compile(rb"k(?:ey|en)"), True, (0, -2)),  # key, token
-    (re.compile(rb"cre(?:t|dential)"), True, (0, -2, -6)),  # credential, secret, aws_secret
-    (re.compile(rb"p(?:ass|wd)"), True, (0,)),
+    # A keyword counts only when what follows could still be an assignment ("token=",
+    # "password\": ", or the end of the buffer): prose full of "token" and "key" then costs
+    # no more than output without them. A look-ahead, so that nothing is consumed past it.
+    (re.compile(rb"k(?:ey|en)" + _KEYWORD_AHEAD), True, (0, -2)),  # key, token
+    # credential(s), secret, aws_secret_access_key
+    (re.compile(rb"cre(?:t|dentials?)" + _KEYWORD_AHEAD), True, (0, -2, -6)),
+    (re.compile(rb"p(?:ass(?:word|wd|phrase)?|wd)" + _KEYWORD_AHEAD), True, (0,)),
 )
 
 

@@ -133,6 +133,7 @@ PLANTED = [
     (b"aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", []),
     (b"password=hunter2hunter2", []),
     (b'"client_secret": "p4ss w0rd"', []),
+    (b"x-api-key-v2-id: k3y-value-0001", []),
     (LEASE.encode(), [LEASE]),
     (base64.b64encode(LEASE.encode()), [LEASE]),
 ]
