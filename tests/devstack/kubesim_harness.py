@@ -70,3 +70,28 @@ class ThreadedStack:
 
     def stop(self) -> None:
         self.background.stop(self.stack.stop)
+
+
+def stack_sections(info: dict[str, Any], *, browse: bool = False) -> dict[str, Any]:
+    """The config's ``clusters`` (one, "local") and ``vault`` sections for a running stack, as
+    `bastion demo` writes them; ``browse`` adds the console's browse role."""
+    cluster = {
+        "name": "local",
+        "api_url": info["kube_api"],
+        "ca_file": info["kube_ca"],
+        "vault_mount": info["vault_kubernetes_mount"],
+    }
+    if browse:
+        cluster["browse_vault_role"] = info["vault_browse_role"]
+        cluster["browse_account_namespace"] = info["vault_browse_namespace"]
+    return {
+        "clusters": [cluster],
+        "vault": {
+            "address": info["vault_addr"],
+            "ca_file": info["vault_ca"],
+            "approle": {
+                "role_id": info["approle_role_id"],
+                "secret_id_file": info["approle_secret_id_file"],
+            },
+        },
+    }

@@ -26,7 +26,7 @@ from bastion.devstack.stack import VaultRole
 from bastion.policy import Mode
 from bastion.ssh.front_door import Identity
 from bastion.ssh.worker import Worker
-from devstack.kubesim_harness import TOOLBOX, ThreadedStack
+from devstack.kubesim_harness import TOOLBOX, ThreadedStack, stack_sections
 from devstack.test_vault import service_account_exists
 
 JWT = "eyJhbGciOiJSUzI1NiIsImtpZCI6IjEifQ.eyJzdWIiOiJkZW1vIn0.c2lnbmF0dXJlLWRlbW8"
@@ -217,25 +217,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def browse_env(root: Path, info: dict[str, Any]) -> BastionEnv:
     env = make_env(root, operators=4)
     config = yaml.safe_load(env.config_path.read_text())
-    config["clusters"] = [
-        {
-            "name": "local",
-            "api_url": info["kube_api"],
-            "ca_file": info["kube_ca"],
-            "vault_mount": info["vault_kubernetes_mount"],
-            "browse_vault_role": info["vault_browse_role"],
-            "browse_account_namespace": info["vault_browse_namespace"],
-        }
-    ]
-    config["grants"] = GRANTS
-    config["vault"] = {
-        "address": info["vault_addr"],
-        "ca_file": info["vault_ca"],
-        "approle": {
-            "role_id": info["approle_role_id"],
-            "secret_id_file": info["approle_secret_id_file"],
-        },
-    }
+    config.update(stack_sections(info, browse=True), grants=GRANTS)
     env.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return env
 

@@ -31,7 +31,7 @@ from front_door.harness import BastionEnv, ServedBastion, make_env
 from bastion.debug_command import DEFAULT_UID
 from bastion.devstack.stack import VaultRole
 from bastion.policy import Mode
-from devstack.kubesim_harness import TOOLBOX, ThreadedStack
+from devstack.kubesim_harness import TOOLBOX, ThreadedStack, stack_sections
 from devstack.test_debug_shell import debug_status, read_pod
 from devstack.test_vault import service_account_exists
 
@@ -85,25 +85,7 @@ def console_env(root: Path, info: dict[str, Any]) -> BastionEnv:
     env = make_env(root, operators=1, console="textual")
     config = yaml.safe_load(env.config_path.read_text())
     config["listener"]["console_zygote"] = True
-    config["clusters"] = [
-        {
-            "name": "local",
-            "api_url": info["kube_api"],
-            "ca_file": info["kube_ca"],
-            "vault_mount": info["vault_kubernetes_mount"],
-            "browse_vault_role": info["vault_browse_role"],
-            "browse_account_namespace": info["vault_browse_namespace"],
-        }
-    ]
-    config["grants"] = [GRANT]
-    config["vault"] = {
-        "address": info["vault_addr"],
-        "ca_file": info["vault_ca"],
-        "approle": {
-            "role_id": info["approle_role_id"],
-            "secret_id_file": info["approle_secret_id_file"],
-        },
-    }
+    config.update(stack_sections(info, browse=True), grants=[GRANT])
     env.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return env
 

@@ -31,7 +31,7 @@ from bastion.devstack.stack import VaultRole
 from bastion.policy import Mode
 from bastion.session.lifecycle import Ending
 from bastion.ssh.worker import Worker
-from devstack.kubesim_harness import TOOLBOX, ThreadedStack
+from devstack.kubesim_harness import TOOLBOX, ThreadedStack, stack_sections
 from devstack.test_vault import service_account_exists
 
 FIXTURE: dict[str, Any] = {
@@ -91,23 +91,7 @@ def stack_env(root: Path, info: dict[str, Any], **limits: Any) -> BastionEnv:
     """Operators with keys and TOTP secrets, and a config pointing at the local stack."""
     env = make_env(root, operators=6, **limits)
     config = yaml.safe_load(env.config_path.read_text())
-    config["clusters"] = [
-        {
-            "name": "local",
-            "api_url": info["kube_api"],
-            "ca_file": info["kube_ca"],
-            "vault_mount": info["vault_kubernetes_mount"],
-        }
-    ]
-    config["grants"] = GRANTS
-    config["vault"] = {
-        "address": info["vault_addr"],
-        "ca_file": info["vault_ca"],
-        "approle": {
-            "role_id": info["approle_role_id"],
-            "secret_id_file": info["approle_secret_id_file"],
-        },
-    }
+    config.update(stack_sections(info), grants=GRANTS)
     env.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return env
 
