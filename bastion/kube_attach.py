@@ -42,6 +42,7 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from bastion.errors import BackendUnavailable, BastionError, PolicyDenied
+from bastion.terminal_text import printable
 from bastion.vault import KubeToken
 
 __all__ = ["PROTOCOLS", "READ_BATCH", "V4", "V5", "AttachStream", "open_attach"]
@@ -72,8 +73,8 @@ _CLOSE_HANDSHAKE: Final = 2.0
 # Kubernetes object names: namespaces and containers are DNS labels, pods DNS subdomains.
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-# What must not reach a terminal from a cluster's text (DESIGN.md): C0, DEL and C1 controls.
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A cluster's message is cut to this many characters before it reaches a terminal.
+_MESSAGE_LIMIT: Final = 200
 _REASON = re.compile(r"[A-Za-z]{1,64}")
 
 
@@ -297,14 +298,14 @@ def _parse_status(payload: bytes, target: str) -> tuple[int | None, str | None]:
                 return int(code), None
         return None, f"{target} ended with a non-zero exit code the cluster did not state"
     message = status.get("message")
-    said = _printable(message) if isinstance(message, str) and message else "no reason given"
+    said = _cut(message) if isinstance(message, str) and message else "no reason given"
     return None, f"the attach to {target} failed: {said}"
 
 
-def _printable(text: str, limit: int = 200) -> str:
-    """A cluster's text made safe for a terminal: controls replaced, length capped."""
-    cut = text[:limit] + ("..." if len(text) > limit else "")
-    return _CONTROLS.sub("?", cut)
+def _cut(text: str) -> str:
+    """A cluster's text made safe for a terminal (bastion.terminal_text) and cut short."""
+    cut = text[:_MESSAGE_LIMIT] + ("..." if len(text) > _MESSAGE_LIMIT else "")
+    return printable(cut)
 
 
 # ---------------------------------------------------------------------------- opening
