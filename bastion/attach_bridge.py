@@ -83,10 +83,12 @@ class AttachBridge:
     ``write`` sends bytes to the SSH channel without blocking (asyncssh's ``channel.write``).
     ``pause_input(True)`` must stop :meth:`feed` calls soon (pause reading the channel).
     ``on_output`` gets every output chunk just before ``write`` does, so nothing reaches the
-    operator unrecorded. It is called synchronously on the hot path: it must only append to a
-    buffer (the recorder writes it out elsewhere) and never block or await; if it raises, the
-    bridge ends and :meth:`run` raises that error, since a session that cannot be recorded
-    must end (DESIGN.md).
+    operator unrecorded; ``on_input`` every keystroke batch as it is fed, ``on_resize`` every
+    new size. They are called synchronously, ``on_output`` on the hot path: they must only
+    append to a buffer (the recorder writes it out elsewhere) and never block or await. If
+    ``on_output`` raises, the bridge ends and :meth:`run` raises that error, since a session
+    that cannot be recorded must end (DESIGN.md); so does one raised by ``on_input`` or
+    ``on_resize`` (the keystrokes or size it was given are not sent).
     """
 
     def __init__(
@@ -96,6 +98,8 @@ class AttachBridge:
         write: Callable[[bytes], None],
         pause_input: Callable[[bool], None],
         on_output: Callable[[bytes], None] | None = None,
+        on_input: Callable[[bytes], None] | None = None,
+        on_resize: Callable[[int, int], None] | None = None,
         chunk: int = 32 * 1024,
     ) -> None:
         if chunk < 1:
@@ -104,9 +108,15 @@ class AttachBridge:
         self._write = write
         self._pause_input = pause_input
         self._on_output = on_output
+        self._on_input = on_input
+        self._on_resize = on_resize
         self._chunk = chunk
         self._output_open = asyncio.Event()
         self._output_open.set()
+        # Who holds the output back: the SSH channel (its window, its buffer) and the
+        # recorder (its backlog); output flows when neither does.
+        self._output_holds: set[str] = set()
+        self._hook_error: Exception | None = None  # what on_input or on_resize raised
         self._keys: deque[bytes] = deque()
         self._keys_bytes = 0  # queued plus the batch being written
         self._input_paused = False
@@ -124,6 +134,8 @@ class AttachBridge:
         """Keystrokes from the SSH channel; called from its ``data_received``."""
         if not data or self._eof or self._finished:
             return
+        if self._on_input is not None and not self._hook(self._on_input, data):
+            return  # not recorded: not sent
         self._keys.append(data)
         self._keys_bytes += len(data)
         self._input_wanted.set()
@@ -135,14 +147,42 @@ class AttachBridge:
         """The SSH window changed size; only the latest size is sent."""
         if self._finished:
             return
+        if self._on_resize is not None and not self._hook(self._on_resize, cols, rows):
+            return
         self._size = (cols, rows)
         self._input_wanted.set()
 
+    def _hook(self, hook: Callable[..., None], *args: object) -> bool:
+        """Run ``on_input``/``on_resize`` from a channel callback; if it raises, the bridge
+        ends and :meth:`run` raises that error (the channel's callback must not)."""
+        try:
+            hook(*args)
+        except Exception as exc:  # noqa: BLE001 - handed to run()'s caller, not swallowed
+            if self._hook_error is None:
+                self._hook_error = exc
+            self._stop.set()
+            self._output_open.set()
+            self._input_wanted.set()
+            return False
+        return True
+
     def pause_output(self, paused: bool) -> None:
         """The SSH channel cannot take more output (True) or can again (False)."""
+        self._hold("channel", paused)
+
+    def hold_output(self, held: bool) -> None:
+        """The recorder is behind (True) or has caught up (False): output waits for it, so
+        nothing reaches the operator that could not be recorded."""
+        self._hold("recorder", held)
+
+    def _hold(self, who: str, held: bool) -> None:
+        if held:
+            self._output_holds.add(who)
+        else:
+            self._output_holds.discard(who)
         if self._stop.is_set():
             return  # stop() keeps the output task awake so that it can end
-        if paused:
+        if self._output_holds:
             self._output_open.clear()
         else:
             self._output_open.set()
@@ -181,6 +221,8 @@ class AttachBridge:
             error = keys.exception() if keys in done else None
             if error is not None:
                 raise error
+            if self._hook_error is not None:
+                raise self._hook_error  # the output side may be waiting on a silent stream
             await output  # raises on_output's or write's error, if any
         finally:
             self._finished = True
@@ -191,6 +233,8 @@ class AttachBridge:
             if self._input_paused:
                 self._input_paused = False
                 self._pause_input(False)
+        if self._hook_error is not None:
+            raise self._hook_error
         return self._outcome()
 
     async def stop(self) -> None:
@@ -253,6 +297,8 @@ class AttachBridge:
             while True:
                 await self._input_wanted.wait()
                 self._input_wanted.clear()
+                if self._hook_error is not None:
+                    return
                 await self._send_size()
                 # A new size goes out before the rest of a paste.
                 while self._keys and self._size is None:

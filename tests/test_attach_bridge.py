@@ -254,6 +254,69 @@ async def test_a_recorder_that_fails_ends_the_bridge_with_its_error() -> None:
     assert stream.closed
 
 
+async def test_output_flows_only_when_neither_the_channel_nor_the_recorder_holds_it() -> None:
+    stream, channel, bridge = make()
+    bridge.pause_output(True)
+    bridge.hold_output(True)
+    stream.output(b"one")
+    run = asyncio.create_task(bridge.run())
+    bridge.pause_output(False)  # the channel's window opens; the recorder is still behind
+    await settle()
+    assert channel.written == []
+    bridge.hold_output(False)
+    await settle()
+    assert channel.written == [b"one"]
+    bridge.hold_output(True)
+    bridge.pause_output(True)
+    bridge.hold_output(False)  # caught up; the channel is still full
+    stream.output(b"two")
+    await settle()
+    assert channel.written == [b"one"]
+    bridge.pause_output(False)
+    await settle()
+    assert channel.written == [b"one", b"two"]
+    stream.end(0)
+    assert await run == 0
+
+
+async def test_keystrokes_and_sizes_are_recorded_before_they_are_sent() -> None:
+    seen: list[object] = []
+    stream, channel = FakeStream(), Channel()
+    bridge = AttachBridge(
+        stream,
+        write=channel.write,
+        pause_input=channel.pause_input,
+        on_input=seen.append,
+        on_resize=lambda cols, rows: seen.append((cols, rows)),
+    )
+    run = asyncio.create_task(bridge.run())
+    bridge.feed(b"ls\r")
+    bridge.resize(100, 30)
+    await settle()
+    assert seen == [b"ls\r", (100, 30)]
+    assert stream.stdin == b"ls\r"
+    assert "resize 100x30" in stream.log
+    stream.end(0)
+    assert await run == 0
+
+
+async def test_an_input_recorder_that_fails_ends_the_bridge_and_the_keys_are_not_sent() -> None:
+    def broken(_: bytes) -> None:
+        raise OSError("recording disk full")
+
+    stream, channel = FakeStream(), Channel()
+    bridge = AttachBridge(
+        stream, write=channel.write, pause_input=channel.pause_input, on_input=broken
+    )
+    run = asyncio.create_task(bridge.run())
+    await settle()
+    bridge.feed(b"rm -rf /tmp/x\r")  # from the channel's callback: must not raise there
+    with pytest.raises(OSError, match="recording disk full"):
+        await asyncio.wait_for(run, 5)  # the container is silent: the bridge ends anyway
+    assert stream.stdin == b""
+    assert stream.closed
+
+
 # ------------------------------------------------------------------------------ input
 async def test_keystrokes_reach_stdin_while_output_is_paused() -> None:
     stream, channel, bridge = make()
