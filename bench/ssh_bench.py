@@ -83,6 +83,8 @@ import asyncssh
 import pyotp
 import yaml
 
+from bastion.recording.key_files import generate_auditor_keys
+
 REPO = Path(__file__).resolve().parent.parent
 SSHD = "/usr/sbin/sshd"
 KEX = ["curve25519-sha256"]
@@ -516,6 +518,8 @@ class Lab:
         _secret_file(root / "approle-secret-id", b"secret-id\n")
         (root / "ca").mkdir(exist_ok=True)
         (root / "ca" / "prod.pem").write_bytes(FAKE_PEM)
+        # Debug shells are recorded (to this key) or refused.
+        self.auditor = generate_auditor_keys(root / "auditor.key", root / "auditor.pub")
         self._runs = 0
 
     def bastion_config(self, **sections: Any) -> Path:
@@ -576,6 +580,7 @@ class Lab:
                 "session_open_timeout": "10m",
                 "login_timeout": "60s",
             },
+            "recording": {"auditor_public_key": self.auditor},
         }
         for name, value in sections.items():
             current = config.get(name)

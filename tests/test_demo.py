@@ -171,6 +171,14 @@ def audit_events(path: Path, event: str, count: int) -> list[dict[str, Any]]:
         time.sleep(0.05)
 
 
+def assert_recorded(info: dict[str, Any]) -> None:
+    """The debug shell was recorded, sealed, into the demo's recordings directory."""
+    (ended,) = audit_events(Path(info["audit_log"]), "session.debug_ended", 1)
+    assert ended["recording_complete"] is True
+    recordings = Path(info["recordings_dir"])
+    assert [p for p in recordings.iterdir() if ended["recording"] in p.name]
+
+
 def debug_shell(child: pexpect.spawn) -> None:
     """A debug shell through the real OpenSSH client: a command, the size, a resize that
     reaches the shell, and the shell's exit status as the connection's."""
@@ -258,6 +266,7 @@ def test_demo_logs_in_with_asyncssh_and_openssh_then_stops_clean(demo: Demo) -> 
     audit_log = Path(info["audit_log"])
     logins = audit_events(audit_log, "login.succeeded", 2)
     assert [e["user"] for e in logins] == ["demo", "demo"]
+    assert_recorded(info)
 
     # 3. SIGTERM: everything stops, nothing is left.
     assert demo.stop(signal.SIGTERM) == 0, demo.err.read_text()

@@ -18,6 +18,9 @@ Files in the state directory (0700):
     known_hosts      the host key, for ``ssh -o UserKnownHostsFile=...``
     audit.jsonl      the bastion's audit log
     bastion.log      what ``bastion serve`` and its workers print
+    auditor.key      the auditors' private key for the recordings (0600; .pub beside it;
+                     kept across runs)
+    recordings/      the sealed session recordings
     demo.json        connection details while the demo runs (0600; removed on stop)
     state/, stack/   the bastion's state; the local stack's files and devstack.json
 """
@@ -57,6 +60,7 @@ from bastion.devstack.toolbox import TOOLBOX_IMAGE
 from bastion.enrolment import new_totp_secret, otpauth_uri
 from bastion.errors import BastionError
 from bastion.policy import DebugRequest, DebugTarget, Mode, decide
+from bastion.recording.key_files import generate_auditor_keys
 
 __all__ = ["DEFAULT_PORT", "DEMO_USER", "devstack_up", "run"]
 
@@ -76,7 +80,7 @@ RECORDINGS_DIR = "recordings"
 # A pod the demo's grant lets the operator debug (bastion/devstack/fixtures/demo.yaml).
 DEMO_TARGET = "checkout/frontend-6c9d-abcde"
 NOT_YET = (
-    "sealed session recordings and signed audit checkpoints (issue 8)",
+    "signed audit checkpoints, audit search and export (issue 8)",
     "break-glass access, four-eyes approval and live oversight (issue 9)",
 )
 # `bastion serve` is started through this: it asks Linux for SIGTERM when the demo dies, even
@@ -121,6 +125,10 @@ class DemoFiles:
     @property
     def audit_log(self) -> Path:
         return self.root / "audit.jsonl"
+
+    @property
+    def auditor_key(self) -> Path:
+        return self.root / "auditor.key"
 
     @property
     def server_log(self) -> Path:
@@ -292,6 +300,7 @@ def _write_config(
     public = key.export_public_key().decode().strip()
     _write_private(files.identity.with_suffix(".pub"), f"{public}\n".encode(), 0o644)
     _write_private(files.totp_secret, f"{secret}\n".encode())
+    auditor = _auditor_public_key(files)
     # The login guard's memory (used time steps, failures) belongs to the previous secret.
     for suffix in ("", "-wal", "-shm"):
         (files.state / f"logins.db{suffix}").unlink(missing_ok=True)
@@ -351,6 +360,7 @@ def _write_config(
             "audit_log": files.audit_log.name,
             "recordings_dir": RECORDINGS_DIR,
         },
+        "recording": {"auditor_public_key": auditor},
     }
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = (
@@ -360,6 +370,17 @@ def _write_config(
     _write_private(files.config, text.encode())
     # What `bastion serve` will do first: a config it would refuse stops the demo here.
     return load_config(files.config, check_files=True)
+
+
+def _auditor_public_key(files: DemoFiles) -> str:
+    """The demo's auditors' key pair (kept across runs, so that older recordings stay
+    readable): its public line for the config. In production the private half lives only on
+    auditors' machines; here it sits in the state directory, 0600."""
+    public = files.auditor_key.with_suffix(".pub")
+    if not files.auditor_key.exists():
+        return generate_auditor_keys(files.auditor_key, public)
+    lines = [line for line in public.read_text().splitlines() if not line.startswith("#")]
+    return lines[0].strip()
 
 
 def _show_decisions(config: Config) -> None:
@@ -600,6 +621,11 @@ def _show_login(files: DemoFiles, bastion: _Bastion, secret: str) -> None:
         print(f"  - {item}")
     print()
     print(f"audit log  {files.audit_log}  (check it: bastion audit verify {files.audit_log})")
+    print(
+        f"recordings {files.config.parent / RECORDINGS_DIR}  (watch one: bastion play ID "
+        f"--key {files.auditor_key} --config {files.config}; `bastion recordings list` "
+        "lists them)"
+    )
     print(f"details    {files.info}")
     print("Ctrl-C to stop.", flush=True)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bastion.attach_bridge import AttachBridge
+from bastion.attach_bridge import EXIT_DETACHED, AttachBridge
 from bastion.config import Config
 from bastion.config.models import Cluster
 from bastion.debug_command import DebugCommand
@@ -48,8 +48,11 @@ from bastion.errors import BackendUnavailable, BastionError, PolicyDenied, Sessi
 from bastion.kube import KubeApi
 from bastion.kube_attach import open_attach
 from bastion.policy import DebugRequest, DebugTarget, Mode, Principal, approved_images
+from bastion.recording.asciicast import title_for
+from bastion.recording.errors import RecordingUnavailable
+from bastion.recording.recorder import Recorder, open_recorder
 from bastion.session.debug import DEBUG_PURPOSE, DebugAccess, start_debug
-from bastion.session.lifecycle import State
+from bastion.session.lifecycle import Ending, State
 from bastion.session.session import Session
 from bastion.vault import KubeToken, VaultClient
 
@@ -215,7 +218,37 @@ async def _attached(
             timeout=timeouts.kubernetes_timeout.total_seconds(),
         )
         clock.mark("attach")
-        bridge = AttachBridge(stream, write=terminal.write, pause_input=terminal.pause_input)
+        # Nothing reaches the operator unrecorded: no recording, no shell (DESIGN.md).
+        try:
+            recorder = await open_recorder(
+                config,
+                session_id=session.id,
+                title=title_for(
+                    session_id=session.id,
+                    user=session.info.user,
+                    cluster=access.cluster.name,
+                    namespace=command.namespace,
+                    pod=pod_name,
+                    container=container,
+                ),
+                width=cols,
+                height=rows,
+                secrets=[token.reveal(), access.credential.lease_id],
+                record_input=access.limits.record_input,
+                pause=lambda held: bridges[-1].hold_output(held) if bridges else None,
+                on_failure=lambda exc: _recording_failed(session, exc),
+            )
+        except BaseException:
+            await stream.aclose()
+            raise
+        bridge = AttachBridge(
+            stream,
+            write=terminal.write,
+            pause_input=terminal.pause_input,
+            on_output=recorder.append,
+            on_input=recorder.input,
+            on_resize=recorder.resize,
+        )
         bridges.append(bridge)
         try:
             _still_open(session)
@@ -226,15 +259,21 @@ async def _attached(
                 mode=str(command.mode),
                 image=image,
                 protocol=stream.protocol,
+                recording=recorder.recording_id,
                 startup_ms=clock.report(),
             )
-            status = await terminal.attach(bridge)
+            try:
+                status = await terminal.attach(bridge)
+            except RecordingUnavailable as exc:
+                _recording_failed(session, exc)
+                status = EXIT_DETACHED
             if session.ending is None:
                 # The kubelet ends an attach with Success however the shell ended: the exit
                 # status is the container's, as kubectl reads it after `run -it`.
                 status = await _exit_code(kube, command.namespace, pod_name, container, status)
         finally:
             await bridge.stop()
+            recording = await _close_recording(session, recorder)
     if session.ending is not None:
         # The wipe owns the container and the credential now (it checks, then revokes).
         return DebugOutcome(where, status, f"the debug shell in {where} was ended")
@@ -247,11 +286,41 @@ async def _attached(
         container=container,
         exit_status=status,
         resources=ended + revoked,
+        **recording,
     )
     await session.move(State.BROWSING)
     return DebugOutcome(
         where, status, f"the debug shell in {where} ended with exit status {status}"
     )
+
+
+def _recording_failed(session: Session, exc: RecordingUnavailable) -> None:
+    """The recording cannot be written: the session ends (its wipe stops the shell first)."""
+    log.error("session %s: %s", session.id, exc.message)
+    session.end_soon(Ending.ERROR)
+
+
+async def _close_recording(session: Session, recorder: Recorder) -> dict[str, Any]:
+    """Write the recording's end; its id and digest for the debug's end event. A recording
+    that failed is an alert in the audit log, with how far it got."""
+    try:
+        summary = await recorder.aclose()
+    except RecordingUnavailable as exc:
+        summary = recorder.summary()
+        await session.record(
+            "session.recording_failed",
+            outcome="alert",
+            recording=summary.recording_id,
+            error=exc.message,
+            complete=summary.complete,
+        )
+        return {"recording": summary.recording_id, "recording_complete": False}
+    return {
+        "recording": summary.recording_id,
+        "recording_digest": summary.digest,
+        "recording_complete": summary.complete,
+        "redactions": summary.redactions,
+    }
 
 
 async def _container_for(

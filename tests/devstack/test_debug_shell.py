@@ -9,7 +9,10 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -229,6 +232,86 @@ async def test_the_line_console_hands_over_and_comes_back(
     starting = [e for e in env.audit_events("session.state") if e["outcome"] == "starting_debug"]
     assert "reason" not in starting[0]  # none given
     assert starting[-1]["reason"] == "checking the cache?[2J"  # the operator's, made inert
+
+
+async def test_the_shell_is_recorded_sealed_and_redacted_and_exports_for_asciinema(
+    served: tuple[BastionEnv, Worker], tmp_path: Path
+) -> None:
+    env, worker = served
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJvcHMifQ.c2lnbmF0dXJlLXJlY29yZGluZw"
+    _, conn = await fresh_login(env, worker.port)
+    async with conn:
+        process = await conn.create_process(
+            "debug payments/api-1", term_type="xterm", term_size=(100, 30)
+        )
+        await shell_ready(process)
+        # The secret is made by the shell, so that only the output can carry it whole.
+        half = len(jwt) // 2
+        process.stdin.write(f"A={jwt[:half]}; echo MARK-$((6*7)) ${{A}}{jwt[half:]}\n")
+        await expect(process, "MARK-42")
+        process.change_terminal_size(120, 40)
+        await asyncio.sleep(0.2)
+        process.stdin.write("exit 0\n")
+        await process.wait_closed()
+    ended = await env.event("session.debug_ended")
+    attached = await env.event("session.state", session=ended["session"], outcome="attached")
+    assert ended["recording"] == attached["recording"]
+    assert ended["recording_complete"] is True
+    assert ended["recording_digest"].startswith("sha256:")
+    # On disk: sealed (neither the secret nor the marker in the clear).
+    (sealed,) = [p for p in env.recordings_dir.iterdir() if ended["recording"] in p.name]
+    assert b"MARK-42" not in sealed.read_bytes()
+    cast = tmp_path / "shell.cast"
+    exported = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable, "-m", "bastion.cli.main", "recordings", "export", ended["recording"],
+            "--key", str(env.auditor_key), "-o", str(cast), "--config", str(env.config_path),
+        ],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    lines = cast.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert (header["version"], header["width"], header["height"]) == (2, 100, 30)
+    events = [json.loads(line) for line in lines[1:]]
+    output = "".join(e[2] for e in events if e[1] == "o")
+    assert "MARK-42 [REDACTED:jwt]" in output
+    assert jwt not in cast.read_text()
+    # The attach's first size (the header's) is recorded too, then the window change.
+    assert [e[2] for e in events if e[1] == "r"] == ["100x30", "120x40"]
+    assert not [e for e in events if e[1] == "i"]  # input is recorded only if a grant says so
+    assert ended["redactions"] == {"jwt": 1}
+    # Debian's asciinema reads it.
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        ["asciinema", "play", "-i", "0.01", str(cast)],
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert b"MARK-42 [REDACTED:jwt]" in shown.stdout
+
+
+async def test_a_shell_that_cannot_be_recorded_is_refused_and_nothing_is_left(
+    served: tuple[BastionEnv, Worker], stack: dict[str, Any]
+) -> None:
+    env, worker = served
+    if env.recordings_dir.is_dir():
+        shutil.rmtree(env.recordings_dir)
+    env.recordings_dir.write_text("a file where the recordings directory should be\n")
+    _, conn = await fresh_login(env, worker.port)
+    async with conn:
+        result = await conn.run("debug payments/api-1", term_type="xterm", timeout=30)
+    assert result.exit_status == 1
+    assert "record" in str(result.stderr)
+    refused = await env.event("session.debug_refused")
+    released = {r["kind"]: r["outcome"] for r in refused["released"]}
+    assert released["lease"] == "revoked"
+    assert released["debug_container"].startswith("terminated")
+    assert not env.audit_events("session.debug_ended")
+    assert "attached" not in [e["outcome"] for e in env.audit_events("session.state")]
 
 
 @pytest.mark.parametrize(

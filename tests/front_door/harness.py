@@ -19,6 +19,10 @@ import asyncssh
 import pyotp
 import yaml
 
+from bastion.recording.key_files import generate_auditor_keys
+
+AUDITOR_KEY = "auditor.key"  # next to bastion.yaml
+
 IMAGE = "registry.example.com/debug-toolbox@sha256:" + "ab" * 32
 FAKE_PEM = b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
 
@@ -74,6 +78,15 @@ class BastionEnv:
     @property
     def audit_log(self) -> Path:
         return self.state_dir / "audit.jsonl"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.state_dir / "recordings"
+
+    @property
+    def auditor_key(self) -> Path:
+        """The auditors' private key: what reads this bastion's recordings."""
+        return self.root / AUDITOR_KEY
 
     def audit_events(self, event: str | None = None) -> list[dict[str, Any]]:
         if not self.audit_log.exists():
@@ -148,6 +161,9 @@ def make_env(root: Path, operators: int = 8, *, console: str = "line", **limits:
             }
         )
     _secret_file(root / "approle-secret-id", b"secret-id\n")
+    # The auditors' key pair: the config gets the public half; tests read recordings with
+    # the private one (BastionEnv.auditor_key).
+    auditor = generate_auditor_keys(root / AUDITOR_KEY, root / "auditor.pub")
     (root / "ca").mkdir(exist_ok=True)
     (root / "ca" / "prod.pem").write_bytes(FAKE_PEM)
     config = {
@@ -187,6 +203,7 @@ def make_env(root: Path, operators: int = 8, *, console: str = "line", **limits:
             "recordings_dir": "state/recordings",
         },
         "limits": {"connections_per_source": 1000, "max_unauthenticated": 200, **limits},
+        "recording": {"auditor_public_key": auditor},
     }
     path = root / "bastion.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
