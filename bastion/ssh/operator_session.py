@@ -225,10 +225,9 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             code, debug = await self._one_console(session, ended)
             if debug is None:
                 break
+            # The end of a debug revokes its own lease only: the next console browses with
+            # the credential the session already has.
             ended = await debug
-            if self._browser is not None:
-                # The end of a debug revokes the session's leases, the browse one included.
-                self._browser.forget_credentials()
             if ended is None:
                 break
         return code

@@ -351,8 +351,7 @@ def assert_the_story(env: BastionEnv, user: str, info: dict[str, Any]) -> None:
         ("session.state", "closed"),
         ("connection.closed", "closed"),
     ]
-    # In this order; a few others (deadlines narrowed by the grant, a new browse credential
-    # after the shell revoked the session's leases) may come between.
+    # In this order; a few others (deadlines narrowed by the grant) may come between.
     position = 0
     for step in expected:
         assert step in told[position:], f"{step} missing or out of order in {told}"
@@ -377,6 +376,11 @@ def assert_the_story(env: BastionEnv, user: str, info: dict[str, Any]) -> None:
     assert released["debug_container"]["container"] == attached["container"]
     assert released["debug_container"]["outcome"] == "terminated (exit 0)"
     assert released["lease"]["outcome"] == "revoked"
+    assert released["lease"]["purpose"] == "debug"
+    assert ended["recording"] == attached["recording"]
+    assert ended["recording_complete"] is True
+    # One browse credential for the whole session: the shell's end revoked only its own.
+    assert told.count(("session.browse_credential_issued", "issued")) == 1
     wiped = next(e for e in events if e["event"] == "session.wiped")
     assert {r["outcome"] for r in wiped["resources"] if r["kind"] == "lease"} == {"revoked"}
     assert [r["outcome"] for r in wiped["resources"] if r["kind"] == "temp_dir"] == ["removed"]
