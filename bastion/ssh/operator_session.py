@@ -49,6 +49,8 @@ from bastion.console_protocol import Notice as NoticeMessage
 from bastion.debug_command import DebugCommand, parse_debug_command
 from bastion.errors import AuditUnavailable, BackendUnavailable, BastionError
 from bastion.policy import Mode, Principal
+from bastion.recording.errors import RecordingUnavailable
+from bastion.recording.recorder import Recorder, open_recorder
 from bastion.session.browse import Browser
 from bastion.session.deadlines import Deadlines, Notice
 from bastion.session.debug_shell import DebugOutcome, Terminal, run_debug_shell
@@ -99,6 +101,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         self._session: Session | None = None
         self._lost = False
         self._typeahead = bytearray()
+        self._recorder: Recorder | None = None  # the consoles' recording, one per session
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
@@ -218,19 +221,87 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
 
     async def _run_consoles(self, session: Session) -> int:
         """Consoles one after the other: each one ends at logout, or hands the terminal to
-        a debug shell and the next one starts when the shell ends, told how it ended."""
+        a debug shell and the next one starts when the shell ends, told how it ended.
+
+        What the consoles draw is recorded too, in one recording per session (a debug
+        shell has its own); no recording, no console."""
+        chan = self._chan
+        assert chan is not None  # noqa: S101 - _run checked it
+        try:
+            self._recorder = await open_recorder(
+                self._door.config,
+                session_id=session.id,
+                title=f"bastion session {session.id}: {self._identity.user}, console",
+                width=self._size.cols,
+                height=self._size.rows,
+                term=self._term or "xterm-256color",
+                on_failure=lambda exc: self._recording_failed(session, exc),
+            )
+        except RecordingUnavailable as exc:
+            log.error("session %s: %s", session.id, exc.message)  # noqa: TRY400
+            with contextlib.suppress(OSError, asyncssh.Error):
+                chan.write_stderr(f"bastion: {printable(exc.message)}\r\n".encode())
+            await session.record("session.recording_failed", outcome="alert", error=exc.message)
+            return 1
+        await session.record(
+            "session.console_recording", outcome="started", recording=self._recorder.recording_id
+        )
         ended: DebugEnded | None = None
         code = 0
-        while session.ending is None:
-            code, debug = await self._one_console(session, ended)
-            if debug is None:
-                break
-            # The end of a debug revokes its own lease only: the next console browses with
-            # the credential the session already has.
-            ended = await debug
-            if ended is None:
-                break
+        try:
+            while session.ending is None:
+                code, debug = await self._one_console(session, ended)
+                if debug is None:
+                    break
+                # The end of a debug revokes its own lease only: the next console browses
+                # with the credential the session already has.
+                ended = await debug
+                if ended is None:
+                    break
+        finally:
+            recorder, self._recorder = self._recorder, None
+            await self._close_recording(session, recorder)
         return code
+
+    def _console_output(self, data: bytes) -> None:
+        """What a console draws: recorded, then sent; not sent if it cannot be recorded."""
+        chan = self._chan
+        if chan is None:
+            return
+        if self._recorder is not None:
+            try:
+                self._recorder.append(data)
+            except RecordingUnavailable as exc:
+                if self._session is not None:
+                    self._recording_failed(self._session, exc)
+                return
+        chan.write(data)
+
+    def _recording_failed(self, session: Session, exc: RecordingUnavailable) -> None:
+        log.error("session %s: %s", session.id, exc.message)
+        session.end_soon(Ending.ERROR)
+
+    async def _close_recording(self, session: Session, recorder: Recorder) -> None:
+        try:
+            summary = await recorder.aclose()
+        except RecordingUnavailable as exc:
+            summary = recorder.summary()
+            await session.record(
+                "session.recording_failed",
+                outcome="alert",
+                recording=summary.recording_id,
+                error=exc.message,
+                complete=summary.complete,
+            )
+            return
+        await session.record(
+            "session.console_recording",
+            outcome="closed",
+            recording=summary.recording_id,
+            recording_digest=summary.digest,
+            recording_complete=summary.complete,
+            redactions=summary.redactions,
+        )
 
     async def _one_console(
         self, session: Session, ended: DebugEnded | None
@@ -252,7 +323,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 BROKER_FD_ENV: str(theirs.fileno()),
             },
             size=self._size,
-            write=chan.write,
+            write=self._console_output,
             pause_input=self._pause_input,
             pass_fds=(theirs.fileno(),),
         )
@@ -511,6 +582,9 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             self._bridge.resize(self._size.cols, self._size.rows)
         if self._console is not None:
             self._console.resize(self._size)
+            if self._recorder is not None:
+                with contextlib.suppress(RecordingUnavailable):  # its output says so next
+                    self._recorder.resize(self._size.cols, self._size.rows)
 
     def pause_writing(self) -> None:
         if self._bridge is not None:

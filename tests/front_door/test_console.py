@@ -4,13 +4,16 @@ resizes and exit status cross the bridge, and a dropped connection ends the proc
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncssh
 import pytest
+import yaml
 
 from bastion.config import load_config
 from bastion.ssh.front_door import Identity
@@ -89,6 +92,63 @@ async def test_console_process_pty_resize_input_and_exit_status(
         assert result.exit_status == 7
     ended = await env.event("console.ended", actor=op.name)
     assert ended["exit_status"] == 7
+
+
+async def test_what_the_console_draws_is_recorded_with_its_resizes(
+    served: tuple[BastionEnv, int], tmp_path: Path
+) -> None:
+    env, port = served
+    op, conn = await fresh_login(env, port)
+    async with conn:
+        process = await conn.create_process(term_type="xterm", term_size=(120, 40))
+        await read_until(process, "size 120x40")
+        process.change_terminal_size(90, 20)
+        await read_until(process, "size 90x20")
+        process.stdin.write("hello\n")
+        await read_until(process, "got hello")
+        process.stdin.write("q\n")
+        await process.wait(check=False)
+    closed = await env.event("session.console_recording", actor=op.name, outcome="closed")
+    assert closed["recording_complete"] is True
+    cast = tmp_path / "console.cast"
+    exported = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable, "-m", "bastion.cli.main", "recordings", "export", closed["recording"],
+            "--key", str(env.auditor_key), "-o", str(cast), "--config", str(env.config_path),
+        ],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    header, *events = [json.loads(line) for line in cast.read_text().splitlines()]
+    assert (header["width"], header["height"]) == (120, 40)
+    output = "".join(e[2] for e in events if e[1] == "o")
+    assert "size 120x40" in output
+    assert "got hello" in output
+    assert [e[2] for e in events if e[1] == "r"] == ["90x20"]
+
+
+async def test_without_a_recording_key_no_console_starts(tmp_path: Path) -> None:
+    env = make_env(tmp_path, operators=1)
+    config = yaml.safe_load(env.config_path.read_text())
+    del config["recording"]
+    env.config_path.write_text(yaml.safe_dump(config))
+    worker = Worker(load_config(env.config_path))
+    port = await worker.start()
+    assert worker.door is not None
+    worker.door.console_command = probe_console
+    try:
+        _, conn = await fresh_login(env, port)
+        async with conn:
+            process = await conn.create_process(term_type="xterm", term_size=(80, 24))
+            result = await process.wait(check=False, timeout=20)
+        assert result.exit_status == 1
+        assert "no recording.auditor_public_key" in str(result.stderr)
+        assert "pid " not in str(result.stdout)  # the console never ran
+        failed = await env.event("session.recording_failed")
+        assert failed["outcome"] == "alert"
+    finally:
+        await worker.stop()
 
 
 async def test_a_dropped_connection_ends_the_console(served: tuple[BastionEnv, int]) -> None:
