@@ -12,7 +12,11 @@ counts the bytes until the stream ends. Rows, each the median of ``--runs`` fres
 (b) ``AttachStream.read()`` into the sink, v5 (``v5.channel.k8s.io``);
 (c) the same, v4 (``v4.channel.k8s.io``);
 (d) v5 through :class:`bastion.attach_bridge.AttachBridge` (32 KiB chunks, a loop pass after
-    each, the recorder hook counting too) into the sink.
+    each, the recorder hook counting too) into the sink;
+(e) the same with the session's real recorder as the hook (redaction, asciicast, sealing and
+    writing in the background, holding output back when it falls behind): (d) against (e) is
+    what recording costs the attach path on NUL bytes (its worst case: 6-byte JSON escapes);
+(d'), (e') the same two on letters (``tr '\\0' x``), a terminal's usual output.
 
 Every run must deliver exactly N bytes of zeros plus the terminal's echo of the newline
 (``\\r\\n``), and the attach rows must end with a Success status; otherwise the script exits
@@ -50,12 +54,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from kubernetes import client
 
 from bastion.attach_bridge import AttachBridge
 from bastion.devstack.background import Background, kube_client
 from bastion.devstack.kubesim.app import KubeSim
 from bastion.kube_attach import V4, V5, AttachStream, open_attach
+from bastion.recording.asciicast import CastHeader
+from bastion.recording.key_files import load_or_create_signing_key
+from bastion.recording.recorder import Recorder, RecordingFile
+from bastion.recording.sealed import Sealer
 from bastion.vault import KubeToken
 
 NAMESPACE = "bench"
@@ -76,9 +85,12 @@ def check(condition: bool, problem: str) -> None:
         raise SystemExit(f"attach_bench: FAILED: {problem}")
 
 
-def command(nbytes: int) -> list[str]:
+def command(nbytes: int, *, text: bool = False) -> list[str]:
     # Waits for a line first: attach has no replay, so head must not start before the stream.
-    return ["/bin/sh", "-c", f"read go; exec head -c {nbytes} /dev/zero"]
+    # ``text``: letters instead of NUL bytes, which asciicast's JSON writes as 6-byte \u0000
+    # escapes, the worst case for a recording; a terminal's output is mostly text.
+    letters = " | tr '\\0' x" if text else ""
+    return ["/bin/sh", "-c", f"read go; head -c {nbytes} /dev/zero{letters}"]
 
 
 # ====================================================================== kubesim, as a child
@@ -114,14 +126,14 @@ class KubesimChild:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def debug_container(self, nbytes: int) -> str:
+    def debug_container(self, nbytes: int, *, text: bool = False) -> str:
         """A fresh ephemeral container running the command, once it runs; its name."""
         self._names += 1
         name = f"bench-{self._names}"
         container = {
             "name": name,
             "image": TOOLBOX,
-            "command": command(nbytes),
+            "command": command(nbytes, text=text),
             "stdin": True,
             "stdinOnce": True,
             "tty": True,
@@ -228,8 +240,50 @@ async def through_bridge(stream: AttachStream) -> int:
     return written
 
 
-async def attach_run(kubesim: KubesimChild, nbytes: int, protocol: str, sink: Sink) -> Run:
-    name = kubesim.debug_container(nbytes)
+def recorded_bridge(directory: Path) -> Sink:
+    """Row (e): the bridge with the session's real recorder (redaction, asciicast, sealing,
+    the background writer) as its ``on_output``, holding output back when it falls behind."""
+    auditor = X25519PrivateKey.generate().public_key()
+    signing = load_or_create_signing_key(directory / "state")
+    made = iter(range(1_000_000))
+
+    async def sink(stream: AttachStream) -> int:
+        written = 0
+
+        def write(data: bytes) -> None:
+            nonlocal written
+            written += len(data)
+
+        name = f"bench-{next(made)}"
+        sealer = Sealer(
+            recording_id=name,
+            session_id="bench",
+            created="2026-11-29T10:00:00Z",
+            auditor_key=auditor,
+            signing_key=signing,
+        )
+        file = RecordingFile.create(directory / f"{name}.rec", sealer, fsync_interval=1.0)
+        recorder = Recorder(file, CastHeader(80, 24, 0, "attach_bench"), flush_interval=1.0)
+        bridge = AttachBridge(
+            stream, write=write, pause_input=lambda _: None, on_output=recorder.append
+        )
+        recorder._pause = bridge.hold_output
+        recorder.start()
+        run = asyncio.create_task(bridge.run())
+        bridge.feed(b"\n")
+        check(await run == 0, "the bridge did not end with status 0")
+        summary = await recorder.aclose()  # the end of the recording is part of the cost
+        check(summary.complete, "the recording did not end complete")
+        (directory / f"{name}.rec").unlink()
+        return written
+
+    return sink
+
+
+async def attach_run(
+    kubesim: KubesimChild, nbytes: int, protocol: str, sink: Sink, *, text: bool = False
+) -> Run:
+    name = kubesim.debug_container(nbytes, text=text)
     context = ssl.create_default_context(cafile=kubesim.ca)
     async with aiohttp.ClientSession(
         base_url=kubesim.url,
@@ -259,19 +313,29 @@ async def attach_run(kubesim: KubesimChild, nbytes: int, protocol: str, sink: Si
     return Run(seconds, received, cpu, kube_cpu)
 
 
-def measure(kubesim: KubesimChild, nbytes: int, runs: int) -> list[Row]:
+def measure(kubesim: KubesimChild, nbytes: int, runs: int, workdir: Path) -> list[Row]:
     rows = [Row("(a) baseline: local PTY, blocking os.read", [])]
+    recordings = workdir / "recordings"
+    recordings.mkdir()
     attach_rows: list[tuple[Row, str, Sink]] = [
         (Row("(b) attach v5: AttachStream.read -> sink", []), V5, read_all),
         (Row("(c) attach v4: AttachStream.read -> sink", []), V4, read_all),
         (Row("(d) attach v5: AttachBridge -> sink", []), V5, through_bridge),
+        (Row("(e) attach v5: AttachBridge, recorded -> sink", []), V5, recorded_bridge(recordings)),
+    ]
+    # Text: (d) and (e) again on letters, the recording's usual case.
+    text_rows: list[tuple[Row, Sink]] = [
+        (Row("(d') the same on text: AttachBridge -> sink", []), through_bridge),
+        (Row("(e') the same on text: AttachBridge, recorded", []), recorded_bridge(recordings)),
     ]
     # Interleaved, so that a slow minute of the machine does not land on one row only.
     for _ in range(runs):
         rows[0].runs.append(local_pty_run(nbytes))
         for row, protocol, sink in attach_rows:
             row.runs.append(asyncio.run(attach_run(kubesim, nbytes, protocol, sink)))
-    return rows + [row for row, _, _ in attach_rows]
+        for row, sink in text_rows:
+            row.runs.append(asyncio.run(attach_run(kubesim, nbytes, V5, sink, text=True)))
+    return rows + [row for row, _, _ in attach_rows] + [row for row, _ in text_rows]
 
 
 def print_table(rows: list[Row], nbytes: int, runs: int) -> None:
@@ -311,7 +375,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="attach-bench-") as workdir:
         kubesim = KubesimChild(Path(workdir))
         try:
-            rows = measure(kubesim, nbytes, args.runs)
+            rows = measure(kubesim, nbytes, args.runs, Path(workdir))
         finally:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 kubesim.stop()
