@@ -9,6 +9,10 @@
   It is checked like every secret file (``bastion.config.loader.secret_file_problem``: a
   regular file, not a link, no group or other bits, owned by the service user) each time
   it is read, on the open descriptor.
+
+The audit log's checkpoint key (``audit-signing.key``/``.pub``) is kept the same way: the
+functions for the bastion's key take a :class:`SigningKeyFile` saying which key, its name in
+messages and the error that stops what needs it; the recording key is the default.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import os
 import pwd
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -40,7 +45,9 @@ from bastion.recording.keys import (
 )
 
 __all__ = [
+    "RECORDING_SIGNING_KEY",
     "SIGNING_KEY_NAME",
+    "SigningKeyFile",
     "generate_auditor_keys",
     "load_auditor_private_key",
     "load_or_create_signing_key",
@@ -51,15 +58,29 @@ __all__ = [
     "signing_public_key_path",
 ]
 
+
+@dataclass(frozen=True)
+class SigningKeyFile:
+    """One of the bastion's Ed25519 keys in its state directory: ``<name>.key`` and
+    ``<name>.pub``; ``what`` names it in messages, ``error`` is raised when it is unusable."""
+
+    name: str
+    what: str
+    error: type[BastionError]
+
+
+RECORDING_SIGNING_KEY = SigningKeyFile(
+    "recording-signing", "the recording signing key", RecordingUnavailable
+)
 SIGNING_KEY_NAME = "recording-signing.key"
 
 
-def signing_key_path(state_dir: Path) -> Path:
-    return state_dir / SIGNING_KEY_NAME
+def signing_key_path(state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY) -> Path:
+    return state_dir / f"{kind.name}.key"
 
 
-def signing_public_key_path(state_dir: Path) -> Path:
-    return state_dir / "recording-signing.pub"
+def signing_public_key_path(state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY) -> Path:
+    return state_dir / f"{kind.name}.pub"
 
 
 # ------------------------------------------------------------------------------ auditors
@@ -151,63 +172,65 @@ def _user(uid: int) -> str:
 
 
 # ------------------------------------------------------------------------------ the bastion
-def load_or_create_signing_key(state_dir: Path) -> Ed25519PrivateKey:
-    """The bastion's recording signing key, made on first use.
+def load_or_create_signing_key(
+    state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY
+) -> Ed25519PrivateKey:
+    """The bastion's signing key of ``kind`` (by default the recording key), made on first use.
 
-    Raises RecordingUnavailable when it cannot be read or made, or is not a safe secret file:
-    a session must not run unrecorded for want of it.
+    Raises ``kind.error`` (RecordingUnavailable for the recording key) when it cannot be read
+    or made, or is not a safe secret file: what needs it must not run without it.
     """
-    path = signing_key_path(state_dir)
+    path = signing_key_path(state_dir, kind)
     try:
-        seed = _read_seed(path)
+        seed = _read_seed(path, kind)
     except FileNotFoundError:
-        seed = _create_seed(state_dir, path)
+        seed = _create_seed(state_dir, path, kind)
     except OSError as exc:
-        raise RecordingUnavailable(
-            f"cannot read the recording signing key {path}: {exc.strerror or exc}",
+        raise kind.error(
+            f"cannot read {kind.what} {path}: {exc.strerror or exc}",
             hint="it must be readable by the service user",
         ) from None
     key = Ed25519PrivateKey.from_private_bytes(seed)
-    public = signing_public_key_path(state_dir)
+    public = signing_public_key_path(state_dir, kind)
     if not public.exists():
         with contextlib.suppress(OSError):  # a convenience copy; the key itself is what counts
-            _write_public(public, public_key_line(key.public_key()))
+            _write_public(public, public_key_line(key.public_key()), kind)
     return key
 
 
-def read_signing_public_key(state_dir: Path) -> bytes | None:
+def read_signing_public_key(
+    state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY
+) -> bytes | None:
     """This bastion's signing public key (raw), from its private key; None if it has none."""
     try:
-        seed = _read_seed(signing_key_path(state_dir))
+        seed = _read_seed(signing_key_path(state_dir, kind), kind)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise BastionError(
-            f"cannot read the recording signing key in {state_dir}: {exc.strerror}"
-        ) from None
+        raise BastionError(f"cannot read {kind.what} in {state_dir}: {exc.strerror}") from None
     return raw_public(Ed25519PrivateKey.from_private_bytes(seed).public_key())
 
 
-def _read_seed(path: Path) -> bytes:
+def _read_seed(path: Path, kind: SigningKeyFile) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
         problem = secret_file_problem(st, path, _user(os.geteuid()), os.geteuid())
         if problem:
-            raise RecordingUnavailable(f"the recording signing key {path} {problem}")
+            raise kind.error(f"{kind.what} {path} {problem}")
         seed = os.read(fd, 64)
     finally:
         os.close(fd)
     if len(seed) != 32:
-        raise RecordingUnavailable(
-            f"the recording signing key {path} is not a 32-byte Ed25519 key",
+        raise kind.error(
+            f"{kind.what} {path} is not a 32-byte Ed25519 key",
             hint="restore it from backup, or remove it to make a new one (then give auditors "
-            "the new recording-signing.pub)",
+            f"the new {kind.name}.pub)",
         )
     return seed
 
 
-def _create_seed(state_dir: Path, path: Path) -> bytes:
+def _create_seed(state_dir: Path, path: Path, kind: SigningKeyFile) -> bytes:
     """Write a new seed atomically: a complete file appears under its name, or none. When
     another worker wins the race, its key is used."""
     seed = Ed25519PrivateKey.generate().private_bytes(
@@ -215,7 +238,7 @@ def _create_seed(state_dir: Path, path: Path) -> bytes:
     )
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, temp = tempfile.mkstemp(dir=state_dir, prefix=".recording-signing.")
+        fd, temp = tempfile.mkstemp(dir=state_dir, prefix=f".{kind.name}.")
         try:
             os.fchmod(fd, 0o600)
             _write_all(fd, seed)
@@ -225,19 +248,19 @@ def _create_seed(state_dir: Path, path: Path) -> bytes:
         try:
             os.link(temp, path)
         except FileExistsError:
-            return _read_seed(path)
+            return _read_seed(path, kind)
         finally:
             Path(temp).unlink()
     except OSError as exc:
-        raise RecordingUnavailable(
-            f"cannot create the recording signing key in {state_dir}: {exc.strerror or exc}",
+        raise kind.error(
+            f"cannot create {kind.what} in {state_dir}: {exc.strerror or exc}",
             hint="state_dir must be writable by the service user",
         ) from None
     return seed
 
 
-def _write_public(path: Path, line: str) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".recording-signing-pub.")
+def _write_public(path: Path, line: str, kind: SigningKeyFile) -> None:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{kind.name}-pub.")
     try:
         os.fchmod(fd, 0o644)
         _write_all(fd, f"{line}\n".encode())
