@@ -134,6 +134,7 @@ SSHD_SHELL = "exec timeout -s KILL 86400 sh -i"
 PROMPTS = (b"# ", b"$ ")
 # Printed only when the shell runs the typed line: its echo shows $((6*7)), not 42.
 READY, END, GO, DONE = b"READY-42", b"END-42", b"GO-42\n", b"DONE-42"
+FILL = ord("Q")  # the byte the throughput stream is made of
 CREDENTIAL_TTL = "1800s"  # what the bastion asks Vault for under a 30-minute grant
 WARMUP_KEYS = 20  # the first echoes of each typing row are not counted
 TIMEOUT = 60.0
@@ -635,14 +636,14 @@ class Pipe:
             self.tail = self.tail[len(self.tail) - len(mark) + 1 :] + self.buffer[:size]
         self.tail = self.tail[at + len(mark) :]
 
-    def zeros_then(self, count: int, mark: bytes, within: float) -> int:
-        """Read ``count`` zero bytes, then until ``mark``; how many zero bytes came. The
-        mark is looked for only once the zeros are in: searching 200 MB costs CPU."""
+    def bytes_then(self, fill: int, count: int, mark: bytes, within: float) -> int:
+        """Read ``count`` bytes of value ``fill``, then until ``mark``; how many came. The
+        mark is looked for only once they are in: searching 200 MB costs CPU."""
         deadline = time.monotonic() + within
         zeros = size = 0
         while zeros < count:
-            size = self._read(deadline, f"{count:,} zero bytes (got {zeros:,})")
-            zeros += self.buffer.count(0, 0, size)
+            size = self._read(deadline, f"{count:,} bytes {fill:#x} (got {zeros:,})")
+            zeros += self.buffer.count(fill, 0, size)
         self.tail = bytes(self.buffer[:size])
         self.until(mark, deadline - time.monotonic())
         return zeros
@@ -991,13 +992,17 @@ def stream_once(bench: Bench, route: Route, cipher: str) -> StreamRun:
     with openssh_shell(bench, route, cipher) as (proc, pipe, _):
         before, waited = route.cpu([proc.pid]), route.waited()
         started = time.perf_counter()
-        _write(proc, f"head -c {nbytes} /dev/zero; echo END-$((6*7))\r".encode())
-        zeros = pipe.zeros_then(nbytes, END, within=TIMEOUT + nbytes / 5e6)
+        # Text, as `cat` of a large file is: every byte is recorded (sealed, redacted), and
+        # NUL bytes would be the recording's worst case (6-byte JSON escapes), not a shell's
+        # usual output. The command line itself has no Q (octal 121), so its echo adds none.
+        typed = f"head -c {nbytes} /dev/zero | tr '\\0' '\\121'; echo END-$((6*7))\r"
+        _write(proc, typed.encode())
+        zeros = pipe.bytes_then(FILL, nbytes, END, within=TIMEOUT + nbytes / 5e6)
         seconds = time.perf_counter() - started
         spent = _minus(route.cpu([proc.pid]), before)
         waited = route.waited() - waited
         status = _end(proc, politely=True)
-    check(zeros == nbytes, f"{zeros:,} zero bytes came through {route.label}, not {nbytes:,}")
+    check(zeros == nbytes, f"{zeros:,} Q bytes came through {route.label}, not {nbytes:,}")
     check(status == 0, f"ssh through {route.label} ended with status {status}")
     return StreamRun(seconds, spent, waited)
 
@@ -1588,7 +1593,8 @@ def run(args: argparse.Namespace, cleanup: contextlib.ExitStack, sshd: str | Non
     if "throughput" in args.only:
         rows = measure_throughput(bench)
         print(
-            f"2. throughput: head -c {args.bytes:,} /dev/zero read by OpenSSH's ssh -tt, median "
+            f"2. throughput: head -c {args.bytes:,} /dev/zero | tr '\\0' Q (recorded) read by "
+            "OpenSSH's ssh -tt, median "
             f"of {args.stream_runs} after a warm-up; CPU seconds of the median run; loop "
             "waited: share of the time the bastion worker's event loop was ready but had no CPU"
         )
