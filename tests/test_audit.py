@@ -118,35 +118,40 @@ def duplicate_key(lines: list[bytes]) -> list[bytes]:
 
 
 @pytest.mark.parametrize(
-    ("tamper", "message"),
+    ("tamper", "verdict"),
     [
-        (edit_outcome, "line 3: hash does not match the content (the line was edited)"),
+        (edit_outcome, "BROKEN line 3: hash does not match the content (the line was edited)"),
         (
             forge_hash,
-            "line 4: prev does not match the hash of the line before (a line was removed or moved)",
+            "BROKEN line 4: prev does not match the hash of the line before (a line was removed "
+            "or moved)",
         ),
-        (delete_middle, "line 3: seq is 4, expected 3 (a line was removed or moved)"),
-        (reorder, "line 2: seq is 3, expected 2 (a line was removed or moved)"),
+        (delete_middle, "BROKEN line 3: seq is 4, expected 3 (a line was removed or moved)"),
+        (reorder, "BROKEN line 2: seq is 3, expected 2 (a line was removed or moved)"),
         (
             truncate_tail,
-            "line 4: missing: the log ends after 3 events but its head records 5; the tail "
-            "was truncated",
+            "TRUNCATED line 4: missing: the log ends after 3 events but its head records 5; the "
+            "tail was truncated",
         ),
-        (torn_tail, "line 5: incomplete line at the end of the log (torn write or truncation)"),
-        (reformat, "line 2: not in the form the writer produces (the line was edited)"),
-        (duplicate_key, "line 2: not in the form the writer produces (the line was edited)"),
+        (
+            torn_tail,
+            "BROKEN line 5: incomplete line at the end of the log (torn write or truncation)",
+        ),
+        (reformat, "BROKEN line 2: not in the form the writer produces (the line was edited)"),
+        (duplicate_key, "BROKEN line 2: not in the form the writer produces (the line was edited)"),
     ],
 )
 async def test_tampering_is_detected_at_the_first_bad_line(
-    tmp_path: Path, tamper: Tamper, message: str
+    tmp_path: Path, tamper: Tamper, verdict: str
 ) -> None:
     path = tmp_path / "audit.jsonl"
     await write_events(path, 5)
     path.write_bytes(b"".join(tamper(lines_of(path))))
     result = cli_verify(path)
-    assert result.returncode == 1
+    word, message = verdict.split(" ", 1)
+    assert result.returncode == {"BROKEN": 1, "TRUNCATED": 4}[word]
     assert result.stdout == ""
-    assert result.stderr == f"FAILED: {path}: {message}\n"
+    assert result.stderr == f"{word}: {path}: {message}\n"
 
 
 async def test_forged_last_line_is_caught_by_the_head(tmp_path: Path) -> None:
@@ -162,7 +167,7 @@ async def test_forged_last_line_is_caught_by_the_head(tmp_path: Path) -> None:
     result = cli_verify(path)
     assert result.returncode == 1
     assert result.stderr == (
-        f"FAILED: {path}: line 3: does not match the hash recorded in the head file\n"
+        f"BROKEN: {path}: line 3: does not match the hash recorded in the head file\n"
     )
 
 
@@ -171,7 +176,8 @@ async def test_missing_head_file_is_a_failure_unless_waived(tmp_path: Path) -> N
     await write_events(path, 2)
     head_path(path).unlink()
     result = cli_verify(path)
-    assert result.returncode == 1
+    assert result.returncode == 2
+    assert result.stderr.startswith("CANNOT CHECK: ")
     assert "the head file" in result.stderr
     assert "--no-head" in result.stderr
     assert cli_verify(path, "--no-head").stdout == "ok: 2 events\n"

@@ -5,11 +5,21 @@ disk (``fsync``). Concurrent callers are group-committed: the events waiting whe
 starts go out in one ``write`` and one ``fsync`` (``fsync="batch"``, the default), or one
 at a time (``fsync="event"``). Either way no caller is acknowledged before its event is
 durable, and a failure is raised to every caller whose event was in the failed write, so
-the action they were about to take is refused.
+the action they were about to take is refused. The first write that works again begins
+with an ``audit.unavailable`` event (outcome ``alert``): since when, why, how many events
+were refused.
 
 Several processes may share one log (one worker per core): each write takes an exclusive
 ``flock`` and picks up the chain from the file's last line when another process wrote
-since.
+since. A log that ends before its head record (cut by someone) is refused, not continued.
+
+**Signed checkpoints** (:mod:`bastion.audit.checkpoint`), when a :class:`Checkpointer` is
+given: a write that brings the chain ``every`` events past the last checkpoint, or comes
+``interval`` seconds after it, appends a checkpoint line in the same write and ``fsync``
+(so signing costs no extra disk round trip), and a timer writes one every ``interval``
+while the log is open, even when nothing happens. The last checkpoint's line number and
+time live in the head record, which every writer reads under the lock: however many
+processes write, there is one schedule. Closing the log signs what is not yet signed.
 
 Secrets never reach the log: values wrapped in :class:`Secret`, and values of fields whose
 names say they are secret, are stored as keyed HMACs; every other string is passed through
@@ -24,25 +34,102 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.audit.chain import GENESIS, RESERVED, Head, render, seal
+from bastion.audit.checkpoint import (
+    CHECKPOINT_ACTOR,
+    CHECKPOINT_EVENT,
+    CHECKPOINT_OUTCOME,
+    CheckpointPolicy,
+    checkpoint_fields,
+)
 from bastion.errors import AuditUnavailable
+from bastion.recording.key_files import SigningKeyFile, load_or_create_signing_key
 from bastion.redact import redact
 
-__all__ = ["AuditLog", "Secret", "head_path", "load_or_create_hmac_key", "read_head", "utc_now"]
+if TYPE_CHECKING:
+    from bastion.config import Config
+
+__all__ = [
+    "AUDIT_SIGNING_KEY",
+    "AuditLog",
+    "Checkpointer",
+    "Secret",
+    "head_path",
+    "load_or_create_hmac_key",
+    "read_head",
+    "utc_now",
+]
+
+log = logging.getLogger(__name__)
 
 FsyncPolicy = Literal["batch", "event"]
 Clock = Callable[[], datetime]
+# A task that runs while the log is open (the shippers); it returns soon after
+# ``log.stopping`` is set, and is cancelled if it does not.
+Background = Callable[["AuditLog"], Awaitable[None]]
+
+# The key that signs checkpoints: <state_dir>/audit-signing.key, its public half beside it.
+AUDIT_SIGNING_KEY = SigningKeyFile("audit-signing", "the audit signing key", AuditUnavailable)
+# How long closing the log waits for background tasks (the shippers) to finish their round.
+_STOP_GRACE = 3.0
 
 _HEAD_SIZE = 256  # one fixed-size record, rewritten in place: a single sector write
 _SECRET_NAMES = ("token", "password", "secret", "credential", "private_key", "lease_id")
+
+
+@dataclass(frozen=True)
+class Checkpointer:
+    """How this writer signs checkpoints: the bastion's key and the policy."""
+
+    key: Ed25519PrivateKey
+    policy: CheckpointPolicy
+
+
+@dataclass(frozen=True)
+class _HeadRecord:
+    """The head file: the chain's last durable line, and the last checkpoint's line and
+    time (epoch seconds), shared by every process that writes the log."""
+
+    seq: int
+    hash: str
+    checkpoint_seq: int = 0
+    checkpoint_at: float = 0.0
+
+    def encode(self) -> bytes:
+        record = json.dumps(
+            {
+                "seq": self.seq,
+                "hash": self.hash,
+                "checkpoint_seq": self.checkpoint_seq,
+                "checkpoint_at": self.checkpoint_at,
+            }
+        ).encode()
+        return record.ljust(_HEAD_SIZE - 1) + b"\n"
+
+    @classmethod
+    def decode(cls, raw: bytes) -> _HeadRecord:
+        """ValueError when ``raw`` is not a head record."""
+        try:
+            data = json.loads(raw.rstrip(b" \n"))
+            return cls(
+                seq=int(data["seq"]),
+                hash=str(data["hash"]),
+                checkpoint_seq=int(data.get("checkpoint_seq", 0)),
+                checkpoint_at=float(data.get("checkpoint_at", 0.0)),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a valid audit head record ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -74,10 +161,10 @@ def read_head(path: Path) -> Head | None:
     except FileNotFoundError:
         return None
     try:
-        data = json.loads(raw.rstrip(b" \n"))
-        return Head(seq=int(data["seq"]), hash=str(data["hash"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a valid audit head record ({exc})") from None
+        record = _HeadRecord.decode(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return Head(seq=record.seq, hash=record.hash)
 
 
 def load_or_create_hmac_key(path: Path) -> bytes:
@@ -103,12 +190,16 @@ def load_or_create_hmac_key(path: Path) -> bytes:
 
 @dataclass
 class _Pending:
-    event: str
+    event: str | None  # None: no event, a check whether a checkpoint is due (the timer's)
     session: str | None
     actor: str
     outcome: str
     fields: dict[str, Any]
     done: asyncio.Future[dict[str, Any]]
+    final: bool = False  # closing: sign whatever is not signed yet
+
+
+_Item = tuple[str, str | None, str, str, dict[str, Any]]
 
 
 class AuditLog:
@@ -121,12 +212,18 @@ class AuditLog:
         hmac_key: bytes,
         fsync: FsyncPolicy = "batch",
         clock: Clock = utc_now,
+        checkpoints: Checkpointer | None = None,
+        background: Sequence[Background] = (),
     ) -> None:
         self.path = path
         self.head_file = head_path(path)
         self._hmac_key = hmac_key
         self._fsync = fsync
         self._clock = clock
+        self._checkpoints = checkpoints
+        self._background = tuple(background)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stopping: asyncio.Event | None = None
         self._fd: int | None = None
         self._head_fd: int | None = None
         self._pending: list[_Pending] = []
@@ -134,6 +231,35 @@ class AuditLog:
         # Chain state as of our last write; re-read from the file when its size moved.
         self._known_size = -1
         self._last = Head(0, GENESIS)
+        # The last checkpoint (line, epoch seconds), from the head record like the above.
+        self._checkpoint_seq = 0
+        self._checkpoint_at = 0.0
+        # Since when writes fail, why, and how many events were refused (the actions they
+        # recorded were refused, or their sessions ended): written once the log works again.
+        self._outage: dict[str, Any] | None = None
+
+    @classmethod
+    def for_config(cls, config: Config, *, fsync: FsyncPolicy = "batch") -> AuditLog:
+        """The server's log: HMAC key, checkpoint signing key (both made in ``state_dir`` on
+        first use) and policy from ``config.audit``, and a shipper per destination."""
+        audit = config.audit
+        checkpointer = Checkpointer(
+            load_or_create_signing_key(config.paths.state_dir, AUDIT_SIGNING_KEY),
+            CheckpointPolicy(audit.checkpoint_every, audit.checkpoint_interval.total_seconds()),
+        )
+        background: list[Background] = []
+        if audit.ship is not None:
+            # Imported here: the shippers load aiohttp and ssl, which the tools need not.
+            from bastion.audit.ship import shippers_for  # noqa: PLC0415
+
+            background = [shipper.run for shipper in shippers_for(config)]
+        return cls(
+            config.paths.audit_log,
+            hmac_key=load_or_create_hmac_key(config.audit_hmac_key_path()),
+            fsync=fsync,
+            checkpoints=checkpointer,
+            background=background,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
@@ -149,14 +275,56 @@ class AuditLog:
                 f"cannot open the audit log {self.path}: {exc.strerror}",
                 hint="check that the directory exists and is writable by the service user",
             ) from None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a command-line tool (record_now): no timer, no shipping
+        self.stopping = asyncio.Event()
+        if self._checkpoints is not None:
+            heartbeats = self._heartbeats(self._checkpoints.policy.interval)
+            self._tasks.append(loop.create_task(heartbeats, name="audit-checkpoints"))
+        for run in self._background:
+            self._tasks.append(loop.create_task(self._run_background(run), name="audit-ship"))
+
+    async def _run_background(self, run: Background) -> None:
+        try:
+            await run(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a shipper's bug must not pass silently, nor stop the log
+            log.exception("audit background task failed")
 
     async def aclose(self) -> None:
-        """Wait for events already handed in, then close the files."""
+        """Wait for events already handed in, sign what is not signed yet, let the shippers
+        finish their round, then close the files."""
+        heartbeats = [t for t in self._tasks if t.get_name() == "audit-checkpoints"]
+        for task in heartbeats:
+            task.cancel()
+        if self._checkpoints is not None and self._fd is not None:
+            try:
+                await self._submit(None, final=True)
+            except AuditUnavailable as exc:
+                log.error("the audit log's last checkpoint was not written: %s", exc)  # noqa: TRY400
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
+        if self.stopping is not None:
+            self.stopping.set()
+        others = [t for t in self._tasks if t not in heartbeats]
+        if others:
+            await asyncio.wait(others, timeout=_STOP_GRACE)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
         self.close()
 
     def close(self) -> None:
+        """Close the files at once (``aclose`` is the orderly way: it waits and signs)."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
         for fd in (self._fd, self._head_fd):
             if fd is not None:
                 os.close(fd)
@@ -188,14 +356,7 @@ class AuditLog:
 
         Raises AuditUnavailable when it cannot be written: the caller must not go ahead.
         """
-        loop = asyncio.get_running_loop()
-        pending = _Pending(
-            event, session, actor, outcome, self._clean(fields), loop.create_future()
-        )
-        self._pending.append(pending)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush_loop(), name="audit-flush")
-        return await asyncio.shield(pending.done)
+        return await self._submit((event, session, actor, outcome, self._clean(fields)))
 
     def record_now(
         self, event: str, *, actor: str, outcome: str, session: str | None = None, **fields: Any
@@ -203,27 +364,73 @@ class AuditLog:
         """Blocking twin of :meth:`record` for the command-line tools."""
         return self._write([(event, session, actor, outcome, self._clean(fields))])[0]
 
+    async def _submit(self, item: _Item | None, *, final: bool = False) -> dict[str, Any]:
+        """Queue an event (or, with None, a checkpoint check) for the flusher; its result."""
+        loop = asyncio.get_running_loop()
+        pending = (
+            _Pending(*item, loop.create_future())
+            if item is not None
+            else _Pending(None, None, "", "", {}, loop.create_future(), final=final)
+        )
+        self._pending.append(pending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush_loop(), name="audit-flush")
+        return await asyncio.shield(pending.done)
+
     async def _flush_loop(self) -> None:
         while self._pending:
             take = len(self._pending) if self._fsync == "batch" else 1
             batch, self._pending = self._pending[:take], self._pending[take:]
-            items = [(p.event, p.session, p.actor, p.outcome, p.fields) for p in batch]
+            items = [
+                (p.event, p.session, p.actor, p.outcome, p.fields)
+                for p in batch
+                if p.event is not None
+            ]
+            outage = self._outage
+            if outage is not None:
+                # The first write that works again says first what the log could not take.
+                items.insert(0, ("audit.unavailable", None, "bastion", "alert", outage))
+            final = any(p.final for p in batch)
             try:
-                sealed = await asyncio.to_thread(self._write, items)
+                sealed = await asyncio.to_thread(self._write, items, final=final)
             # Whatever went wrong, every waiter must hear of it, or its action would hang.
             except Exception as exc:  # noqa: BLE001
+                self._note_outage(exc, len(items) - (outage is not None))
                 for p in batch:
                     if not p.done.done():
                         p.done.set_exception(exc)
                 continue
-            for p, event in zip(batch, sealed, strict=True):
+            self._outage = None
+            results = iter(sealed[1:] if outage is not None else sealed)
+            for p in batch:
                 if not p.done.done():
-                    p.done.set_result(event)
+                    p.done.set_result(next(results) if p.event is not None else {})
+
+    def _note_outage(self, exc: Exception, refused: int) -> None:
+        if self._outage is None:
+            error = exc.message if isinstance(exc, AuditUnavailable) else str(exc)
+            self._outage = {"since": rfc3339(self._clock()), "error": error, "refused_events": 0}
+        self._outage["refused_events"] += refused
+        self._outage["until"] = rfc3339(self._clock())
+
+    async def _heartbeats(self, interval: float) -> None:
+        """Write a checkpoint every ``interval``, whichever process's turn it is: each wakes
+        when the last checkpoint it knows of is ``interval`` old, and under the lock finds
+        out whether another process wrote one meanwhile."""
+        while True:
+            wait = self._checkpoint_at + interval - self._clock().timestamp()
+            # At least a little: clocks of several processes may disagree slightly.
+            await asyncio.sleep(min(max(wait, min(1.0, interval / 4)), interval))
+            try:
+                await self._submit(None)
+            except AuditUnavailable as exc:
+                log.error("audit checkpoint not written: %s", exc)  # noqa: TRY400
+                await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ the write
-    def _write(
-        self, items: list[tuple[str, str | None, str, str, dict[str, Any]]]
-    ) -> list[dict[str, Any]]:
+    def _write(self, items: list[_Item], *, final: bool = False) -> list[dict[str, Any]]:
+        """Append ``items`` (and a checkpoint when one is due) in one write and one fsync;
+        the sealed events, in order. ``final``: also sign a tail that is not due yet."""
         fd, head_fd = self._fd, self._head_fd
         if fd is None or head_fd is None:
             raise AuditUnavailable(f"the audit log {self.path} is not open")
@@ -232,35 +439,36 @@ class AuditLog:
         except OSError as exc:
             raise AuditUnavailable(f"cannot lock the audit log {self.path}: {exc}") from None
         start = -1
+        old_head: bytes | None = None
         try:
             start = os.fstat(fd).st_size
-            last = self._last if start == self._known_size else self._read_tail(start)
-            sealed: list[dict[str, Any]] = []
-            chunks: list[bytes] = []
-            for event, session, actor, outcome, fields in items:
-                entry = seal(
-                    seq=last.seq + 1,
-                    time=rfc3339(self._clock()),
-                    event=event,
-                    session=session,
-                    actor=actor,
-                    outcome=outcome,
-                    fields=fields,
-                    prev=last.hash,
-                )
-                sealed.append(entry)
+            if start != self._known_size:
+                self._catch_up(start, head_fd)
+            now = self._clock()
+            sealed, chunks, last = _seal_all(items, self._last, rfc3339(now))
+            checkpoint_seq, checkpoint_at = self._checkpoint_seq, self._checkpoint_at
+            if self._checkpoints is not None and self._checkpoint_due(last.seq, now, final=final):
+                entry = _checkpoint(self._checkpoints, last, now)
                 chunks.append(render(entry) + b"\n")
                 last = Head(entry["seq"], entry["hash"])
+                checkpoint_seq, checkpoint_at = last.seq, now.timestamp()
+            if not chunks:
+                return sealed
             _write_all(fd, b"".join(chunks))
             os.fsync(fd)
-            record = json.dumps({"seq": last.seq, "hash": last.hash}).encode()
-            os.pwrite(head_fd, record.ljust(_HEAD_SIZE - 1) + b"\n", 0)
+            old_head = os.pread(head_fd, _HEAD_SIZE, 0)
+            record = _HeadRecord(last.seq, last.hash, checkpoint_seq, checkpoint_at)
+            os.pwrite(head_fd, record.encode(), 0)
             os.fsync(head_fd)
         except OSError as exc:
-            # Never leave a torn line behind: cut the file back to the last whole event.
+            # Never leave a torn line behind: cut the file back to the last whole event,
+            # and the head back to it too (a head past the log's end reads as a cut log).
             if start >= 0:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, start)
+            if old_head is not None:
+                with contextlib.suppress(OSError):
+                    os.pwrite(head_fd, old_head, 0)
             self._known_size = -1
             raise AuditUnavailable(
                 f"cannot write the audit log {self.path}: {exc.strerror or exc}",
@@ -269,9 +477,44 @@ class AuditLog:
         else:
             self._known_size = start + sum(len(c) for c in chunks)
             self._last = last
+            self._checkpoint_seq, self._checkpoint_at = checkpoint_seq, checkpoint_at
             return sealed
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _catch_up(self, size: int, head_fd: int) -> None:
+        """Another process wrote (or someone changed the file): read the chain's end from
+        the log and the checkpoint schedule from the head; refuse a log cut before its head."""
+        last = self._read_tail(size)
+        try:
+            head = _HeadRecord.decode(os.pread(head_fd, _HEAD_SIZE, 0))
+        except ValueError:
+            head = None  # a new log (empty head file), or a damaged head: the log decides
+        if head is not None and (
+            last.seq < head.seq or (last.seq == head.seq and last.hash != head.hash)
+        ):
+            raise AuditUnavailable(
+                f"the audit log {self.path} ends at event {last.seq} but its head records "
+                f"event {head.seq}: it was cut or its last line replaced, so it is not "
+                "continued",
+                hint="run 'bastion audit verify', keep the log as evidence, and move the log "
+                "and its .head aside; the bastion then starts a new log",
+            )
+        self._last = last
+        if head is not None:
+            self._checkpoint_seq, self._checkpoint_at = head.checkpoint_seq, head.checkpoint_at
+
+    def _checkpoint_due(self, seq: int, now: datetime, *, final: bool) -> bool:
+        if self._checkpoints is None:
+            return False
+        if final:
+            return seq > self._checkpoint_seq
+        return self._checkpoints.policy.due(
+            seq=seq,
+            checkpoint_seq=self._checkpoint_seq,
+            now=now.timestamp(),
+            checkpoint_at=self._checkpoint_at,
+        )
 
     def _read_tail(self, size: int) -> Head:
         """The chain's last (seq, hash), read from the end of the file."""
@@ -332,6 +575,47 @@ class AuditLog:
         if value is None or isinstance(value, bool | int | float):
             return value
         raise TypeError(f"audit field {name!r} has a value of type {type(value).__name__}")
+
+
+def _seal_all(
+    items: list[_Item], last: Head, time: str
+) -> tuple[list[dict[str, Any]], list[bytes], Head]:
+    """Seal ``items`` after ``last``: the events, their lines, and the new chain head."""
+    sealed: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for event, session, actor, outcome, fields in items:
+        entry = seal(
+            seq=last.seq + 1,
+            time=time,
+            event=event,
+            session=session,
+            actor=actor,
+            outcome=outcome,
+            fields=fields,
+            prev=last.hash,
+        )
+        sealed.append(entry)
+        chunks.append(render(entry) + b"\n")
+        last = Head(entry["seq"], entry["hash"])
+    return sealed, chunks, last
+
+
+def _checkpoint(checkpointer: Checkpointer, last: Head, now: datetime) -> dict[str, Any]:
+    """The checkpoint line that follows ``last``, signing it."""
+    time = rfc3339(now)
+    fields = checkpoint_fields(
+        checkpointer.key, checkpointer.policy, covers=last.seq, hash=last.hash, time=time
+    )
+    return seal(
+        seq=last.seq + 1,
+        time=time,
+        event=CHECKPOINT_EVENT,
+        session=None,
+        actor=CHECKPOINT_ACTOR,
+        outcome=CHECKPOINT_OUTCOME,
+        fields=fields,
+        prev=last.hash,
+    )
 
 
 def _write_all(fd: int, data: bytes) -> None:
