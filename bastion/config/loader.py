@@ -383,6 +383,10 @@ def _check_files(config: Config, owner: str, owner_uid: int) -> list[ConfigIssue
         secret_files.append((vault.tls_client.key_file, ("vault", "tls_client", "key_file"), None))
     if config.listener.host_key.exists():
         secret_files.append((config.listener.host_key, ("listener", "host_key"), None))
+    ship = config.audit.ship
+    hook = ship.webhook if ship is not None else None
+    if hook is not None and hook.token_file is not None:
+        secret_files.append((hook.token_file, ("audit", "ship", "webhook", "token_file"), None))
     for path, loc, file in secret_files:
         found = _check_secret_file(path, loc, owner, owner_uid, file)
         if found:
@@ -391,6 +395,10 @@ def _check_files(config: Config, owner: str, owner_uid: int) -> list[ConfigIssue
         (c.ca_file, ("clusters", i, "ca_file")) for i, c in enumerate(config.clusters)
     ]
     ca_files.append((config.vault.ca_file, ("vault", "ca_file")))
+    if ship is not None and ship.syslog is not None:
+        ca_files.append((ship.syslog.ca_file, ("audit", "ship", "syslog", "ca_file")))
+    if hook is not None:
+        ca_files.append((hook.ca_file, ("audit", "ship", "webhook", "ca_file")))
     for path, loc in ca_files:
         found = _check_ca_file(path, loc)
         if found:

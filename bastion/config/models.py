@@ -35,6 +35,7 @@ from bastion.sshkeys import PublicKey, parse_public_key
 
 __all__ = [
     "AppRole",
+    "Audit",
     "Cluster",
     "Config",
     "Grant",
@@ -42,9 +43,12 @@ __all__ = [
     "Listener",
     "Paths",
     "Recording",
+    "Shipping",
+    "SyslogDestination",
     "TlsClient",
     "User",
     "Vault",
+    "WebhookDestination",
 ]
 
 
@@ -287,6 +291,70 @@ class Recording(_Strict):
     flush_interval: Annotated[Duration, AfterValidator(_flush_interval)] = timedelta(seconds=1)
 
 
+def _checkpoint_interval(value: timedelta) -> timedelta:
+    if not timedelta(seconds=1) <= value <= timedelta(hours=1):
+        raise ValueError("expected a duration from 1s to 1h")
+    return value
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    bare = host[1:-1] if bracketed else host
+    if (
+        not sep
+        or not bare
+        or not port.isdigit()
+        or not 1 <= int(port) <= 65535
+        or (":" in bare and not bracketed)
+        or any(c.isspace() or c in "/@" for c in bare)
+    ):
+        raise ValueError(
+            f"{value!r} is not HOST:PORT (e.g. logs.example.com:6514, or [2001:db8::1]:6514)"
+        )
+    return value
+
+
+class SyslogDestination(_Strict):
+    # RFC 5424 messages over TLS (RFC 5425), octet-counted; 6514 is syslog-over-TLS's port.
+    address: Annotated[str, AfterValidator(_host_port)]
+    ca_file: ConfigPath  # the only CA trusted for the receiver's certificate
+
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class WebhookDestination(_Strict):
+    url: HttpsUrl
+    ca_file: ConfigPath  # the only CA trusted for the receiver's certificate
+    # Optional secret file holding a token sent as "Authorization: Bearer <token>".
+    token_file: ConfigPath | None = None
+
+
+class Shipping(_Strict):
+    # "checkpoints": the signed checkpoints only; "all": every line (checkpoints included).
+    events: Literal["checkpoints", "all"] = "checkpoints"
+    syslog: SyslogDestination | None = None
+    webhook: WebhookDestination | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Shipping:
+        if self.syslog is None and self.webhook is None:
+            raise ValueError("'ship' needs a destination: set 'syslog', 'webhook' or both")
+        return self
+
+
+class Audit(_Strict):
+    # A signed checkpoint after this many events, and at least every checkpoint_interval
+    # while the bastion runs (even when nothing happens): see docs/audit.md.
+    checkpoint_every: int = Field(1000, ge=1, le=1_000_000)
+    checkpoint_interval: Annotated[Duration, AfterValidator(_checkpoint_interval)] = timedelta(
+        seconds=60
+    )
+    ship: Shipping | None = None
+
+
 class Limits(_Strict):
     max_sessions: int = Field(100, ge=1)
     max_sessions_per_user: int = Field(3, ge=1)
@@ -323,6 +391,7 @@ class Config(_Strict):
     limits: Limits = Field(default_factory=Limits)
     # None: no recording can be started, so nothing that must be recorded can start.
     recording: Recording | None = None
+    audit: Audit = Field(default_factory=Audit)
 
     # Set by the loader: the file this config came from, and for each user read from
     # paths.users_dir, its file there (users of the config file itself are not listed).

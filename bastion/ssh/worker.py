@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from bastion.audit.log import AuditLog, load_or_create_hmac_key
+from bastion.audit.log import AuditLog
 from bastion.config import Config, load_config
 from bastion.config.users import UserDirectory
 from bastion.errors import BastionError
@@ -81,9 +81,8 @@ class Worker:
         self.config = config
         state = config.paths.state_dir
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.audit = AuditLog(
-            config.paths.audit_log, hmac_key=load_or_create_hmac_key(state / "audit-hmac.key")
-        )
+        # Checkpoint signing key and shippers too (config.audit): see bastion.audit.log.
+        self.audit = AuditLog.for_config(config)
         limits = config.limits
         self.throttle = SourceThrottle(
             state / "throttle.db",
