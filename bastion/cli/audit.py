@@ -1,38 +1,479 @@
-"""``bastion audit verify``: check an audit log's hash chain and its head record."""
+"""``bastion audit verify | export | search``: check the log, feed a SIEM, answer a question.
+
+* ``verify PATH [--pubkey FILE] [--checkpoints FILE]`` checks the hash chain, the head
+  record, every checkpoint's signature, and the log against checkpoints shipped off-host;
+  one sentence and an exit status per kind of failure (:data:`EXIT`).
+* ``export [--since T] [--follow] [--syslog]`` writes the log's lines, exactly as stored,
+  to stdout (or to the configured syslog server), checking the chain as it reads: a broken
+  chain stops the export with an error, so a SIEM never silently receives an edited line.
+* ``search --user U --since T --pod P --session S --event E`` prints matching events for
+  a human, one line each, every string neutralised for the terminal.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import fnmatch
+import json
+import os
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, BinaryIO, TextIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from bastion.audit.chain import ChainBroken, ChainReader, Verdict, VerdictKind
 from bastion.audit.chain import verify as verify_chain
-from bastion.audit.log import head_path, read_head
+from bastion.audit.checkpoint import is_checkpoint
+from bastion.audit.log import head_path, read_head, rfc3339
+from bastion.audit.ship import ShipFailed, SyslogTls
+from bastion.durations import parse_duration
 from bastion.errors import BastionError
+from bastion.recording.key_files import read_signer_public_key
+from bastion.terminal_text import printable
+
+__all__ = ["EXIT", "Query", "add_commands", "describe", "export", "search", "verify"]
+
+# Exit status of ``verify`` per verdict; 2: the check could not be made at all.
+EXIT: dict[VerdictKind, int] = {
+    "ok": 0,
+    "broken": 1,
+    "forged": 3,
+    "truncated": 4,
+    "diverged": 5,
+    "unsigned": 6,
+}
+CANNOT_CHECK = 2
+_WORD: dict[VerdictKind, str] = {
+    "ok": "OK",
+    "broken": "BROKEN",
+    "forged": "FORGED",
+    "truncated": "TRUNCATED",
+    "diverged": "REWRITTEN",
+    "unsigned": "UNSIGNED",
+}
+_FOLLOW_POLL = 0.5
+_READ = 1 << 20
 
 
-def verify(path: Path, *, head: Path | None, no_head: bool) -> int:
+def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The ``audit`` command and its actions, for the ``bastion`` parser."""
+    p = commands.add_parser("audit", help="check, export and search the audit log")
+    actions = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+
+    v = actions.add_parser(
+        "verify", help="check the chain, the checkpoints' signatures, and truncation"
+    )
+    v.add_argument("path", type=Path, metavar="PATH")
+    v.add_argument("--head", type=Path, help="head file (default: PATH.head)")
+    v.add_argument(
+        "--no-head",
+        action="store_true",
+        help="check the chain only (a copy without its head file): tail truncation is not seen",
+    )
+    v.add_argument(
+        "--pubkey",
+        type=Path,
+        metavar="FILE",
+        help="the bastion's audit-signing.pub: check every checkpoint's signature",
+    )
+    v.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="FILE",
+        help="checkpoints received off-host (syslog or webhook), one per line: the log must "
+        "still hold what they signed (needs --pubkey)",
+    )
+    v.set_defaults(
+        run=lambda a: verify(
+            a.path, head=a.head, no_head=a.no_head, pubkey=a.pubkey, checkpoints=a.checkpoints
+        )
+    )
+
+    e = actions.add_parser("export", help="the log's lines as JSON lines, for a SIEM")
+    e.add_argument("--since", metavar="T", help="from time T (2026-11-28T12:00:00Z) or age (2h)")
+    e.add_argument("--follow", action="store_true", help="keep sending new lines as they come")
+    e.add_argument(
+        "--syslog",
+        action="store_true",
+        help="send to audit.ship.syslog of the config instead of stdout",
+    )
+    e.add_argument("--log", type=Path, metavar="FILE", help="another copy of the log to read")
+    config_option(e)
+    e.set_defaults(
+        run=lambda a: export(
+            a.config, log=a.log, since=a.since, follow=a.follow, to_syslog=a.syslog
+        )
+    )
+
+    s = actions.add_parser("search", help="matching events, one readable line each")
+    s.add_argument("--user", metavar="U", help="the operator (actor or user)")
+    s.add_argument("--since", metavar="T", help="from time T (2026-11-28T12:00:00Z) or age (2h)")
+    s.add_argument("--until", metavar="T", help="up to time T, or age")
+    s.add_argument("--pod", metavar="P", help="events naming pod P")
+    s.add_argument("--session", metavar="S", help="session S (and the login of its connection)")
+    s.add_argument("--event", metavar="E", help="event name or pattern, e.g. 'login.*'")
+    s.add_argument("--log", type=Path, metavar="FILE", help="another copy of the log to read")
+    config_option(s)
+    s.set_defaults(
+        run=lambda a: search(
+            a.config,
+            log=a.log,
+            query=Query(
+                user=a.user,
+                since=_time_arg(a.since, "--since"),
+                until=_time_arg(a.until, "--until"),
+                pod=a.pod,
+                session=a.session,
+                event=a.event,
+            ),
+        )
+    )
+
+
+# ---------------------------------------------------------------------------- verify
+def verify(
+    path: Path,
+    *,
+    head: Path | None,
+    no_head: bool,
+    pubkey: Path | None = None,
+    checkpoints: Path | None = None,
+) -> int:
+    try:
+        verdict = _verdict(path, head=head, no_head=no_head, pubkey=pubkey, checkpoints=checkpoints)
+    except BastionError as exc:
+        print(f"CANNOT CHECK: {exc}", file=sys.stderr)
+        return CANNOT_CHECK
+    except OSError as exc:
+        print(f"CANNOT CHECK: {path}: cannot read the audit log: {exc.strerror}", file=sys.stderr)
+        return CANNOT_CHECK
+    if verdict.ok:
+        print(verdict.message)
+        return 0
+    print(f"{_WORD[verdict.kind]}: {path}: {verdict.message}", file=sys.stderr)
+    return EXIT[verdict.kind]
+
+
+def _verdict(
+    path: Path, *, head: Path | None, no_head: bool, pubkey: Path | None, checkpoints: Path | None
+) -> Verdict:
+    """The verdict on ``path``; BastionError when the check cannot be made."""
+    key = _public_key(pubkey) if pubkey is not None else None
+    shipped = _shipped(checkpoints) if checkpoints is not None else []
+    if shipped and key is None:
+        raise BastionError(
+            "checking shipped checkpoints needs the bastion's public key: give --pubkey"
+        )
     head_file = head or head_path(path)
     try:
         recorded = None if no_head else read_head(head_file)
     except ValueError as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
+        raise BastionError(str(exc)) from None
+    with _open_log(path) as log:
+        if recorded is None and not no_head and log.read(1):
+            raise BastionError(
+                f"{path}: the head file {head_file} is missing, so a truncated tail cannot "
+                "be ruled out; pass --head FILE, or --no-head to check the chain alone"
+            )
+        log.seek(0)
+        return verify_chain(log, recorded, public_key=key, shipped=shipped)
+
+
+def _open_log(path: Path) -> BinaryIO:
     try:
-        with path.open("rb") as log:
-            if recorded is None and not no_head and log.read(1):
-                print(
-                    f"FAILED: {path}: the head file {head_file} is missing, so a truncated "
-                    "tail cannot be ruled out; pass --head FILE, or --no-head to check the "
-                    "chain alone",
-                    file=sys.stderr,
-                )
-                return 1
-            log.seek(0)
-            verdict = verify_chain(log, recorded)
+        return path.open("rb")
     except OSError as exc:
         raise BastionError(f"{path}: cannot read the audit log: {exc.strerror}") from None
-    if verdict.ok:
-        print(verdict.message)
+
+
+def _public_key(path: Path) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(read_signer_public_key(path))
+
+
+def _shipped(path: Path) -> list[dict[str, Any]]:
+    """Checkpoint lines as a receiver stored them: one JSON object per line, possibly after
+    a syslog header; other lines (events shipped with ``events: all``, noise) are skipped."""
+    try:
+        text = path.read_bytes().decode("utf-8", "replace")
+    except OSError as exc:
+        raise BastionError(f"{path}: cannot read the shipped checkpoints: {exc.strerror}") from None
+    found: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        start, end = line.find("{"), line.rfind("}")
+        if start < 0 or end < start:
+            continue
+        try:
+            item = json.loads(line[start : end + 1])
+        except ValueError:
+            continue
+        if isinstance(item, dict) and is_checkpoint(item):
+            found.append(item)
+    if not found:
+        raise BastionError(
+            f"{path} holds no checkpoint (lines with an audit.checkpoint event)",
+            hint="give the file where the syslog server or webhook stored what the bastion sent",
+        )
+    return found
+
+
+# ---------------------------------------------------------------------------- reading
+def _log_path(config_path: Path, log: Path | None) -> Path:
+    if log is not None:
+        return log
+    from bastion.config import load_config  # noqa: PLC0415 - only when no --log is given
+
+    return load_config(config_path, check_files=False).paths.audit_log
+
+
+def _time_arg(text: str | None, option: str) -> str | None:
+    """``--since``/``--until`` as the log writes times (so that strings compare), from an
+    RFC 3339 time, a date, or an age such as ``2h``."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            age = parse_duration(text)
+        except ValueError:
+            raise BastionError(
+                f"{option} {text!r} is neither a time (2026-11-28T12:00:00Z, 2026-11-28) nor "
+                "an age (90m, 2h, 7d)"
+            ) from None
+        moment = datetime.now(UTC) - age
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return rfc3339(moment)
+
+
+class _LogReader:
+    """Complete lines of an open log file as they come, the chain checked from line 1. At
+    the first line that breaks it, ``broken`` is set and reading stops, unless ``lenient``:
+    then the rest is parsed unchecked (for a human looking into a damaged log)."""
+
+    def __init__(self, log: BinaryIO, *, lenient: bool = False) -> None:
+        self._log = log
+        self._chain = ChainReader()
+        self._pending = b""
+        self.lenient = lenient
+        self.broken: ChainBroken | None = None
+
+    def read(self) -> list[tuple[bytes, dict[str, Any]]]:
+        """The next complete lines (about 1 MiB at most); empty at the end for now."""
+        found: list[tuple[bytes, dict[str, Any]]] = []
+        while not found:
+            if self.broken is not None and not self.lenient:
+                return []
+            chunk = self._log.read(_READ)
+            if not chunk:
+                return []  # a line still being written stays pending for the next read
+            parts = (self._pending + chunk).split(b"\n")
+            self._pending = parts.pop()
+            for part in parts:
+                raw = part + b"\n"
+                event = self._event(raw)
+                if event is None:
+                    break
+                found.append((raw, event))
+        return found
+
+    def _event(self, raw: bytes) -> dict[str, Any] | None:
+        if self.broken is None:
+            try:
+                return self._chain.feed(raw)
+            except ChainBroken as exc:
+                self.broken = exc
+                if not self.lenient:
+                    return None
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return {}
+        return event if isinstance(event, dict) else {}
+
+
+# ---------------------------------------------------------------------------- export
+def export(
+    config_path: Path,
+    *,
+    log: Path | None = None,
+    since: str | None = None,
+    follow: bool = False,
+    to_syslog: bool = False,
+    out: BinaryIO | None = None,
+) -> int:
+    path = _log_path(config_path, log)
+    start = _time_arg(since, "--since")
+    send = _syslog_destination(config_path) if to_syslog else None
+    return asyncio.run(_export(path, start, follow, out or sys.stdout.buffer, send))
+
+
+async def _export(
+    path: Path, since: str | None, follow: bool, out: BinaryIO, send: SyslogTls | None
+) -> int:
+    sent = 0
+    try:
+        with _open_log(path) as log:
+            reader = _LogReader(log)
+            while True:
+                lines = reader.read()
+                batch = [raw for raw, event in lines if since is None or event["time"] >= since]
+                if batch and send is not None:
+                    await send.send(batch)
+                elif batch:
+                    out.write(b"".join(batch))
+                    out.flush()
+                sent += len(batch)
+                if reader.broken is not None:
+                    print(
+                        f"BROKEN: {path}: {reader.broken}; the export stopped there (run "
+                        f"bastion audit verify {path})",
+                        file=sys.stderr,
+                    )
+                    return 1
+                if not lines:
+                    if not follow:
+                        break
+                    await asyncio.sleep(_FOLLOW_POLL)
+    except BrokenPipeError:
+        # The reader went away (| head): not an error; keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    print(f"FAILED: {path}: {verdict.message}", file=sys.stderr)
-    return 1
+    except ShipFailed as exc:
+        print(f"bastion: {exc}; {sent} lines were sent before it", file=sys.stderr)
+        return 1
+    finally:
+        if send is not None:
+            await send.aclose()
+    if send is not None:
+        print(f"sent {sent} lines to {send.where}", file=sys.stderr)
+    return 0
+
+
+def _syslog_destination(config_path: Path) -> SyslogTls:
+    from bastion.config import load_config  # noqa: PLC0415
+
+    config = load_config(config_path, check_files=False)
+    ship = config.audit.ship
+    if ship is None or ship.syslog is None:
+        raise BastionError(
+            f"{config_path} names no syslog server",
+            hint="set audit.ship.syslog (address, ca_file) in the config, or export to stdout",
+        )
+    host, port = ship.syslog.host_port()
+    return SyslogTls(host, port, ship.syslog.ca_file)
+
+
+# ---------------------------------------------------------------------------- search
+@dataclass(frozen=True)
+class Query:
+    user: str | None = None
+    since: str | None = None  # times as the log writes them, compared as strings
+    until: str | None = None
+    pod: str | None = None
+    session: str | None = None
+    event: str | None = None
+
+    def matches(self, event: Mapping[str, Any], connections: set[str]) -> bool:
+        time = str(event.get("time", ""))
+        if self.since is not None and time < self.since:
+            return False
+        if self.until is not None and time > self.until:
+            return False
+        if self.user is not None and self.user not in (event.get("actor"), event.get("user")):
+            return False
+        if self.event is not None and not fnmatch.fnmatchcase(
+            str(event.get("event", "")), self.event
+        ):
+            return False
+        if self.pod is not None and not _names_pod(event, self.pod):
+            return False
+        if self.session is not None:
+            # The session's own events, and those of the connection it came from (its login,
+            # the connection's end), which carry the key, the second factor and the source.
+            return event.get("session") == self.session or event.get("connection") in connections
+        return True
+
+
+def _names_pod(event: Mapping[str, Any], pod: str) -> bool:
+    if event.get("pod") == pod:
+        return True
+    target = event.get("target")
+    if isinstance(target, dict):
+        return target.get("pod") == pod
+    if isinstance(target, str):
+        return target.rsplit("/", 1)[-1] == pod
+    return False
+
+
+def search(
+    config_path: Path, *, query: Query, log: Path | None = None, out: TextIO | None = None
+) -> int:
+    out = out or sys.stdout
+    path = _log_path(config_path, log)
+    connections: set[str] = set()
+    if query.session is not None:
+        connections = _connections_of(path, query.session)
+    count = 0
+    with _open_log(path) as file:
+        reader = _LogReader(file, lenient=True)
+        while lines := reader.read():
+            for _, event in lines:
+                if query.matches(event, connections):
+                    print(describe(event), file=out)
+                    count += 1
+    if reader.broken is not None:
+        print(
+            f"warning: {path}: {reader.broken}; events from there on are shown unverified "
+            f"(run bastion audit verify {path})",
+            file=sys.stderr,
+        )
+    if count == 0:
+        print("no event matches", file=sys.stderr)
+    return 0
+
+
+def _connections_of(path: Path, session: str) -> set[str]:
+    found: set[str] = set()
+    with _open_log(path) as file:
+        reader = _LogReader(file, lenient=True)
+        while lines := reader.read():
+            for _, event in lines:
+                if event.get("session") == session and event.get("event") == "session.opened":
+                    connection = event.get("connection")
+                    if isinstance(connection, str):
+                        found.add(connection)
+    return found
+
+
+_SKIPPED = frozenset({"seq", "time", "event", "session", "actor", "outcome", "prev", "hash"})
+_VALUE_LIMIT = 100
+
+
+def describe(event: Mapping[str, Any]) -> str:
+    """One line for a human: time, line, event, outcome, who, session, then the event's own
+    fields as ``name=value`` in the order they were recorded; every string neutralised."""
+    time = str(event.get("time", "?")).replace("T", " ")
+    head = [
+        time[:19] + ("Z" if time.endswith("Z") else ""),
+        f"#{event.get('seq', '?')}",
+        str(event.get("event", "?")),
+        str(event.get("outcome", "?")),
+        str(event.get("actor", "?")),
+        f"session={event['session']}" if event.get("session") else "",
+    ]
+    fields = [f"{name}={_value(value)}" for name, value in event.items() if name not in _SKIPPED]
+    return printable(" ".join(part for part in (*head, *fields) if part))
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, str):
+        text = value if value and " " not in value else json.dumps(value, ensure_ascii=False)
+    else:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= _VALUE_LIMIT else text[: _VALUE_LIMIT - 1] + "…"

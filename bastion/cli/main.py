@@ -32,17 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, metavar="PATH")
     p.set_defaults(run=lambda a: check_config.run(a.path))
 
-    p = commands.add_parser("audit", help="work with the audit log")
-    audit_commands = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    v = audit_commands.add_parser("verify", help="check the hash chain of an audit log")
-    v.add_argument("path", type=Path, metavar="PATH")
-    v.add_argument("--head", type=Path, help="head file (default: PATH.head)")
-    v.add_argument(
-        "--no-head",
-        action="store_true",
-        help="check the chain only (a copy without its head file): tail truncation is not seen",
-    )
-    v.set_defaults(run=lambda a: audit.verify(a.path, head=a.head, no_head=a.no_head))
+    audit.add_commands(commands, _config_option)
 
     p = commands.add_parser("serve", help="run the SSH front door (one worker per core)")
     _config_option(p)
