@@ -473,7 +473,9 @@ def describe(event: Mapping[str, Any]) -> str:
 
 def _value(value: Any) -> str:
     if isinstance(value, str):
-        text = value if value and " " not in value else json.dumps(value, ensure_ascii=False)
+        # Neutralised first, so that a control character reads as "?" wherever it is.
+        shown = printable(value)
+        text = shown if shown and " " not in shown else json.dumps(shown, ensure_ascii=False)
     else:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return text if len(text) <= _VALUE_LIMIT else text[: _VALUE_LIMIT - 1] + "…"

@@ -9,6 +9,8 @@ import datetime
 import ipaddress
 import json
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,3 +174,12 @@ class WebhookReceiver:
     async def aclose(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+async def until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Wait for ``check()`` to be true, or fail saying what did not happen."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -9,8 +9,7 @@ import re
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from bastion.config import load_config
 from bastion.errors import ConfigError
 from bastion.recording.key_files import load_or_create_signing_key, signing_public_key_path
 
-from .receivers import ReceiverCa, SyslogReceiver, WebhookReceiver, make_ca
+from .receivers import ReceiverCa, SyslogReceiver, WebhookReceiver, make_ca, until
 
 KEY = b"k" * 32
 
@@ -68,14 +67,6 @@ def shipping_log(
 
 def fast(destination: Any, path: Path, **options: Any) -> Shipper:
     return Shipper(destination, path, poll=0.05, leader_poll=0.1, retry=(0.05, 0.2), **options)
-
-
-async def until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def bastion(*args: str) -> subprocess.CompletedProcess[str]:
