@@ -25,9 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bastion.audit.log import Secret
 from bastion.config import Config
 from bastion.config.models import Cluster
+from bastion.debug_container import target_container
 from bastion.errors import BastionError, PolicyDenied
+from bastion.images import parse_pinned_image
 from bastion.kube import KubeApi
 from bastion.policy import DebugRequest, DebugTarget, Limits, Principal, decide
 from bastion.session.lifecycle import State
@@ -152,6 +155,7 @@ async def _credential_and_check(
     )
     issued = time.monotonic()
     # Recorded before the credential is first used (the pod read), whatever is decided next.
+    # The lease id only as its HMAC: enough to match the wipe's record of its revocation.
     await session.record(
         "session.credential_issued",
         outcome="issued",
@@ -159,7 +163,9 @@ async def _credential_and_check(
         namespace=namespace,
         vault_role=role,
         service_account=credential.service_account,
+        lease_id=Secret(credential.lease_id),
         lease_seconds=round(credential.lease_duration.total_seconds()),
+        token_expires=now() + credential.lease_duration,
     )
     recorded = time.monotonic()
     timeout = config.limits.kubernetes_timeout.total_seconds()
@@ -177,7 +183,39 @@ async def _credential_and_check(
         raise PolicyDenied(
             "the pod's labels changed the grant that applies; refresh the list and try again"
         )
+    # What an investigator needs to name exactly what was debugged, by whose grant, with
+    # which image: written before anything is made in the pod.
+    await session.record(
+        "session.debug_allowed",
+        outcome="allowed",
+        cluster=cluster.name,
+        namespace=namespace,
+        pod=target.pod,
+        pod_uid=(pod.get("metadata") or {}).get("uid"),
+        target_container=_target_container(pod, target.container),
+        mode=str(request.mode),
+        image=request.image,
+        image_digest=_digest(request.image),
+        grants=list(final.grants),
+        vault_role=final.limits.vault_role,
+    )
     return DebugAccess(cluster, credential, final.limits, pod, issued - started, read - recorded)
+
+
+def _target_container(pod: dict[str, Any], requested: str | None) -> str | None:
+    """The container the debug is for; None when the pod leaves it open (the debug shell
+    then asks the operator to choose, and refuses)."""
+    try:
+        return target_container(pod, requested)
+    except PolicyDenied:
+        return None
+
+
+def _digest(image: str) -> str | None:
+    try:
+        return parse_pinned_image(image).digest
+    except ValueError:
+        return None
 
 
 async def _refused(
