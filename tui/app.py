@@ -18,11 +18,13 @@ import sys
 import termios
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import events
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
+from textual.css.model import RuleSet
 
 from bastion.console_protocol import (
     BROKER_FD_ENV,
@@ -63,6 +65,9 @@ KEYS: list[tuple[str, str, str]] = [
 ]
 
 
+_ParsedCss = tuple[dict[str, str], LRUCache[tuple[Any, ...], list[RuleSet]]]
+
+
 class ConsoleApp(App[int]):
     # Inline rather than a .tcss file: nothing but Python needs packaging. Content is built
     # from rich Text, never from markup.
@@ -95,6 +100,10 @@ class ConsoleApp(App[int]):
         Binding("question_mark", "help", "Keys"),
     ]
 
+    # The CSS a console of this process parsed, kept by keep_parsed_css() with the theme
+    # variables it was parsed with.
+    _parsed_css: ClassVar[_ParsedCss | None] = None
+
     def __init__(
         self,
         user: str,
@@ -105,6 +114,13 @@ class ConsoleApp(App[int]):
         timeout: float | None = None,
     ) -> None:
         super().__init__()
+        kept = ConsoleApp._parsed_css
+        # Textual parses every widget's CSS again for each App (its cache is per stylesheet):
+        # a console forked from the template reuses the rules the template parsed instead
+        # (bench/README.md, "Console start"). Only with the same variables: they are baked
+        # into the rules. Textual clears this cache itself when the variables change.
+        if kept is not None and kept[0] == self.stylesheet._variables:
+            self.stylesheet._parse_cache = kept[1]
         self.user = user
         self.broker = BrokerClient(transport, on_event=self._event, on_gone=self._gone)
         if timeout is not None:
@@ -116,6 +132,11 @@ class ConsoleApp(App[int]):
         self.last_input = clock()
         self.debugging: DebugProgressScreen | None = None
         self.ended: DebugEnded | None = None
+
+    def keep_parsed_css(self) -> None:
+        """Consoles created after this one in this process reuse the CSS it parsed (the
+        console template calls this after its warm-up run, before it forks consoles)."""
+        ConsoleApp._parsed_css = (dict(self.stylesheet._variables), self.stylesheet._parse_cache)
 
     async def on_mount(self) -> None:
         try:

@@ -7,6 +7,8 @@ costs only the pages it writes to (docs/front-door.md, "The console process").
     python -I -m tui.zygote --control-fd FD [--path DIR ...] MODULE [MODULE ...]
 
 Each MODULE has ``main(argv: list[str]) -> int`` and is imported before the first fork.
+The console every login gets (``tui.app``) is also run once, headless, against an in-memory
+broker, before the first fork (:func:`_warm_up_console`).
 The template gets no credentials and no environment of the worker's: a console gets only what
 its request carries (a pty, the descriptors it names, its argv and environment).
 
@@ -24,6 +26,7 @@ would stay locked in every console.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import importlib
@@ -34,14 +37,34 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from textual import events
 from textual.app import App, ComposeResult
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.drivers.headless_driver import HeadlessDriver
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Footer, Header, Input, OptionList, Static
+
+from bastion.console_protocol import (
+    HiddenItem,
+    ListNamespaces,
+    Message,
+    Namespaces,
+    PodRow,
+    PodsPage,
+    WatchPods,
+    Welcome,
+    decode,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from tui.app import ConsoleApp
 
 __all__ = ["MAX_FDS", "MAX_PACKET", "main"]
 
@@ -90,6 +113,120 @@ class _WarmUp(App[None]):
         for n in range(20):
             table.add_row(f"pod-{n}", "1/1", "Running")
         self.call_after_refresh(self.exit)
+
+
+# The console every login gets: warmed up by running it once, as an operator would use it.
+_CONSOLE = "tui.app"
+_WARM_UP_PODS = 200  # a typical namespace
+_WARM_UP_LIMIT = 10.0  # seconds; a warm-up that takes longer is stuck
+
+
+class _DiscardingTerminal(HeadlessDriver):
+    """Not headless as far as Textual knows, so that every frame is turned into the bytes a
+    terminal would get (headless Textual skips that step, which consoles then do first);
+    the bytes are dropped."""
+
+    @property
+    def is_headless(self) -> bool:
+        return False
+
+
+class _WarmUpBroker:
+    """The broker's side of the console's warm-up run, in memory: one cluster, two
+    namespaces, one of them with a typical number of pods in two pages. Each line goes
+    through the protocol's real encode and decode, as a console's lines do."""
+
+    def __init__(self) -> None:
+        self._lines: asyncio.Queue[bytes] = asyncio.Queue()
+        self._say(Welcome("warm-up", ["warm-up"], ["warm-up"], time.time() + 3600, 900.0))
+
+    def _say(self, message: Message) -> None:
+        self._lines.put_nowait(encode(message))
+
+    async def send(self, line: bytes) -> None:
+        match decode(line.rstrip(b"\n")):
+            case ListNamespaces(id=request_id, cluster=cluster):
+                hidden = [HiddenItem("kube-system", "no grant covers it")]
+                self._say(Namespaces(request_id, cluster, ["pods", "empty"], hidden))
+            case WatchPods(id=request_id):
+                rows = [
+                    PodRow(f"web-{n:04d}", "1/1", ("Running", "Pending", "Failed")[n % 3], n % 4,
+                           "2026-11-28T10:00:00Z", f"node-{n % 7}", ("app=web",), ("app",))
+                    for n in range(_WARM_UP_PODS)
+                ]  # fmt: skip
+                half = _WARM_UP_PODS // 2
+                self._say(PodsPage(request_id, rows[:half], False, 0, ""))
+                self._say(PodsPage(request_id, rows[half:], True, 1, "a grant hides one"))
+            case _:
+                pass  # StopWatch; nothing else is asked for on the warm-up's way
+
+    async def receive(self) -> bytes:
+        return await self._lines.get()
+
+    def close(self) -> None:
+        pass
+
+
+def _warm_up_console(module: ModuleType) -> None:
+    """Run the console once the way every session starts (the namespaces, a pod list moved
+    through and filtered), its frames rendered to terminal bytes, then keep the CSS it
+    parsed for every console forked from here.
+
+    What this saves each console (bench/README.md, "Console start"): Textual's lazily built
+    per-class state and bytecode the interpreter has not specialised yet (about 0.3 MB and
+    10 ms to the first frame), and the parse of every widget's CSS (0.15 MB). Going on to a
+    pod's details and the help screen made each console 0.45 MB bigger, not smaller, so the
+    run stops at the list."""
+    from tui.screens import NamespacesScreen, PodsScreen  # noqa: PLC0415 - console modules are imported by name
+
+    # The terminal a login's console has: the app picks its colour system from it.
+    terminal = {"TERM": "xterm-256color", "COLORTERM": "truecolor"}
+    saved = {name: os.environ.get(name) for name in terminal}
+    os.environ.update(terminal)
+    try:
+        app: ConsoleApp = module.ConsoleApp("warm-up", _WarmUpBroker())
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+    app.driver_class = _DiscardingTerminal
+
+    async def until(done: Callable[[], bool]) -> None:
+        while not done():  # noqa: ASYNC110 - the app's state, polled from its own loop
+            await asyncio.sleep(0.002)
+
+    def press(*keys: str) -> None:
+        driver = app._driver
+        if driver is not None:
+            for key in keys:
+                driver.send_message(events.Key(key, key if len(key) == 1 else None))
+
+    def namespaces_listed() -> bool:
+        screen = app.screen
+        return (
+            isinstance(screen, NamespacesScreen)
+            and screen.query_one("#namespaces", OptionList).option_count > 0
+        )
+
+    def pods_filtered(text: str) -> bool:
+        screen = app.screen
+        return isinstance(screen, PodsScreen) and screen.pods.filter.text == text
+
+    async def drive(_pilot: Pilot[Any]) -> None:
+        async with asyncio.timeout(_WARM_UP_LIMIT):
+            await until(namespaces_listed)
+            press("enter")
+            await until(lambda: isinstance(app.screen, PodsScreen) and app.screen.complete)
+            press("j", "j", "k", "slash", "w", "e", "b")
+            await until(lambda: pods_filtered("web"))
+            press("backspace", "escape")  # the filter cleared, the table focused
+            await until(lambda: pods_filtered(""))
+        app.exit()
+
+    app.run(size=(80, 24), auto_pilot=drive)
+    app.keep_parsed_css()
 
 
 def _preload(names: Sequence[str]) -> dict[str, ModuleType]:
@@ -306,6 +443,12 @@ def main(argv: list[str] | None = None) -> int:
         _WarmUp().run(headless=True, size=(80, 24))
     except Exception as exc:  # noqa: BLE001 - any failure here means "cannot serve"
         return _fail(f"the warm-up failed ({exc}); consoles start fresh instead")
+    if _CONSOLE in modules:
+        try:
+            _warm_up_console(modules[_CONSOLE])
+        except Exception as exc:  # noqa: BLE001 - the consoles still work, only colder
+            _fail(f"the warm-up of {_CONSOLE} failed ({type(exc).__name__}: {exc}); "
+                  "its consoles are forked without it")  # fmt: skip
     if loaded := sorted(set(_FORBIDDEN) & set(sys.modules)):
         return _fail(f"the console modules import {', '.join(loaded)}; refusing to serve")
     if threading.active_count() != 1:
