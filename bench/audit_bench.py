@@ -10,12 +10,17 @@ What is measured, in one run, in one temporary directory (so on one filesystem):
 * ``AuditLog.record_now`` (the blocking path used by the command-line tools), one event at a
   time;
 * ``AuditLog(fsync="event")`` with sequential ``await log.record(...)``;
-* ``AuditLog(fsync="batch")`` with 1, 10 and 100 concurrent writer tasks (group commit).
+* ``AuditLog(fsync="batch")`` with 1, 10 and 100 concurrent writer tasks (group commit);
+* the same AuditLog modes again with signed checkpoints as the server writes them (the
+  default policy: every 1000 events and every 60 s), and ``fsync="event"`` with a
+  checkpoint after every event (the worst case: a signature per write); and the cost of
+  one Ed25519 signature alone.
 
 Every AuditLog mode appends to the same log file, each with a fresh ``AuditLog`` (so each
 start also exercises picking the chain up from the file's tail); at the end the whole file is
-checked with ``bastion.audit.chain.verify`` against its head record, and the run fails (exit
-status 1) when the chain does not verify or does not hold every event recorded.
+checked with ``bastion.audit.chain.verify`` against its head record and the signing key,
+and the run fails (exit status 1) when the chain or a checkpoint does not verify, or the log
+does not hold every event recorded.
 
 Each mode stops after ``--events`` events or ``--budget`` seconds, whichever comes first, so
 a slow disk makes the run shorter in events, not longer in time. The "vs" column compares
@@ -46,8 +51,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from bastion.audit.chain import GENESIS, render, seal, verify
-from bastion.audit.log import AuditLog, head_path, read_head, rfc3339
+from bastion.audit.checkpoint import CheckpointPolicy, checkpoint_fields
+from bastion.audit.log import AuditLog, Checkpointer, head_path, read_head, rfc3339
 
 # Fields of a realistic "debug container started" event; plain values, nothing to redact.
 FIELDS: dict[str, Any] = {
@@ -64,6 +72,8 @@ EVENT = "bench.event"
 HEAD_SIZE = 256  # the size of the log's head record (bastion.audit.log._HEAD_SIZE)
 WARMUP = 10  # untimed events before each mode
 RAW_LINE = "raw write+fsync, per line"
+SIGNER = Ed25519PrivateKey.generate()
+SERVER_POLICY = Checkpointer(SIGNER, CheckpointPolicy(1000, 60.0))  # the config's defaults
 
 
 @dataclass
@@ -73,7 +83,7 @@ class Result:
     seconds: float
     commits: int | None  # write+fsync rounds; None when they could not be counted
     baseline: str | None = None  # mode name of the matching raw baseline
-    logged: int = 0  # events this mode appended to the audit log, warm-up included
+    logged: int = 0  # lines this mode appended to the audit log, warm-up included
 
     @property
     def rate(self) -> float:
@@ -183,14 +193,28 @@ class CommitCounter:
         return self.commits - before if self.available else None
 
 
-def record_now_mode(path: Path, key: bytes, limits: Limits) -> Result:
-    log = AuditLog(path, hmac_key=key, fsync="event")
+def _suffix(checkpoints: Checkpointer | None) -> str:
+    if checkpoints is None:
+        return ""
+    return f", signed every {checkpoints.policy.every}"
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def record_now_mode(
+    path: Path, key: bytes, limits: Limits, checkpoints: Checkpointer | None = None
+) -> Result:
+    before = _lines(path) if path.exists() else 0
+    log = AuditLog(path, hmac_key=key, fsync="event", checkpoints=checkpoints)
     counter = CommitCounter(log)
     log.open()
     try:
         for _ in range(WARMUP):
             log.record_now(EVENT, actor="bench", outcome="ok", session="s1", **FIELDS)
-        before = counter.commits
+        commits = counter.commits
         count = 0
         start = time.perf_counter()
         for _ in limits.counting():
@@ -200,17 +224,20 @@ def record_now_mode(path: Path, key: bytes, limits: Limits) -> Result:
     finally:
         log.close()
     return Result(
-        "AuditLog.record_now (sync)",
+        "AuditLog.record_now (sync)" + _suffix(checkpoints),
         count,
         seconds,
-        counter.since(before),
+        counter.since(commits),
         RAW_LINE,
-        WARMUP + count,
+        _lines(path) - before,
     )
 
 
-async def event_mode(path: Path, key: bytes, limits: Limits) -> Result:
-    async with AuditLog(path, hmac_key=key, fsync="event") as log:
+async def event_mode(
+    path: Path, key: bytes, limits: Limits, checkpoints: Checkpointer | None = None
+) -> Result:
+    lines = _lines(path)
+    async with AuditLog(path, hmac_key=key, fsync="event", checkpoints=checkpoints) as log:
         counter = CommitCounter(log)
         for _ in range(WARMUP):
             await log.record(EVENT, actor="bench", outcome="ok", session="s1", **FIELDS)
@@ -221,18 +248,22 @@ async def event_mode(path: Path, key: bytes, limits: Limits) -> Result:
             await log.record(EVENT, actor="bench", outcome="ok", session="s1", **FIELDS)
             count += 1
         seconds = time.perf_counter() - start
+        commits = counter.since(before)  # the closing checkpoint is not timed
     return Result(
-        'AuditLog fsync="event", sequential',
+        'AuditLog fsync="event", sequential' + _suffix(checkpoints),
         count,
         seconds,
-        counter.since(before),
+        commits,
         RAW_LINE,
-        WARMUP + count,
+        _lines(path) - lines,
     )
 
 
-async def batch_mode(path: Path, key: bytes, limits: Limits, writers: int) -> Result:
-    async with AuditLog(path, hmac_key=key, fsync="batch") as log:
+async def batch_mode(
+    path: Path, key: bytes, limits: Limits, writers: int, checkpoints: Checkpointer | None = None
+) -> Result:
+    lines = _lines(path)
+    async with AuditLog(path, hmac_key=key, fsync="batch", checkpoints=checkpoints) as log:
         counter = CommitCounter(log)
         for _ in range(WARMUP):
             await log.record(EVENT, actor="bench", outcome="ok", session="s1", **FIELDS)
@@ -253,21 +284,34 @@ async def batch_mode(path: Path, key: bytes, limits: Limits, writers: int) -> Re
             for _ in range(writers):
                 group.create_task(writer())
         seconds = time.perf_counter() - start
+        commits = counter.since(before)  # the closing checkpoint is not timed
     baseline = RAW_LINE if writers == 1 else f"raw write+fsync, per {writers} lines"
     return Result(
-        f'AuditLog fsync="batch", {writers} concurrent',
+        f'AuditLog fsync="batch", {writers} concurrent' + _suffix(checkpoints),
         done,
         seconds,
-        counter.since(before),
+        commits,
         baseline,
-        WARMUP + done,
+        _lines(path) - lines,
     )
 
 
-async def async_modes(path: Path, key: bytes, limits: Limits, writers: list[int]) -> list[Result]:
-    # One mode after the other: the comprehension awaits each before starting the next.
-    first = await event_mode(path, key, limits)
-    return [first, *[await batch_mode(path, key, limits, n) for n in writers]]
+async def async_modes(
+    path: Path, key: bytes, limits: Limits, writers: list[int], checkpoints: Checkpointer | None
+) -> list[Result]:
+    # One mode after the other: each is awaited before the next starts.
+    first = await event_mode(path, key, limits, checkpoints)
+    return [first, *[await batch_mode(path, key, limits, n, checkpoints) for n in writers]]
+
+
+def signing_cost(rounds: int = 2000) -> float:
+    """Microseconds for the fields of one checkpoint (one Ed25519 signature and its JSON)."""
+    start = time.perf_counter()
+    for i in range(rounds):
+        checkpoint_fields(
+            SIGNER, SERVER_POLICY.policy, covers=i, hash="0" * 64, time="2026-11-28T12:00:00Z"
+        )
+    return (time.perf_counter() - start) / rounds * 1e6
 
 
 # ---------------------------------------------------------------------- report
@@ -313,14 +357,15 @@ def print_table(results: list[Result]) -> None:
 
 
 def check_chain(path: Path, expected: int) -> bool:
-    """Verify the whole log against its head; True when intact and holding every event."""
+    """Verify the whole log against its head and the signing key; True when intact and
+    holding every line the modes wrote."""
     head = read_head(head_path(path))
     lines = path.read_bytes().splitlines(keepends=True)
-    verdict = verify(lines, head)
+    verdict = verify(lines, head, public_key=SIGNER.public_key())
     size = sum(len(line) for line in lines)
     print(
         f"\nchain verify of {path.name}: {verdict.message}; {len(lines)} lines, "
-        f"head seq {head.seq if head else None}, {expected} events recorded by the benchmark, "
+        f"head seq {head.seq if head else None}, {expected} lines written by the benchmark, "
         f"avg line {size / max(len(lines), 1):.0f} bytes"
     )
     if not verdict.ok:
@@ -379,8 +424,13 @@ def main(argv: list[str] | None = None) -> int:
         results += [raw_per_batch(directory, line, limits, n) for n in args.writers if n > 1]
         log_path = directory / "audit.log"
         results.append(record_now_mode(log_path, key, limits))
-        results += asyncio.run(async_modes(log_path, key, limits, args.writers))
+        results += asyncio.run(async_modes(log_path, key, limits, args.writers, None))
+        results.append(record_now_mode(log_path, key, limits, SERVER_POLICY))
+        results += asyncio.run(async_modes(log_path, key, limits, args.writers, SERVER_POLICY))
+        every_write = Checkpointer(SIGNER, CheckpointPolicy(1, 60.0))
+        results += [asyncio.run(event_mode(log_path, key, limits, every_write))]
         print_table(results)
+        print(f"\none checkpoint's signature and fields: {signing_cost():.0f} us")
         ok = check_chain(log_path, sum(r.logged for r in results))
     print(f"total time {time.perf_counter() - began:.1f} s")
     return 0 if ok else 1
