@@ -48,7 +48,7 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.drivers.headless_driver import HeadlessDriver
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Footer, Header, Input, OptionList, Static
+from textual.widgets import Footer, Input, OptionList, Static
 
 from bastion.console_protocol import (
     HiddenItem,
@@ -96,23 +96,30 @@ def _send(control: socket.socket, message: dict[str, object], fds: Sequence[int]
 
 
 # ---------------------------------------------------------------------------- start-up
-class _WarmUp(App[None]):
-    """A small app drawn once headless before serving, so a console's first frame finds
-    Textual's lazy imports done and its caches filled, in pages shared with every console."""
+def _warm_up_textual() -> None:
+    """Draw a small app once headless, so that a console's first frame finds Textual's lazy
+    imports done and its caches filled, in pages shared with every console. For console
+    modules other than the one every login gets, which is warmed up by running it
+    (:func:`_warm_up_console`) and without this: this app's widgets and leftovers made each
+    of those consoles 0.55 MB bigger (bench/README.md, "Console start")."""
+    from textual.widgets import DataTable, Header  # noqa: PLC0415 - see above
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Input(placeholder="filter")
-        yield Static("[b]warm[/b] up")
-        yield DataTable()
-        yield Footer()
+    class WarmUp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Header()
+            yield Input(placeholder="filter")
+            yield Static("[b]warm[/b] up")
+            yield DataTable()
+            yield Footer()
 
-    def on_mount(self) -> None:
-        table: DataTable[str] = self.query_one(DataTable)
-        table.add_columns("name", "ready", "status")
-        for n in range(20):
-            table.add_row(f"pod-{n}", "1/1", "Running")
-        self.call_after_refresh(self.exit)
+        def on_mount(self) -> None:
+            table: DataTable[str] = self.query_one(DataTable)
+            table.add_columns("name", "ready", "status")
+            for n in range(20):
+                table.add_row(f"pod-{n}", "1/1", "Running")
+            self.call_after_refresh(self.exit)
+
+    WarmUp().run(headless=True, size=(80, 24))
 
 
 # The console every login gets: warmed up by running it once, as an operator would use it.
@@ -439,16 +446,17 @@ def main(argv: list[str] | None = None) -> int:
     modules = _preload(args.modules)
     if not modules:
         return _fail("no console module could be preloaded; consoles start fresh instead")
-    try:
-        _WarmUp().run(headless=True, size=(80, 24))
-    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot serve"
-        return _fail(f"the warm-up failed ({exc}); consoles start fresh instead")
     if _CONSOLE in modules:
         try:
             _warm_up_console(modules[_CONSOLE])
         except Exception as exc:  # noqa: BLE001 - the consoles still work, only colder
             _fail(f"the warm-up of {_CONSOLE} failed ({type(exc).__name__}: {exc}); "
                   "its consoles are forked without it")  # fmt: skip
+    else:
+        try:
+            _warm_up_textual()
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot serve"
+            return _fail(f"the warm-up failed ({exc}); consoles start fresh instead")
     if loaded := sorted(set(_FORBIDDEN) & set(sys.modules)):
         return _fail(f"the console modules import {', '.join(loaded)}; refusing to serve")
     if threading.active_count() != 1:
