@@ -32,8 +32,8 @@ Baseline, in the same run: the same console started as a fresh process (fork+exe
 
 Run from the repository root::
 
-    .venv/bin/python bench/console_bench.py            # ~60 s on 2 cores
-    .venv/bin/python bench/console_bench.py --quick    # ~25 s: 5 runs, 5 at once, 10 open
+    .venv/bin/python bench/console_bench.py            # ~30 s on 2 cores
+    .venv/bin/python bench/console_bench.py --quick    # ~15 s: 5 runs, 5 at once, 10 open
 """
 
 from __future__ import annotations
@@ -317,14 +317,15 @@ def report(forked: Result, fresh: Result, args: Namespace) -> None:
             f"(max {ms([max(row.list_shown)]).strip()}), to all {BIG:,} pods "
             f"{row.big_loaded * 1000:.0f} ms"
         )
-    frame, pss = med(forked.sequential), med(forked.pss) / 1024
+    frame, burst, pss = med(forked.sequential), med(forked.burst), med(forked.pss) / 1024
     print(
-        f"target (issue 7): first frame under 300 ms after login: {frame * 1000:.0f} ms: "
-        f"{'meets it' if frame < 0.3 else 'MISSES it'}"
+        f"target (issue 7): first frame under 300 ms after login: {frame * 1000:.0f} ms one "
+        f"login at a time: {'meets it' if frame < 0.3 else 'MISSES it'}; {burst * 1000:.0f} ms "
+        f"with {args.burst} at once: {'meets it' if burst < 0.3 else 'misses it'}"
     )
     print(
-        f"target (issue 7): under 15 MB PSS per open console ({ORDINARY} pods): {pss:.1f} MB: "
-        f"{'meets it' if pss < 15 else 'MISSES it'}"
+        f"target (issue 7): under 15 MB PSS per open console: {pss:.1f} MB with {args.alive} "
+        f"open on the {ORDINARY}-pod list: {'meets it' if pss < 15 else 'MISSES it'}"
     )
 
 
