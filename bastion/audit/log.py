@@ -222,7 +222,8 @@ class AuditLog:
         self._clock = clock
         self._checkpoints = checkpoints
         self._background = tuple(background)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []  # the background tasks (shippers)
         self.stopping: asyncio.Event | None = None
         self._fd: int | None = None
         self._head_fd: int | None = None
@@ -282,7 +283,7 @@ class AuditLog:
         self.stopping = asyncio.Event()
         if self._checkpoints is not None:
             heartbeats = self._heartbeats(self._checkpoints.policy.interval)
-            self._tasks.append(loop.create_task(heartbeats, name="audit-checkpoints"))
+            self._heartbeat = loop.create_task(heartbeats, name="audit-checkpoints")
         for run in self._background:
             self._tasks.append(loop.create_task(self._run_background(run), name="audit-ship"))
 
@@ -297,9 +298,11 @@ class AuditLog:
     async def aclose(self) -> None:
         """Wait for events already handed in, sign what is not signed yet, let the shippers
         finish their round, then close the files."""
-        heartbeats = [t for t in self._tasks if t.get_name() == "audit-checkpoints"]
-        for task in heartbeats:
-            task.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
         if self._checkpoints is not None and self._fd is not None:
             try:
                 await self._submit(None, final=True)
@@ -309,9 +312,8 @@ class AuditLog:
             await asyncio.shield(self._flusher)
         if self.stopping is not None:
             self.stopping.set()
-        others = [t for t in self._tasks if t not in heartbeats]
-        if others:
-            await asyncio.wait(others, timeout=_STOP_GRACE)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=_STOP_GRACE)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -322,9 +324,10 @@ class AuditLog:
 
     def close(self) -> None:
         """Close the files at once (``aclose`` is the orderly way: it waits and signs)."""
-        for task in self._tasks:
-            task.cancel()
-        self._tasks = []
+        for task in (self._heartbeat, *self._tasks):
+            if task is not None:
+                task.cancel()
+        self._heartbeat, self._tasks = None, []
         for fd in (self._fd, self._head_fd):
             if fd is not None:
                 os.close(fd)

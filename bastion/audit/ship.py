@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 
 from bastion.audit.checkpoint import CHECKPOINT_EVENT
+from bastion.audit.log import head_path, read_head
 from bastion.errors import AuditUnavailable, ConfigError
 
 if TYPE_CHECKING:
@@ -389,9 +390,14 @@ class Shipper:
 
     # ------------------------------------------------------------------ the file
     def _read_new(self) -> tuple[list[_Line], str | None]:
-        """Complete lines after the cursor (at most about 1 MiB), or why the cursor no
-        longer fits the log."""
+        """Durable lines after the cursor (at most about 1 MiB), or why the cursor no longer
+        fits the log. Durable: up to the head record, which the writer updates only once the
+        lines are synced; a line of a write that then fails is cut again, and is not sent."""
         cursor = self._cursor
+        try:
+            durable = read_head(head_path(self.log_path))
+        except ValueError:
+            durable = None
         try:
             with self.log_path.open("rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -412,8 +418,11 @@ class Shipper:
         for raw in data.splitlines(keepends=True):
             if not raw.endswith(b"\n"):
                 break  # being written, or torn: not yet
-            offset += len(raw)
-            lines.append(_parse(raw, offset))
+            line = _parse(raw, offset + len(raw))
+            if durable is not None and line.seq > durable.seq:
+                break  # written, not yet synced: next round
+            offset = line.end
+            lines.append(line)
         return lines, None
 
     def _lead(self) -> bool:

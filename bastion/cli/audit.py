@@ -317,12 +317,14 @@ async def _export(
     path: Path, since: str | None, follow: bool, out: BinaryIO, send: SyslogTls | None
 ) -> int:
     sent = 0
+    held: list[tuple[bytes, dict[str, Any]]] = []
     try:
         with _open_log(path) as log:
             reader = _LogReader(log)
             while True:
                 lines = reader.read()
-                batch = [raw for raw, event in lines if since is None or event["time"] >= since]
+                ready, held = _durable(path, held + lines) if follow else (lines, [])
+                batch = [raw for raw, event in ready if since is None or event["time"] >= since]
                 if batch and send is not None:
                     await send.send(batch)
                 elif batch:
@@ -353,6 +355,21 @@ async def _export(
     if send is not None:
         print(f"sent {sent} lines to {send.where}", file=sys.stderr)
     return 0
+
+
+def _durable(
+    path: Path, lines: list[tuple[bytes, dict[str, Any]]]
+) -> tuple[list[tuple[bytes, dict[str, Any]]], list[tuple[bytes, dict[str, Any]]]]:
+    """The lines the head record says are synced, and the rest (held back while following:
+    a write that fails after its lines became visible is cut from the log again)."""
+    try:
+        head = read_head(head_path(path))
+    except ValueError:
+        head = None
+    if head is None:
+        return lines, []
+    cut = next((i for i, (_, event) in enumerate(lines) if event.get("seq", 0) > head.seq), None)
+    return (lines, []) if cut is None else (lines[:cut], lines[cut:])
 
 
 def _syslog_destination(config_path: Path) -> SyslogTls:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import yaml
 from conftest import base_config
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bastion.audit.chain import render, seal
 from bastion.audit.checkpoint import CheckpointPolicy
 from bastion.audit.log import AUDIT_SIGNING_KEY, AuditLog, Checkpointer
 from bastion.audit.ship import Shipper, SyslogTls, Webhook, cursor_path, rfc5424, shippers_for
@@ -189,6 +191,45 @@ async def test_an_unreachable_syslog_server_is_one_sentence(
     assert events_of(path, "audit.ship_failed")[0]["error"] == (
         f"cannot connect to syslog 127.0.0.1:{port}: Connect call failed ('127.0.0.1', {port})"
     )
+
+
+def append_unsynced(path: Path) -> int:
+    """A line in the file as a write in progress leaves it (the head not moved yet); the
+    file's size before it."""
+    last = events_of(path)[-1]
+    size = path.stat().st_size
+    line = seal(
+        seq=last["seq"] + 1,
+        time=last["time"],
+        event="in.flight",
+        session=None,
+        actor="-",
+        outcome="ok",
+        fields={},
+        prev=last["hash"],
+    )
+    with path.open("ab") as f:
+        f.write(render(line) + b"\n")
+    return size
+
+
+async def test_a_line_not_yet_synced_is_not_shipped_and_one_cut_again_never_is(
+    tmp_path: Path, ca: ReceiverCa, webhook: WebhookReceiver
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    async with shipping_log(
+        path, None, fast(Webhook(webhook.url, ca.ca_file), path, everything=True)
+    ) as log:
+        await write(log, 2)
+        await until(lambda: len(webhook.json_lines()) == 2, "the first lines")
+        size = append_unsynced(path)
+        await asyncio.sleep(0.3)  # six rounds of the shipper
+        assert len(webhook.json_lines()) == 2
+        os.truncate(path, size)  # the write failed: the writer cuts it again
+        await write(log, 1)
+        await until(lambda: len(webhook.json_lines()) == 3, "the next line")
+    assert [e["event"] for e in webhook.json_lines()] == ["session.state"] * 3
+    assert [e["seq"] for e in webhook.json_lines()] == [1, 2, 3]
 
 
 # ------------------------------------------------------------------------- several workers
