@@ -53,7 +53,7 @@ import os
 import secrets as token_source
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +77,8 @@ __all__ = [
 ]
 
 FLUSH_BYTES: Final = 256 * 1024
+# Output data redacted, encoded and sealed in one step of the writer thread (see _write).
+WRITE_BATCH: Final = 256 * 1024
 PAUSE_ABOVE: Final = 4 * 1024 * 1024
 RESUME_BELOW: Final = 1024 * 1024
 MAX_BACKLOG: Final = 64 * 1024 * 1024
@@ -361,14 +363,20 @@ class Recorder:
             for secret in added:
                 self._output.add_secret(secret)
                 self._input.add_secret(secret)
-            plaintext = self._encode(events, final=final)
-            if not plaintext and not final:
-                return
-            try:
-                self._file.write(plaintext, final=final)
-            except RecordingUnavailable as exc:
-                self._fail(exc)
-                raise
+            # In batches of about WRITE_BATCH: this thread holds the GIL while it redacts,
+            # encodes and joins, and the event loop (every session's keystrokes) gets it back
+            # only between such steps; a 4 MiB backlog of NUL bytes is 24 MiB of JSON.
+            batches = list(_batches(events, WRITE_BATCH)) or [[]]
+            for index, batch in enumerate(batches):
+                last = final and index == len(batches) - 1
+                plaintext = self._encode(batch, final=last)
+                if not plaintext and not last:
+                    continue
+                try:
+                    self._file.write(plaintext, final=last)
+                except RecordingUnavailable as exc:
+                    self._fail(exc)
+                    raise
 
     def _encode(self, events: list[tuple[float, int, bytes]], *, final: bool) -> bytes:
         lines = [self._waiting]
@@ -446,6 +454,22 @@ class Recorder:
                 self._wake.set()
             await task
         return await asyncio.to_thread(self.close)
+
+
+def _batches(
+    events: list[tuple[float, int, bytes]], size: int
+) -> Iterator[list[tuple[float, int, bytes]]]:
+    """``events`` in order, cut into lists of about ``size`` bytes of data each."""
+    batch: list[tuple[float, int, bytes]] = []
+    held = 0
+    for event in events:
+        batch.append(event)
+        held += len(event[2])
+        if held >= size:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
 
 
 # ------------------------------------------------------------------------------ starting

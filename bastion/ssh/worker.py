@@ -54,6 +54,11 @@ log = logging.getLogger("bastion.worker")
 CONSOLE_MODULES = ("tui.app", "bastion.ssh.line_console")
 
 
+# How long a thread may hold the GIL while another one waits for it (CPython's default is
+# 5 ms); bench/debug_bench.py measured the keystrokes next to a recorded stream with it.
+SWITCH_INTERVAL = 0.0005
+
+
 def console_modules() -> list[str]:
     return [name for name in CONSOLE_MODULES if importlib.util.find_spec(name) is not None]
 
@@ -228,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format=f"bastion worker {os.getpid()}: %(levelname)s %(message)s"
     )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    # The recorders' writer threads (redaction, encoding, sealing) hold the GIL while they
+    # work; CPython hands it back to the event loop only every switch interval (5 ms by
+    # default), and a keystroke crosses the loop four times.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         config = load_config(args.config)
         asyncio.run(_serve(config, args.port, args.ready_fd, args.lifeline_fd))
