@@ -56,7 +56,14 @@ from bastion.session.lifecycle import Ending, State
 from bastion.session.session import Session
 from bastion.vault import KubeToken, VaultClient
 
-__all__ = ["DebugOutcome", "Terminal", "end_debug_container", "run_debug_shell"]
+__all__ = [
+    "DebugOutcome",
+    "Terminal",
+    "close_recording",
+    "end_debug_container",
+    "recording_failed",
+    "run_debug_shell",
+]
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +243,7 @@ async def _attached(
                 secrets=[token.reveal(), access.credential.lease_id],
                 record_input=access.limits.record_input,
                 pause=lambda held: bridges[-1].hold_output(held) if bridges else None,
-                on_failure=lambda exc: _recording_failed(session, exc),
+                on_failure=lambda exc: recording_failed(session, exc),
             )
         except BaseException:
             await stream.aclose()
@@ -265,7 +272,7 @@ async def _attached(
             try:
                 status = await terminal.attach(bridge)
             except RecordingUnavailable as exc:
-                _recording_failed(session, exc)
+                recording_failed(session, exc)
                 status = EXIT_DETACHED
             if session.ending is None:
                 # The kubelet ends an attach with Success however the shell ended: the exit
@@ -273,7 +280,7 @@ async def _attached(
                 status = await _exit_code(kube, command.namespace, pod_name, container, status)
         finally:
             await bridge.stop()
-            recording = await _close_recording(session, recorder)
+            recording = await close_recording(session, recorder)
     if session.ending is not None:
         # The wipe owns the container and the credential now (it checks, then revokes).
         return DebugOutcome(where, status, f"the debug shell in {where} was ended")
@@ -294,15 +301,16 @@ async def _attached(
     )
 
 
-def _recording_failed(session: Session, exc: RecordingUnavailable) -> None:
-    """The recording cannot be written: the session ends (its wipe stops the shell first)."""
+def recording_failed(session: Session, exc: RecordingUnavailable) -> None:
+    """A recording cannot be written: the session ends (its wipe stops the shell first)."""
     log.error("session %s: %s", session.id, exc.message)
     session.end_soon(Ending.ERROR)
 
 
-async def _close_recording(session: Session, recorder: Recorder) -> dict[str, Any]:
-    """Write the recording's end; its id and digest for the debug's end event. A recording
-    that failed is an alert in the audit log, with how far it got."""
+async def close_recording(session: Session, recorder: Recorder) -> dict[str, Any]:
+    """Write a recording's end; its id, digest and redaction counts for the session's event
+    (``recording_complete`` false if it failed: that is an alert in the audit log, with how
+    far it got)."""
     try:
         summary = await recorder.aclose()
     except RecordingUnavailable as exc:

@@ -53,7 +53,13 @@ from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
 from bastion.session.browse import Browser
 from bastion.session.deadlines import Deadlines, Notice
-from bastion.session.debug_shell import DebugOutcome, Terminal, run_debug_shell
+from bastion.session.debug_shell import (
+    DebugOutcome,
+    Terminal,
+    close_recording,
+    recording_failed,
+    run_debug_shell,
+)
 from bastion.session.lifecycle import Ending, State
 from bastion.session.session import Session
 from bastion.ssh.console import Console, TerminalSize
@@ -235,7 +241,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 width=self._size.cols,
                 height=self._size.rows,
                 term=self._term or "xterm-256color",
-                on_failure=lambda exc: self._recording_failed(session, exc),
+                on_failure=lambda exc: recording_failed(session, exc),
             )
         except RecordingUnavailable as exc:
             log.error("session %s: %s", session.id, exc.message)  # noqa: TRY400
@@ -273,35 +279,14 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 self._recorder.append(data)
             except RecordingUnavailable as exc:
                 if self._session is not None:
-                    self._recording_failed(self._session, exc)
+                    recording_failed(self._session, exc)
                 return
         chan.write(data)
 
-    def _recording_failed(self, session: Session, exc: RecordingUnavailable) -> None:
-        log.error("session %s: %s", session.id, exc.message)
-        session.end_soon(Ending.ERROR)
-
     async def _close_recording(self, session: Session, recorder: Recorder) -> None:
-        try:
-            summary = await recorder.aclose()
-        except RecordingUnavailable as exc:
-            summary = recorder.summary()
-            await session.record(
-                "session.recording_failed",
-                outcome="alert",
-                recording=summary.recording_id,
-                error=exc.message,
-                complete=summary.complete,
-            )
-            return
-        await session.record(
-            "session.console_recording",
-            outcome="closed",
-            recording=summary.recording_id,
-            recording_digest=summary.digest,
-            recording_complete=summary.complete,
-            redactions=summary.redactions,
-        )
+        fields = await close_recording(session, recorder)
+        if fields.get("recording_complete"):
+            await session.record("session.console_recording", outcome="closed", **fields)
 
     async def _one_console(
         self, session: Session, ended: DebugEnded | None
