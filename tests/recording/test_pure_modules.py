@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tomllib
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).parents[2]
-IO_MODULES = {
-    "asyncio", "socket", "ssl", "sqlite3", "subprocess", "http", "urllib", "selectors",
-    "asyncssh", "hvac", "kubernetes", "textual", "yaml", "pydantic",
-}  # fmt: skip
+from test_layering import IO_MODULES, ROOT, loaded_after_import
 
 PURE = [
     "bastion.recording.redaction",
@@ -23,21 +14,6 @@ PURE = [
     "bastion.recording.sealed",
     "bastion.recording.errors",
 ]
-
-
-def loaded_after_import(module: str) -> set[str]:
-    """Top-level and bastion module names a fresh interpreter loads importing ``module``
-    (as tests/test_layering.py does)."""
-    code = (
-        "import sys, json; before = set(sys.modules); "
-        f"import {module}; "
-        "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before} | "
-        "{m for m in set(sys.modules) - before if m.startswith('bastion')})))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    ).stdout
-    return set(json.loads(out))
 
 
 @pytest.mark.parametrize("module", PURE)
