@@ -102,28 +102,34 @@ class PodRuntime:
                 env[str(item["name"])] = str(item["value"])
         return env
 
-    async def _start(
-        self, namespace: str, pod: Obj, container: Obj, section: str
+    def _process(
+        self, argv: list[str], namespace: str, pod: Obj, container: Obj, *, tty: bool, stdin: bool
     ) -> ContainerProcess:
-        name = pod["metadata"]["name"]
-        key = (namespace, name, container["name"])
-        sandbox = self._sandbox(namespace, name)
-        tty = bool(container.get("tty"))
-        run_as = _run_as(pod, container)
+        """A container's (or an exec's) process, not started: in the pod's sandbox, with the
+        container's env, as the user its security context names."""
+        # workingDir names a path inside the image; the sandbox stands in for the image.
+        sandbox = self._sandbox(namespace, pod["metadata"]["name"])
         env = self._env(pod, container, sandbox, tty)
+        run_as = _run_as(pod, container)
         if run_as is not None:
             # Another user cannot enter kubesim's own directories: it starts at the root, as
             # a container whose image has no home for its uid does.
             sandbox = Path("/")
             env["HOME"] = "/"
-        process = ContainerProcess(
+        return ContainerProcess(argv, cwd=sandbox, env=env, tty=tty, stdin=stdin, run_as=run_as)
+
+    async def _start(
+        self, namespace: str, pod: Obj, container: Obj, section: str
+    ) -> ContainerProcess:
+        name = pod["metadata"]["name"]
+        key = (namespace, name, container["name"])
+        process = self._process(
             self._argv(container),
-            # workingDir names a path inside the image; the sandbox stands in for the image.
-            cwd=sandbox,
-            env=env,
-            tty=tty,
+            namespace,
+            pod,
+            container,
+            tty=bool(container.get("tty")),
             stdin=bool(container.get("stdin")),
-            run_as=run_as,
         )
         self.processes[key] = process
         try:
@@ -443,15 +449,8 @@ class PodRuntime:
         await self._running_process(info.namespace, pod, container, section)
         tty = request.query.get("tty") in _TRUE
         stdin = request.query.get("stdin") in _TRUE
-        sandbox = self._sandbox(info.namespace, info.name)
-        run_as = _run_as(pod, container)  # an exec runs as its container does
-        env = self._env(pod, container, sandbox, tty)
-        if run_as is not None:
-            sandbox = Path("/")
-            env["HOME"] = "/"
-        process = ContainerProcess(
-            list(command), cwd=sandbox, env=env, tty=tty, stdin=stdin, run_as=run_as
-        )
+        # An exec runs as its container does.
+        process = self._process(list(command), info.namespace, pod, container, tty=tty, stdin=stdin)
         # Handed over unstarted: the stream subscribes first, so no early output is lost,
         # and it reports a failed start on the error channel as the kubelet does.
         return await serve_stream(
