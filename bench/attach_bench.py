@@ -263,11 +263,18 @@ def recorded_bridge(directory: Path) -> Sink:
             signing_key=signing,
         )
         file = RecordingFile.create(directory / f"{name}.rec", sealer, fsync_interval=1.0)
-        recorder = Recorder(file, CastHeader(80, 24, 0, "attach_bench"), flush_interval=1.0)
+        bridges: list[AttachBridge] = []  # made after the recorder, which it records into
+        recorder = Recorder(
+            file,
+            CastHeader(80, 24, 0, "attach_bench"),
+            flush_interval=1.0,
+            # Late-bound: the bridge does not exist yet (the debug shell does the same).
+            pause=lambda held: bridges[0].hold_output(held),  # noqa: PLW0108
+        )
         bridge = AttachBridge(
             stream, write=write, pause_input=lambda _: None, on_output=recorder.append
         )
-        recorder._pause = bridge.hold_output
+        bridges.append(bridge)
         recorder.start()
         run = asyncio.create_task(bridge.run())
         bridge.feed(b"\n")

@@ -640,13 +640,13 @@ class Pipe:
         """Read ``count`` bytes of value ``fill``, then until ``mark``; how many came. The
         mark is looked for only once they are in: searching 200 MB costs CPU."""
         deadline = time.monotonic() + within
-        zeros = size = 0
-        while zeros < count:
-            size = self._read(deadline, f"{count:,} bytes {fill:#x} (got {zeros:,})")
-            zeros += self.buffer.count(fill, 0, size)
+        got = size = 0
+        while got < count:
+            size = self._read(deadline, f"{count:,} bytes {fill:#x} (got {got:,})")
+            got += self.buffer.count(fill, 0, size)
         self.tail = bytes(self.buffer[:size])
         self.until(mark, deadline - time.monotonic())
-        return zeros
+        return got
 
 
 def _write(proc: subprocess.Popen[bytes], data: bytes) -> None:
@@ -997,12 +997,12 @@ def stream_once(bench: Bench, route: Route, cipher: str) -> StreamRun:
         # usual output. The command line itself has no Q (octal 121), so its echo adds none.
         typed = f"head -c {nbytes} /dev/zero | tr '\\0' '\\121'; echo END-$((6*7))\r"
         _write(proc, typed.encode())
-        zeros = pipe.bytes_then(FILL, nbytes, END, within=TIMEOUT + nbytes / 5e6)
+        got = pipe.bytes_then(FILL, nbytes, END, within=TIMEOUT + nbytes / 5e6)
         seconds = time.perf_counter() - started
         spent = _minus(route.cpu([proc.pid]), before)
         waited = route.waited() - waited
         status = _end(proc, politely=True)
-    check(zeros == nbytes, f"{zeros:,} Q bytes came through {route.label}, not {nbytes:,}")
+    check(got == nbytes, f"{got:,} Q bytes came through {route.label}, not {nbytes:,}")
     check(status == 0, f"ssh through {route.label} ended with status {status}")
     return StreamRun(seconds, spent, waited)
 
