@@ -149,10 +149,12 @@ def _hidden_text(hidden: list[HiddenItem]) -> Text:
 # ---------------------------------------------------------------------------- pods
 class PodsScreen(_ConsoleScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "back", "Back"),
-        # Priority: run when the key arrives, before the keys typed after it are handed to the
-        # table (a fast typist's or a paste's), so that they go to the filter instead.
+        # Priority: run when the key arrives, before the keys typed after it are handed on, so
+        # that a fast typist's (or a paste's) next keys go where this key sent the focus: after
+        # "/" to the filter, after Enter or Escape in the filter to the table.
+        Binding("escape", "back", "Back", priority=True),
         Binding("slash", "filter", "Filter", priority=True),
+        Binding("enter", "filter_done", "Keep filter", show=False, priority=True),
         Binding("h", "toggle_hidden", "Hidden"),
         Binding("N", "sort('name')", "Sort name"),
         Binding("R", "sort('ready')", "Sort ready", show=False),
@@ -265,8 +267,14 @@ class PodsScreen(_ConsoleScreen):
 
     # ------------------------------------------------------------------ keys
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # In the filter field "/" is a character (of a /regex/), not the key that opens it.
-        return not (action == "filter" and self.query_one("#filter", Input).has_focus)
+        # Who has the focus now, not has_focus: that is set when the Focus message is handled,
+        # after the keys already queued behind the one that moved it.
+        in_filter = self.focused is self.query_one("#filter", Input)
+        if action == "filter":  # in the filter field "/" is a character (of a /regex/)
+            return not in_filter
+        if action == "filter_done":  # elsewhere Enter is the table's: open the pod
+            return in_filter
+        return True
 
     def action_filter(self) -> None:
         field = self.query_one("#filter", Input)
@@ -284,18 +292,22 @@ class PodsScreen(_ConsoleScreen):
         self.table.rows_changed()
         self._show_status()
 
-    @on(Input.Submitted, "#filter")
-    def _filter_done(self) -> None:
-        self.table.focus()
+    def action_filter_done(self) -> None:
+        self.set_focus(self.table)  # at once, as in action_filter
 
     def action_back(self) -> None:
         field = self.query_one("#filter", Input)
-        if field.has_focus or field.value:
-            field.value = ""  # Escape clears the filter first, then leaves the list
-            field.display = False
-            self.table.focus()
+        if self.focused is field or field.value:  # Escape clears the filter first
+            self.set_focus(self.table)
+            # Behind the keys already handed to the field, which would otherwise refill it.
+            field.call_later(self._clear_filter, field)
             return
         self.app.pop_screen()
+
+    @staticmethod
+    def _clear_filter(field: Input) -> None:
+        field.value = ""
+        field.display = False
 
     def action_sort(self, column: str) -> None:
         self.pods.sort_by(Column(column))

@@ -79,22 +79,49 @@ async def test_lists_open_on_their_first_entry_so_enter_opens_it(console: Build)
         assert app.screen.namespace == "hostile"
 
 
+def type_at_once(app: ConsoleApp, *keys: tuple[str, str | None]) -> None:
+    """Queue keys together, as a fast typist's or a paste's arrive: nothing runs between."""
+    driver = app._driver
+    assert driver is not None
+    for key, character in keys:
+        typed = events.Key(key, character)
+        typed.set_sender(app)
+        driver.send_message(typed)  # what pilot.press does, without its waits
+
+
 async def test_keys_typed_right_after_slash_reach_the_filter(console: Build) -> None:
     app, _broker = console()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         await open_namespace(pilot, app, 1)  # shop
-        # Queued together, as a fast typist's or a paste's keys arrive: nothing runs between.
-        driver = app._driver
-        assert driver is not None
-        for key, character in (("slash", "/"), ("w", "w"), ("e", "e"), ("b", "b"), ("1", "1")):
-            typed = events.Key(key, character)
-            typed.set_sender(app)
-            driver.send_message(typed)  # what pilot.press does, without its waits
+        type_at_once(app, ("slash", "/"), ("w", "w"), ("e", "e"), ("b", "b"), ("1", "1"))
         await pilot.pause()
         assert app.screen.query_one("#filter", Input).value == "web1"
         assert names(app) == []  # "web1" is in no name; the table got none of the keys
         assert "0 of 6 pods" in status(app)
+
+
+async def test_enter_enter_after_a_filter_opens_the_pod_however_fast(console: Build) -> None:
+    app, _broker = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await open_namespace(pilot, app, 1)  # shop
+        # The first Enter leaves the filter; the second, queued behind it, is the table's.
+        type_at_once(app, ("slash", "/"), ("d", "d"), ("b", "b"), ("enter", "\r"), ("enter", "\r"))
+        await pilot.pause()
+        assert isinstance(app.screen, PodScreen)
+        assert app.screen.pod == "db-0"
+        await pilot.press("escape")
+        assert isinstance(app.screen, PodsScreen)
+        assert "1 of 6 pods" in status(app)  # the filter kept
+        # Escape clears the filter at once: the "j" typed behind it moves the table's cursor.
+        type_at_once(app, ("slash", "/"), ("w", "w"), ("escape", "\x1b"), ("j", "j"))
+        await pilot.pause()
+        assert app.screen.query_one("#filter", Input).value == ""
+        table = app.screen.query_one(PodTable)
+        assert table.has_focus
+        assert table.current is not None
+        assert table.current.name == "web-0"
 
 
 async def test_several_clusters_are_listed_first(console: Build) -> None:
