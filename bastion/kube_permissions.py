@@ -5,6 +5,10 @@ against.
 Pure data: for a debug the bastion asks Vault for a credential with exactly
 :func:`rules_for_modes` in the target namespace; for the console's lists, a read-only
 cluster-wide credential with exactly :data:`BROWSE_RULES`, and nothing more.
+
+Vault's Kubernetes secrets engine needs rights of its own to make those credentials: the
+``ENGINE_*`` rules. ``terraform/modules/permissions/permissions.json`` is generated from this
+module (``terraform/generate_permissions.py``) and the local stack grants the same rules.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ from dataclasses import dataclass
 
 from bastion.policy import Mode
 
-__all__ = ["BROWSE_RULES", "Rule", "rules_for_modes"]
+__all__ = [
+    "BROWSE_RULES",
+    "ENGINE_ACCOUNT_RULES",
+    "ENGINE_CLUSTER_ROLE_RULES",
+    "ENGINE_ROLE_RULES",
+    "Rule",
+    "rules_for_modes",
+]
 
 
 @dataclass(frozen=True)
@@ -55,3 +66,27 @@ def rules_for_modes(modes: Iterable[Mode]) -> list[Rule]:
     if wanted & {Mode.COPY, Mode.POD}:
         rules.extend(_OWN_PODS)
     return rules
+
+
+# What Vault's Kubernetes secrets engine itself does to issue and revoke one credential
+# (docs/research/openbao-kubernetes-engine.md): it creates a Role (or ClusterRole), its
+# binding, a service account and a token for it, and deletes them at revocation. It never
+# reads, lists or updates them, and needs neither ``bind`` nor ``escalate``: it holds every rule
+# it hands out, which is what Kubernetes' escalation check asks of whoever creates a Role or a
+# binding. In each namespace where it makes service accounts:
+ENGINE_ACCOUNT_RULES = (
+    Rule(("serviceaccounts",), ("create", "delete")),
+    Rule(("serviceaccounts/token",), ("create",)),
+)
+# In each namespace a debug role allows (a Role with the session's rules, bound there):
+ENGINE_ROLE_RULES = (
+    Rule(("roles", "rolebindings"), ("create", "delete"), ("rbac.authorization.k8s.io",)),
+)
+# Cluster-wide, only for the console's browse role (a ClusterRole bound cluster-wide):
+ENGINE_CLUSTER_ROLE_RULES = (
+    Rule(
+        ("clusterroles", "clusterrolebindings"),
+        ("create", "delete"),
+        ("rbac.authorization.k8s.io",),
+    ),
+)

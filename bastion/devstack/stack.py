@@ -46,7 +46,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from bastion.devstack.kubesim.app import KubeSim
 from bastion.devstack.kubesim.store import RESOURCES
 from bastion.devstack.openbao import OpenBao
-from bastion.kube_permissions import BROWSE_RULES, Rule, rules_for_modes
+from bastion.kube_permissions import (
+    BROWSE_RULES,
+    ENGINE_ACCOUNT_RULES,
+    ENGINE_CLUSTER_ROLE_RULES,
+    ENGINE_ROLE_RULES,
+    Rule,
+    rules_for_modes,
+)
 from bastion.policy import Mode
 
 __all__ = ["BROWSE_ROLE", "DEFAULT_FIXTURE", "ClientCA", "LocalStack", "VaultRole"]
@@ -58,16 +65,9 @@ CERT_ROLE = "bastion"  # the cert auth role (auth/cert/certs/bastion), same poli
 CLIENT_CERT, CLIENT_KEY = "vault-client.crt", "vault-client.key"  # in the state dir
 BROWSE_ROLE = "browse"
 BROWSE_ACCOUNT_NAMESPACE = "default"
-# What the engine itself does in the cluster (its own needs, not the sessions').
-_ENGINE_RULES = (
-    Rule(("serviceaccounts",), ("create", "delete", "get")),
-    Rule(("serviceaccounts/token",), ("create",)),
-    Rule(
-        ("roles", "rolebindings", "clusterroles", "clusterrolebindings"),
-        ("create", "delete", "get"),
-        ("rbac.authorization.k8s.io",),
-    ),
-)
+# What the engine itself does in the cluster (its own needs, not the sessions'): the rules
+# terraform/modules/kubernetes grants it, here all cluster-wide.
+_ENGINE_RULES = (*ENGINE_ACCOUNT_RULES, *ENGINE_ROLE_RULES, *ENGINE_CLUSTER_ROLE_RULES)
 
 
 @dataclass(frozen=True)
