@@ -13,9 +13,11 @@ counts the bytes until the stream ends. Rows, each the median of ``--runs`` fres
 (c) the same, v4 (``v4.channel.k8s.io``);
 (d) v5 through :class:`bastion.attach_bridge.AttachBridge` (32 KiB chunks, a loop pass after
     each, the recorder hook counting too) into the sink;
-(e) the same with the session's real recorder as the hook (redaction, asciicast, sealing and
-    writing in the background, holding output back when it falls behind): (d) against (e) is
-    what recording costs the attach path on NUL bytes (its worst case: 6-byte JSON escapes);
+(e) the same with the session's real recorder as the hook: the bench's own recording process
+    (started before the clock, as a worker starts it at its start) redacts, encodes, seals
+    and writes, and the bridge holds output back when it falls behind; (d) against (e) is
+    what recording costs the attach path on NUL bytes (its worst case: 6-byte JSON escapes),
+    and "recorder CPU" is the recording process's CPU time;
 (d'), (e') the same two on letters (``tr '\\0' x``), a terminal's usual output.
 
 Every run must deliver exactly N bytes of zeros plus the terminal's echo of the newline
@@ -61,10 +63,8 @@ from bastion.attach_bridge import AttachBridge
 from bastion.devstack.background import Background, kube_client
 from bastion.devstack.kubesim.app import KubeSim
 from bastion.kube_attach import V4, V5, AttachStream, open_attach
-from bastion.recording.asciicast import CastHeader
 from bastion.recording.key_files import load_or_create_signing_key
-from bastion.recording.recorder import Recorder, RecordingFile
-from bastion.recording.sealed import Sealer
+from bastion.recording.recorder import open_recording, recording_process, stop_recording_processes
 from bastion.vault import KubeToken
 
 NAMESPACE = "bench"
@@ -165,6 +165,7 @@ class Run:
     nbytes: int
     bench_cpu: float
     kubesim_cpu: float
+    recorder_cpu: float = 0.0  # the recording process's, in the recorded rows
 
 
 @dataclass(frozen=True)
@@ -241,11 +242,11 @@ async def through_bridge(stream: AttachStream) -> int:
 
 
 def recorded_bridge(directory: Path) -> Sink:
-    """Row (e): the bridge with the session's real recorder (redaction, asciicast, sealing,
-    the background writer) as its ``on_output``, holding output back when it falls behind."""
+    """Row (e): the bridge with the session's real recorder as its ``on_output``: the
+    worker's recording process (started at the first run, as a worker starts it) redacts,
+    encodes, seals and writes; the bridge holds output back when it falls behind."""
     auditor = X25519PrivateKey.generate().public_key()
     signing = load_or_create_signing_key(directory / "state")
-    made = iter(range(1_000_000))
 
     async def sink(stream: AttachStream) -> int:
         written = 0
@@ -254,20 +255,16 @@ def recorded_bridge(directory: Path) -> Sink:
             nonlocal written
             written += len(data)
 
-        name = f"bench-{next(made)}"
-        sealer = Sealer(
-            recording_id=name,
-            session_id="bench",
-            created="2026-11-29T10:00:00Z",
+        bridges: list[AttachBridge] = []  # made after the recorder, which it records into
+        recorder = await open_recording(
+            directory,
             auditor_key=auditor,
             signing_key=signing,
-        )
-        file = RecordingFile.create(directory / f"{name}.rec", sealer, fsync_interval=1.0)
-        bridges: list[AttachBridge] = []  # made after the recorder, which it records into
-        recorder = Recorder(
-            file,
-            CastHeader(80, 24, 0, "attach_bench"),
             flush_interval=1.0,
+            session_id="bench",
+            title="attach_bench",
+            width=80,
+            height=24,
             # Late-bound: the bridge does not exist yet (the debug shell does the same).
             pause=lambda held: bridges[0].hold_output(held),  # noqa: PLW0108
         )
@@ -275,20 +272,51 @@ def recorded_bridge(directory: Path) -> Sink:
             stream, write=write, pause_input=lambda _: None, on_output=recorder.append
         )
         bridges.append(bridge)
-        recorder.start()
         run = asyncio.create_task(bridge.run())
         bridge.feed(b"\n")
         check(await run == 0, "the bridge did not end with status 0")
         summary = await recorder.aclose()  # the end of the recording is part of the cost
         check(summary.complete, "the recording did not end complete")
-        (directory / f"{name}.rec").unlink()
+        summary.path.unlink()
         return written
 
     return sink
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def attach_run(
-    kubesim: KubesimChild, nbytes: int, protocol: str, sink: Sink, *, text: bool = False
+    kubesim: KubesimChild,
+    nbytes: int,
+    protocol: str,
+    sink: Sink,
+    *,
+    text: bool = False,
+    recordings: Path | None = None,
+) -> Run:
+    """One run; with ``recordings``, the recording process is started before the clock runs
+    (a worker starts it at its own start) and its CPU time counted."""
+    recorder_pid = None
+    if recordings is not None:
+        recorder_pid = (await recording_process(recordings)).pid
+    try:
+        run = await _attach_run(kubesim, nbytes, protocol, sink, text=text, recorder=recorder_pid)
+    finally:
+        await stop_recording_processes()
+    return run
+
+
+async def _attach_run(
+    kubesim: KubesimChild,
+    nbytes: int,
+    protocol: str,
+    sink: Sink,
+    *,
+    text: bool,
+    recorder: int | None,
 ) -> Run:
     name = kubesim.debug_container(nbytes, text=text)
     context = ssl.create_default_context(cafile=kubesim.ca)
@@ -311,38 +339,46 @@ async def attach_run(
         )
         async with stream:
             check(stream.protocol == protocol, f"{stream.protocol} instead of {protocol}")
+            rec_cpu = 0.0 if recorder is None else cpu_seconds(recorder)
             kube_cpu, cpu = kubesim.cpu_seconds(), time.process_time()
             started = time.perf_counter()
             received = await sink(stream)
             seconds = time.perf_counter() - started
             cpu, kube_cpu = time.process_time() - cpu, kubesim.cpu_seconds() - kube_cpu
+            if recorder is not None:
+                rec_cpu = cpu_seconds(recorder) - rec_cpu
     check(received == nbytes + len(ECHO), f"{received} bytes arrived, not {nbytes + 2}")
-    return Run(seconds, received, cpu, kube_cpu)
+    return Run(seconds, received, cpu, kube_cpu, rec_cpu)
 
 
 def measure(kubesim: KubesimChild, nbytes: int, runs: int, workdir: Path) -> list[Row]:
     rows = [Row("(a) baseline: local PTY, blocking os.read", [])]
     recordings = workdir / "recordings"
     recordings.mkdir()
-    attach_rows: list[tuple[Row, str, Sink]] = [
-        (Row("(b) attach v5: AttachStream.read -> sink", []), V5, read_all),
-        (Row("(c) attach v4: AttachStream.read -> sink", []), V4, read_all),
-        (Row("(d) attach v5: AttachBridge -> sink", []), V5, through_bridge),
-        (Row("(e) attach v5: AttachBridge, recorded -> sink", []), V5, recorded_bridge(recordings)),
+    recorded = recorded_bridge(recordings)
+    attach_rows: list[tuple[Row, str, Sink, Path | None]] = [
+        (Row("(b) attach v5: AttachStream.read -> sink", []), V5, read_all, None),
+        (Row("(c) attach v4: AttachStream.read -> sink", []), V4, read_all, None),
+        (Row("(d) attach v5: AttachBridge -> sink", []), V5, through_bridge, None),
+        (Row("(e) attach v5: AttachBridge, recorded -> sink", []), V5, recorded, recordings),
     ]
     # Text: (d) and (e) again on letters, the recording's usual case.
-    text_rows: list[tuple[Row, Sink]] = [
-        (Row("(d') the same on text: AttachBridge -> sink", []), through_bridge),
-        (Row("(e') the same on text: AttachBridge, recorded", []), recorded_bridge(recordings)),
+    text_rows: list[tuple[Row, Sink, Path | None]] = [
+        (Row("(d') the same on text: AttachBridge -> sink", []), through_bridge, None),
+        (Row("(e') the same on text: AttachBridge, recorded", []), recorded, recordings),
     ]
     # Interleaved, so that a slow minute of the machine does not land on one row only.
     for _ in range(runs):
         rows[0].runs.append(local_pty_run(nbytes))
-        for row, protocol, sink in attach_rows:
-            row.runs.append(asyncio.run(attach_run(kubesim, nbytes, protocol, sink)))
-        for row, sink in text_rows:
-            row.runs.append(asyncio.run(attach_run(kubesim, nbytes, V5, sink, text=True)))
-    return rows + [row for row, _, _ in attach_rows] + [row for row, _ in text_rows]
+        for row, protocol, sink, where in attach_rows:
+            row.runs.append(
+                asyncio.run(attach_run(kubesim, nbytes, protocol, sink, recordings=where))
+            )
+        for row, sink, where in text_rows:
+            row.runs.append(
+                asyncio.run(attach_run(kubesim, nbytes, V5, sink, text=True, recordings=where))
+            )
+    return rows + [row for row, *_ in attach_rows] + [row for row, *_ in text_rows]
 
 
 def print_table(rows: list[Row], nbytes: int, runs: int) -> None:
@@ -354,16 +390,19 @@ def print_table(rows: list[Row], nbytes: int, runs: int) -> None:
     width = max(len(row.what) for row in rows)
     print(
         f"{'path':{width}}  {'seconds':>7}  {'MB/s':>6}  {'vs PTY':>6}  "
-        f"{'bench CPU s':>11}  {'kubesim CPU s':>13}"
+        f"{'bench CPU s':>11}  {'kubesim CPU s':>13}  {'recorder CPU s':>14}"
     )
-    print(f"{'-' * width}  -------  ------  ------  -----------  -------------")
+    print(f"{'-' * width}  -------  ------  ------  -----------  -------------  --------------")
     base = rows[0].median("seconds")
     for index, row in enumerate(rows):
         seconds = row.median("seconds")
         kube_cpu = f"{row.median('kubesim_cpu'):.2f}" if index else "-"  # (a) has no kubesim
+        recorder = row.median("recorder_cpu")
+        rec_cpu = f"{recorder:.2f}" if recorder else "-"
         print(
             f"{row.what:{width}}  {seconds:7.3f}  {nbytes / seconds / 1e6:6.0f}  "
-            f"{base / seconds:5.2f}x  {row.median('bench_cpu'):11.2f}  {kube_cpu:>13}"
+            f"{base / seconds:5.2f}x  {row.median('bench_cpu'):11.2f}  {kube_cpu:>13}  "
+            f"{rec_cpu:>14}"
         )
 
 

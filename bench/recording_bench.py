@@ -13,11 +13,14 @@ bridge's 32 KiB chunks.
 * **encode**: redacted chunks to asciicast v2 lines (incremental UTF-8 decoding + orjson);
 * **seal + write**: those lines sealed in segments (AES-256-GCM, SHA-256 chain, an Ed25519
   signature each) and appended to a file, one fsync a second;
-* **recorder**: the whole path as a session drives it, ``Recorder.append`` per chunk and
-  ``flush`` every 256 KiB (what the background writer does at that rate), then ``close``;
+* **recorder**: the whole path as the recording process drives it,
+  ``RecordingWriter.append`` per chunk and ``flush`` every 256 KiB (what it does at that
+  rate), then ``close``;
   the file is then verified and decrypted, and the run fails (exit 1) if a planted secret
   is in it or the output differs from the redactor's;
-* **append**: the hot-path call alone, per call, for 32 KiB and for 1-byte chunks.
+* **append**: ``RecordingWriter.append`` alone, per call, for 32 KiB and for 1-byte chunks
+  (the worker's own share, a ``sendmsg`` per chunk to its recording process, is in
+  ``bench/README.md``, "Since: the recorder in its own process").
 
 "vs write" compares MB/s with the plain write of the same bytes. File rows write
 ``--file-mb`` (64 MB by default) into a temporary directory (``--dir``), removed at the end.
@@ -50,9 +53,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from bastion.recording.asciicast import CastEncoder, CastHeader
 from bastion.recording.key_files import load_or_create_signing_key
 from bastion.recording.playback import split_lines
-from bastion.recording.recorder import Recorder, RecordingFile
 from bastion.recording.redaction import StreamRedactor
 from bastion.recording.sealed import SealedReader, Sealer
+from bastion.recording.writer import RecordingFile, RecordingWriter
 
 CHUNK = 32 * 1024
 FLUSH = 256 * 1024
@@ -223,7 +226,7 @@ def seal_and_write(directory: Path, lines: list[bytes]) -> None:
 def whole_recorder(directory: Path, corpus: bytes, repeat: int) -> Path:
     file, path = new_file(directory, "recorder")
     header = CastHeader(width=120, height=40, timestamp=0, title="bench")
-    recorder = Recorder(file, header, secrets=KNOWN, max_backlog=1 << 40)
+    recorder = RecordingWriter(file, header, secrets=KNOWN)
     for chunk in chunks_of(corpus, repeat):
         recorder.append(chunk)
         if recorder.backlog >= FLUSH:
@@ -235,7 +238,7 @@ def whole_recorder(directory: Path, corpus: bytes, repeat: int) -> Path:
 def append_cost(directory: Path, size: int, calls: int) -> float:
     """Nanoseconds per append() call of ``size`` bytes (no flush: the hot path alone)."""
     file, _ = new_file(directory, f"append-{size}")
-    recorder = Recorder(file, CastHeader(80, 24, 0, "b"), max_backlog=1 << 40)
+    recorder = RecordingWriter(file, CastHeader(80, 24, 0, "b"))
     chunk = b"x" * size
     start = time.perf_counter()
     for _ in range(calls):

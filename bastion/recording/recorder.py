@@ -1,4 +1,4 @@
-"""One recording being written while its session runs.
+"""One recording being written while its session runs, by the worker's recording process.
 
 How a session uses it (the attach bridge's ``on_output`` is :meth:`Recorder.append`)::
 
@@ -6,6 +6,7 @@ How a session uses it (the attach bridge's ``on_output`` is :meth:`Recorder.appe
                                    width=cols, height=rows, term=term,
                                    secrets=[token, lease_id],
                                    record_input=grant.record_input,
+                                   pause=lambda held: bridge.hold_output(held),
                                    on_failure=lambda exc: <end the session with exc>)
     bridge = AttachBridge(stream, write=..., pause_input=..., on_output=recorder.append)
     # resizes: recorder.resize(cols, rows); keystrokes: recorder.input(data)
@@ -15,209 +16,120 @@ How a session uses it (the attach bridge's ``on_output`` is :meth:`Recorder.appe
     finally:
         summary = await recorder.aclose()   # the recording id and hash go in the audit event
 
+**Where the work happens.** Redaction, asciicast encoding, sealing and writing run in the
+worker's **recording process** (:mod:`bastion.recording.service`, one per worker, started
+by :class:`RecordingProcess`), never in the worker: there they held the GIL, and every
+session's keystrokes wait for the worker's event loop. The worker's share of a recording is
+one ``sendmsg`` per output chunk on a Unix socket (:mod:`bastion.recording.wire`), with the
+time the operator saw it.
+
 **The hot path** (:meth:`~Recorder.append`, :meth:`~Recorder.input`, :meth:`~Recorder.resize`)
-only stamps the time (``time.monotonic``) and appends to a list under a lock: no redaction,
-no encoding, no I/O, so it never blocks the event loop. It raises
-:class:`~bastion.recording.errors.RecordingUnavailable` once the recording has failed, or
-when more than ``max_backlog`` bytes (64 MiB) wait to be written (the disk cannot keep up):
-the bridge then ends and the session with it, never running unrecorded. Before that, past
-``pause_above`` (4 MiB) waiting, ``pause(True)`` asks the session to stop reading output
-until the backlog is under ``resume_below`` (1 MiB) again, when ``pause(False)`` is called.
+stamps the time (``time.monotonic``, relative to the recording's start) and sends the bytes,
+or queues them in order while the socket is full: no redaction, no encoding, no file I/O, so
+it never blocks the event loop. It raises
+:class:`~bastion.recording.errors.RecordingUnavailable` once the recording has failed (a
+write failed, the recording process stopped), or when more than ``max_backlog`` bytes (64
+MiB) are not yet written: the bridge then ends and the session with it, never running
+unrecorded. Before that, past ``pause_above`` (4 MiB) not yet written, ``pause(True)`` asks
+the session to stop reading output until the recording process has written all but
+``resume_below`` (1 MiB), when ``pause(False)`` is called: the operator sees nothing that
+the recording could not take, and no buffer grows without bound.
 
-**The writer** (:meth:`~Recorder.flush`, blocking, run in a worker thread by the task that
-:meth:`~Recorder.start` starts) takes what was appended, redacts it
-(:class:`~bastion.recording.redaction.StreamRedactor`), encodes asciicast v2 lines, seals
-them into segments of at most 1 MiB and appends them to the file. It runs every
-``flush_interval`` (``recording.flush_interval``, 1 s by default), and at once when 256 KiB
-are waiting. Secrets added with :meth:`~Recorder.add_secret` apply to everything not yet
-written, not only to what comes after.
-
-**Durability.** The file is created with ``O_EXCL`` (mode 0600, directory 0700), its header
-written and ``fsync``-ed (file and directory) before :func:`start_recording` returns, so a
-session never starts without its recording on disk. Segments are ``fsync``-ed at most once
-per ``flush_interval`` and at the close: a crash loses at most the last interval of
-output, and the file stays readable up to its last whole segment (a failed write is cut
-back). At the close the file becomes read-only (0400).
-
-A failed write (``ENOSPC``, ``EFBIG``, ``EDQUOT``, ``EROFS``, ``EIO``...), a missing key or
-an unwritable directory raise :class:`RecordingUnavailable` whose message names the file
-and the cause, and the recorder stays failed.
+**Failure.** A recording whose file cannot be written (``ENOSPC``, ``EFBIG``...) or whose
+recording process stopped calls ``on_failure`` once (the session ends), and :meth:`aclose`
+raises; :meth:`Recorder.summary` then says how far the file got. A recording that cannot be
+opened raises from :func:`open_recorder`: the session must not start. The next recording
+after a stopped recording process starts a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-import errno
+import itertools
+import logging
 import os
 import secrets as token_source
-import threading
+import signal
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from bastion.config import Config
-from bastion.recording.asciicast import CastEncoder, CastHeader
+from bastion.recording import wire
+from bastion.recording.asciicast import CastHeader
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.key_files import load_or_create_signing_key
-from bastion.recording.keys import parse_auditor_public_key
-from bastion.recording.redaction import StreamRedactor
-from bastion.recording.sealed import SEGMENT_MAX, Sealer
+from bastion.recording.keys import parse_auditor_public_key, raw_public
+from bastion.recording.sealed import Sealer
+from bastion.recording.writer import (
+    FLUSH_BYTES,
+    RecordingFile,
+    RecordingSummary,
+    RecordingWriter,
+    recording_path,
+    utc_text,
+)
 
 __all__ = [
+    "FLUSH_BYTES",
+    "MAX_BACKLOG",
+    "PAUSE_ABOVE",
+    "RESUME_BELOW",
     "Recorder",
-    "RecordingFile",
+    "RecordingProcess",
     "RecordingSummary",
     "open_recorder",
+    "open_recording",
     "recording_path",
+    "recording_process",
     "start_recording",
+    "stop_recording_processes",
 ]
 
-FLUSH_BYTES: Final = 256 * 1024
-# Output data redacted, encoded and sealed in one step of the writer thread (see _write).
-WRITE_BATCH: Final = 256 * 1024
+log = logging.getLogger(__name__)
+
 PAUSE_ABOVE: Final = 4 * 1024 * 1024
 RESUME_BELOW: Final = 1024 * 1024
 MAX_BACKLOG: Final = 64 * 1024 * 1024
-_OUTPUT, _INPUT, _RESIZE = 0, 1, 2
-_HINTS: Final = {
-    errno.ENOSPC: "free space on the recordings filesystem; sessions stay refused until then",
-    errno.EDQUOT: "raise the service user's disk quota or free space",
-    errno.EFBIG: "the file reached the largest size allowed (a file-size limit on the service?)",
-    errno.EROFS: "the recordings filesystem is read-only; remount it read-write",
-    errno.EACCES: "the recordings directory must be writable by the service user",
-    errno.EPERM: "the recordings directory must be writable by the service user",
-}
+# The worker's end of the socket: what the kernel holds before the worker queues itself.
+SEND_BUFFER: Final = 4 * 1024 * 1024
+START_TIMEOUT: Final = 20.0  # a fresh interpreter on a busy machine
+REPLY_TIMEOUT: Final = 30.0  # opening a file: a few fsyncs
+STOP_TIMEOUT: Final = 10.0
+_IOV_MAX: Final = 512
 
-
-def recording_path(recordings_dir: Path, recording_id: str) -> Path:
-    return recordings_dir / f"{recording_id}.rec"
-
-
-def _utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _unavailable(action: str, path: Path, exc: OSError) -> RecordingUnavailable:
-    return RecordingUnavailable(
-        f"cannot {action} the recording {path}: {exc.strerror or exc}",
-        hint=_HINTS.get(exc.errno or 0, "check the recordings directory and its filesystem"),
-    )
-
-
-# ------------------------------------------------------------------------------ the file
-class RecordingFile:
-    """The sealed file on disk: created with its header, then segments, then closed."""
-
-    def __init__(self, path: Path, fd: int, sealer: Sealer, fsync_interval: float) -> None:
-        self.path = path
-        self._fd: int | None = fd
-        self._sealer = sealer
-        self._fsync_interval = fsync_interval
-        self._synced = time.monotonic()
-        self.size = len(sealer.header_record)
-
-    @classmethod
-    def create(cls, path: Path, sealer: Sealer, *, fsync_interval: float) -> RecordingFile:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
-            fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise _unavailable("create", path, exc) from None
-        try:
-            _write_all(fd, sealer.header_record)
-            os.fsync(fd)
-            _fsync_dir(path.parent)
-        except OSError as exc:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                path.unlink()
-            raise _unavailable("write", path, exc) from None
-        return cls(path, fd, sealer, fsync_interval)
-
-    @property
-    def sealer(self) -> Sealer:
-        return self._sealer
-
-    def write(self, plaintext: bytes, *, final: bool = False) -> None:
-        """Seal and append ``plaintext`` (split into segments); the final segment closes it."""
-        fd = self._fd
-        if fd is None:
-            raise RecordingUnavailable(f"the recording {self.path} is already closed")
-        pieces = [plaintext[i : i + SEGMENT_MAX] for i in range(0, len(plaintext), SEGMENT_MAX)]
-        if final and not pieces:
-            pieces = [b""]
-        records = [
-            self._sealer.seal(piece, final=final and i == len(pieces) - 1)
-            for i, piece in enumerate(pieces)
-        ]
-        data = b"".join(records)
-        try:
-            _write_all(fd, data)
-            if final or time.monotonic() - self._synced >= self._fsync_interval:
-                os.fsync(fd)
-                self._synced = time.monotonic()
-        except OSError as exc:
-            # Never leave a torn segment: cut the file back to its last whole one.
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, self.size)
-            raise _unavailable("write", self.path, exc) from None
-        self.size += len(data)
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            if self._sealer.closed:
-                os.fchmod(fd, 0o400)  # finished: nothing is ever appended to it again
-        finally:
-            os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_STOPPED_HINT: Final = (
+    "the session was ended; the next session starts a new recording process "
+    "(the service's log says why this one stopped)"
+)
 
 
 # ------------------------------------------------------------------------------ recorder
-@dataclass(frozen=True)
-class RecordingSummary:
-    """What the session's audit events say about its recording."""
-
-    recording_id: str
-    path: Path
-    complete: bool  # the final segment is written and signed
-    segments: int
-    digest: str  # "sha256:<hex>": the chain hash the last segment's signature covers
-    size: int  # bytes on disk
-    redactions: dict[str, int] = field(default_factory=dict)  # markers written, by kind
-
-
 class Recorder:
-    """One session's recording; see the module docstring."""
+    """One session's recording, written by the recording process; see the module docstring."""
 
     def __init__(
         self,
-        file: RecordingFile,
-        header: CastHeader,
+        process: RecordingProcess,
+        number: int,
+        recording_id: str,
+        path: Path,
+        state: dict[str, Any],
         *,
-        secrets: Iterable[str] = (),
         record_input: bool = False,
-        flush_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         pause: Callable[[bool], None] | None = None,
         on_failure: Callable[[RecordingUnavailable], None] | None = None,
@@ -225,89 +137,68 @@ class Recorder:
         resume_below: int = RESUME_BELOW,
         max_backlog: int = MAX_BACKLOG,
     ) -> None:
-        self._file = file
-        self.recording_id = file.sealer.header.recording_id
+        self._process = process
+        self._number = number
+        self.recording_id = recording_id
+        self.path = path
         self._clock = clock
         self._started = clock()
         self._record_input = record_input
-        self._flush_interval = flush_interval
         self._pause = pause
         self._on_failure = on_failure
         self._pause_above = pause_above
         self._resume_below = resume_below
         self._max_backlog = max_backlog
-        secret_list = list(secrets)
-        self._output = StreamRedactor(secret_list)
-        self._input = StreamRedactor(secret_list)
-        self._cast = CastEncoder()
-        # Shared with the writer thread, under _lock: events not yet taken, and their size.
-        self._lock = threading.Lock()
-        self._events: list[tuple[float, int, bytes]] = []
-        self._backlog = 0
-        self._new_secrets: list[str] = []
-        # The writer's own state, under _writing: one flush at a time.
-        self._writing = threading.Lock()
-        self._waiting = header.line()  # plaintext not yet sealed: the header line goes first
-        self._last_time = 0.0
-        self._failure: tuple[str, str | None] | None = None
-        self._stopping = False  # aclose() has begun: nothing more is taken
+        self._sent = 0  # data bytes handed to the recording process
+        self._taken = 0  # ... of which it has written
+        self._state = state  # the file as the recording process last reported it
+        self._failure: RecordingUnavailable | None = None
+        self._closing: asyncio.Future[RecordingSummary] | None = None
         self._closed = False
         self._paused = False
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._closing: asyncio.Task[RecordingSummary] | None = None
-
-    @property
-    def path(self) -> Path:
-        return self._file.path
 
     @property
     def backlog(self) -> int:
-        """Bytes appended and not yet taken by the writer."""
-        return self._backlog
+        """Bytes handed over and not yet written to the file."""
+        return self._sent - self._taken
 
     # ------------------------------------------------------------------ the hot path
     def append(self, chunk: bytes) -> None:
         """Output from the container, just before it goes to the operator. Never blocks."""
-        self._add(_OUTPUT, chunk)
+        self._add(wire.OUTPUT, chunk)
 
     def input(self, data: bytes) -> None:
         """Keystrokes; recorded only when the grant says so (``record_input``)."""
         if self._record_input:
-            self._add(_INPUT, data)
+            self._add(wire.INPUT, data)
 
     def resize(self, cols: int, rows: int) -> None:
-        self._add(_RESIZE, b"%dx%d" % (cols, rows))
+        self._add(wire.RESIZE, b"%dx%d" % (cols, rows))
 
     def add_secret(self, secret: str) -> None:
         """Redact this string too, from everything not written yet on."""
-        with self._lock:
-            self._new_secrets.append(secret)
+        if self._failure is None and self._closing is None:
+            self._process.send(wire.SECRET, self._number, secret.encode())
 
     def _add(self, kind: int, data: bytes) -> None:
-        if self._failure is not None or self._stopping or self._closed:
+        if self._failure is not None or self._closing is not None:
             raise self._error()
         if not data:
             return
-        moment = self._clock() - self._started
-        with self._lock:
-            self._events.append((moment, kind, data))
-            self._backlog += len(data)
-            backlog = self._backlog
-        if backlog < FLUSH_BYTES:
-            return
+        self._sent += len(data)
+        backlog = self._sent - self._taken
         if backlog > self._max_backlog:
-            self._fail(
+            self.fail(
                 RecordingUnavailable(
                     f"the recording {self.path} fell more than "
                     f"{self._max_backlog // (1024 * 1024)} MiB behind the session's output: "
-                    "the disk cannot keep up",
-                    hint="check the recordings filesystem's speed and load",
-                )
+                    "the recording process cannot keep up",
+                    hint="check the recordings filesystem's speed and the host's load",
+                ),
+                notify=False,
             )
             raise self._error()
-        if self._wake is not None:
-            self._wake.set()
+        self._process.send(kind, self._number, data, self._clock() - self._started)
         if backlog > self._pause_above and not self._paused and self._pause is not None:
             self._paused = True
             self._pause(True)
@@ -315,180 +206,442 @@ class Recorder:
     def _error(self) -> RecordingUnavailable:
         if self._failure is None:
             return RecordingUnavailable(f"the recording {self.path} is closed")
-        message, hint = self._failure
-        return RecordingUnavailable(message, hint=hint)
+        return RecordingUnavailable(self._failure.message, hint=self._failure.hint)
 
-    def _fail(self, exc: RecordingUnavailable) -> None:
-        if self._failure is None:
-            self._failure = (exc.message, exc.hint)
+    # ------------------------------------------------------------------ from the process
+    def taken(self, taken: int, state: dict[str, Any]) -> None:
+        """The recording process has written ``taken`` bytes of what it was sent."""
+        self._taken = taken
+        self._state = state
+        if (
+            self._paused
+            and self._pause is not None
+            and self._sent - self._taken < self._resume_below
+        ):
+            self._paused = False
+            self._pause(False)
 
-    # ------------------------------------------------------------------ the writer
-    def flush(self) -> None:
-        """Write out what was appended (blocking: call it in a worker thread)."""
-        self._write(final=False)
-
-    def close(self) -> RecordingSummary:
-        """Write the rest and the final, signed segment (blocking). Raises
-        RecordingUnavailable if that fails; the file then ends without its final segment."""
-        try:
-            self._write(final=True)
-        finally:
-            self._closed = True
-            self._file.close()
-        return self.summary()
-
-    def summary(self) -> RecordingSummary:
-        sealer = self._file.sealer
-        counts = self._output.counts + self._input.counts
-        return RecordingSummary(
-            recording_id=self.recording_id,
-            path=self.path,
-            complete=sealer.closed,
-            segments=sealer.segments,
-            digest=sealer.digest,
-            size=self._file.size,
-            redactions=dict(sorted(counts.items())),
-        )
-
-    def _write(self, *, final: bool) -> None:
-        with self._writing:
-            if self._failure is not None:
-                raise self._error()
-            if self._file.sealer.closed:
-                return
-            with self._lock:
-                events, self._events = self._events, []
-                self._backlog = 0
-                added, self._new_secrets = self._new_secrets, []
-            for secret in added:
-                self._output.add_secret(secret)
-                self._input.add_secret(secret)
-            # In batches of about WRITE_BATCH: this thread holds the GIL while it redacts,
-            # encodes and joins, and the event loop (every session's keystrokes) gets it back
-            # only between such steps; a 4 MiB backlog of NUL bytes is 24 MiB of JSON.
-            batches = list(_batches(events, WRITE_BATCH)) or [[]]
-            for index, batch in enumerate(batches):
-                last = final and index == len(batches) - 1
-                plaintext = self._encode(batch, final=last)
-                if not plaintext and not last:
-                    continue
-                try:
-                    self._file.write(plaintext, final=last)
-                except RecordingUnavailable as exc:
-                    self._fail(exc)
-                    raise
-
-    def _encode(self, events: list[tuple[float, int, bytes]], *, final: bool) -> bytes:
-        lines = [self._waiting]
-        self._waiting = b""
-        cast = self._cast
-        for moment, kind, data in events:
-            self._last_time = moment
-            if kind == _OUTPUT:
-                lines.append(cast.output(moment, self._output.feed(data)))
-            elif kind == _INPUT:
-                lines.append(cast.input(moment, self._input.feed(data)))
-            else:
-                cols, rows = data.split(b"x")
-                lines.append(cast.resize(moment, int(cols), int(rows)))
-        if final:
-            # What the redactors held back, at the time of the last event, and the end of a
-            # character cut short.
-            lines.append(cast.output(self._last_time, self._output.flush()))
-            if self._record_input:
-                lines.append(cast.input(self._last_time, self._input.flush()))
-            lines.append(cast.finish(self._last_time))
-        return b"".join(lines)
-
-    # ------------------------------------------------------------------ in the event loop
-    def start(self) -> None:
-        """Write in the background from now on: every flush_interval, or sooner when output
-        piles up. Call from the event loop; :meth:`aclose` stops it."""
-        if self._task is not None:
+    def fail(
+        self, exc: RecordingUnavailable, state: dict[str, Any] | None = None, *, notify: bool = True
+    ) -> None:
+        """The recording cannot go on: remembered, the session told once (``on_failure``)."""
+        if state:
+            self._state = {**self._state, **state}
+        if self._failure is not None or self._closed:
             return
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"recording-{self.recording_id}"
-        )
+        self._failure = exc
+        self._process.forget(self._number)
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_exception(self._error())
+        elif notify and self._on_failure is not None:
+            self._on_failure(exc)
 
-    async def _run(self) -> None:
-        wake = self._wake
-        if wake is None:
-            return
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._flush_interval)
-            wake.clear()
-            if self._stopping:
-                return
-            try:
-                await asyncio.to_thread(self.flush)
-            except RecordingUnavailable as exc:
-                if self._on_failure is not None:
-                    self._on_failure(exc)
-                return
-            if self._paused and self._backlog < self._resume_below and self._pause is not None:
-                self._paused = False
-                self._pause(False)
+    def closed(self, state: dict[str, Any]) -> None:
+        """The recording process wrote everything and the end."""
+        self._state = state
+        self._taken = self._sent
+        self._closed = True
+        self._process.forget(self._number)
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(self.summary())
 
+    # ------------------------------------------------------------------ the end
     async def aclose(self) -> RecordingSummary:
-        """Stop the background writer, write the end, close the file. A write in progress is
-        waited for, and a cancelled caller does not cut the end short: it is written anyway.
+        """Have the recording process write the end and close the file. A cancelled caller
+        does not cut the end short: the request is sent at once, and it is written anyway.
 
         Raises RecordingUnavailable when the recording failed before or fails now; the file
         then has no final segment, and :meth:`summary` says how far it got.
         """
         if self._closing is None:
-            self._closing = asyncio.get_running_loop().create_task(
-                self._finish(), name=f"recording-{self.recording_id}-close"
-            )
+            self._closing = asyncio.get_running_loop().create_future()
             # Its outcome is the caller's to see; if the caller was cancelled, nobody asks.
-            self._closing.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._closing.add_done_callback(lambda f: f.cancelled() or f.exception())
+            if self._failure is not None:
+                self._closing.set_exception(self._error())
+            else:
+                try:
+                    self._process.send(wire.CLOSE, self._number, b"")
+                except RecordingUnavailable as exc:
+                    self.fail(exc)
         return await asyncio.shield(self._closing)
 
-    async def _finish(self) -> RecordingSummary:
-        self._stopping = True
-        if self._task is not None:
-            task, self._task = self._task, None
-            if self._wake is not None:
-                self._wake.set()
-            await task
-        return await asyncio.to_thread(self.close)
+    def summary(self) -> RecordingSummary:
+        state = self._state
+        return RecordingSummary(
+            recording_id=self.recording_id,
+            path=self.path,
+            complete=bool(state.get("complete", False)),
+            segments=int(state.get("segments", 0)),
+            digest=str(state.get("digest", "")),
+            size=int(state.get("size", 0)),
+            redactions={str(k): int(v) for k, v in dict(state.get("redactions", {})).items()},
+        )
 
 
-def _batches(
-    events: list[tuple[float, int, bytes]], size: int
-) -> Iterator[list[tuple[float, int, bytes]]]:
-    """``events`` in order, cut into lists of about ``size`` bytes of data each."""
-    batch: list[tuple[float, int, bytes]] = []
-    held = 0
-    for event in events:
-        batch.append(event)
-        held += len(event[2])
-        if held >= size:
-            yield batch
-            batch, held = [], 0
-    if batch:
-        yield batch
+# ------------------------------------------------------------------------------ the process
+class RecordingProcess:
+    """A worker's recording process and the socket to it: the worker's end.
+
+    Started with :meth:`start` (from the event loop's thread: the kernel signals the process
+    when the thread that started it ends), stopped with :meth:`aclose`. When it stops on
+    its own, every recording it was writing fails (their sessions end), and
+    :func:`recording_process` starts a new one for the next recording."""
+
+    def __init__(self, recordings_dir: Path) -> None:
+        self.recordings_dir = recordings_dir
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader = wire.FrameReader()
+        self._queue: deque[memoryview] = deque()  # what the socket did not take yet, in order
+        self._writing = False
+        self._numbers = 0
+        self._recorders: dict[int, Recorder] = {}
+        self._opening: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ready: asyncio.Future[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._failure: RecordingUnavailable | None = None
+        self._reaping: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def stopped(self) -> bool:
+        return self._failure is not None
+
+    async def start(self) -> None:
+        """Start the process and wait until it serves; RecordingUnavailable if it cannot."""
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(
+                self._start(), name="recording-process-start"
+            )
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(OSError):
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        try:
+            # Popen returns once the child has exec'ed (vfork): about a millisecond; the new
+            # interpreter then starts on its own while the loop runs.
+            self._proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own interpreter, module
+                [
+                    sys.executable,
+                    "-I",
+                    "-m",
+                    "bastion.recording.service",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                    str(self.recordings_dir),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                cwd="/",
+                env={"LANG": "C.UTF-8"},
+            )
+        except OSError as exc:
+            ours.close()
+            self._failure = RecordingUnavailable(
+                f"cannot start the recording process: {exc.strerror or exc}",
+                hint="check the service's limits on processes and memory",
+            )
+            raise self._failure from None
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._ready = loop.create_future()
+        loop.add_reader(ours, self._readable)
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                await self._ready
+        except TimeoutError:
+            self._gone(f"it did not start within {START_TIMEOUT:.0f} s")
+        if self._failure is not None:
+            raise self._error("cannot start the recording process")
+
+    # ------------------------------------------------------------------ recordings
+    async def open(
+        self,
+        request: dict[str, Any],
+        *,
+        record_input: bool,
+        pause: Callable[[bool], None] | None,
+        on_failure: Callable[[RecordingUnavailable], None] | None,
+    ) -> Recorder:
+        """Have the recording process create a recording (its file and header on disk)."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        self._numbers += 1
+        number = self._numbers
+        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._opening[number] = answer
+        try:
+            self.send(wire.OPEN, number, orjson.dumps(request))
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                state = await answer
+        except TimeoutError:
+            raise RecordingUnavailable(
+                f"the recording process did not open a recording within {REPLY_TIMEOUT:.0f} s",
+                hint="check the recordings filesystem and the host's load",
+            ) from None
+        finally:
+            self._opening.pop(number, None)
+        recorder = Recorder(
+            self,
+            number,
+            str(request["recording_id"]),
+            Path(str(state.pop("path"))),
+            state,
+            record_input=record_input,
+            pause=pause,
+            on_failure=on_failure,
+        )
+        if self._failure is not None:  # it stopped right after opening it
+            raise self._error(f"the recording {recorder.path} cannot be written")
+        self._recorders[number] = recorder
+        return recorder
+
+    def forget(self, number: int) -> None:
+        self._recorders.pop(number, None)
+
+    # ------------------------------------------------------------------ sending
+    def send(self, kind: int, number: int, payload: bytes, moment: float = 0.0) -> None:
+        """One frame, in order; never blocks (what the socket cannot take yet is queued)."""
+        if self._failure is not None:
+            raise self._error("the recording cannot be written")
+        header = wire.HEADER.pack(kind, number, len(payload), moment)
+        if self._writing:
+            self._queue.append(memoryview(header))
+            self._queue.append(memoryview(payload))
+            return
+        sock = self._sock
+        if sock is None:
+            raise RecordingUnavailable("the recording process is not started")
+        try:
+            sent = sock.sendmsg((header, payload))
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._gone(exc.strerror or str(exc))
+            raise self._error("the recording cannot be written") from None
+        if sent < len(header) + len(payload):
+            if sent < len(header):
+                self._queue.append(memoryview(header)[sent:])
+                self._queue.append(memoryview(payload))
+            else:
+                self._queue.append(memoryview(payload)[sent - len(header) :])
+            self._writing = True
+            if self._loop is not None:
+                self._loop.add_writer(sock, self._drain)
+
+    def _drain(self) -> None:
+        sock, queue = self._sock, self._queue
+        if sock is None:
+            return
+        while queue:
+            batch = list(itertools.islice(queue, _IOV_MAX))
+            try:
+                sent = sock.sendmsg(batch)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._gone(exc.strerror or str(exc))
+                return
+            while sent:
+                head = queue[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    queue.popleft()
+                else:
+                    queue[0] = head[sent:]
+                    sent = 0
+        self._writing = False
+        if self._loop is not None:
+            self._loop.remove_writer(sock)
+
+    # ------------------------------------------------------------------ receiving
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(256 * 1024)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._gone(exc.strerror or str(exc))
+            return
+        if not data:
+            self._gone("its end of the socket closed")
+            return
+        try:
+            frames = self._reader.feed(data)
+        except ValueError as exc:
+            self._gone(str(exc))
+            return
+        for item in frames:
+            self._dispatch(item)
+
+    def _dispatch(self, item: wire.Frame) -> None:
+        kind, number = item.kind, item.number
+        if kind == wire.READY:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+            return
+        body = item.json()
+        if kind in (wire.OPENED, wire.REFUSED):
+            answer = self._opening.get(number)
+            if answer is None or answer.done():
+                return
+            if kind == wire.OPENED:
+                answer.set_result(body)
+            else:
+                answer.set_exception(RecordingUnavailable(str(body["message"]), hint=body["hint"]))
+            return
+        recorder = self._recorders.get(number)
+        if recorder is None:
+            return
+        if kind == wire.TAKEN:
+            recorder.taken(int(body.pop("taken")), body)
+        elif kind == wire.FAILED:
+            exc = RecordingUnavailable(str(body.pop("message")), hint=body.pop("hint", None))
+            recorder.fail(exc, body)
+        elif kind == wire.CLOSED:
+            recorder.closed(body)
+
+    # ------------------------------------------------------------------ the end
+    def _error(self, what: str) -> RecordingUnavailable:
+        failure = self._failure
+        if failure is None:
+            return RecordingUnavailable(what)
+        return RecordingUnavailable(f"{what}: {failure.message}", hint=failure.hint)
+
+    def _gone(self, detail: str) -> None:
+        """The process stopped (or cannot be talked to): every recording it wrote fails."""
+        if self._failure is not None:
+            return
+        self._failure = RecordingUnavailable(
+            f"the recording process stopped ({detail})", hint=_STOPPED_HINT
+        )
+        log.error("the recording process %s stopped (%s)", self.pid, detail)
+        _forget_process(self)
+        self._detach()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+        for answer in self._opening.values():
+            if not answer.done():
+                answer.set_exception(self._error("cannot open the recording"))
+        for recorder in list(self._recorders.values()):
+            recorder.fail(
+                RecordingUnavailable(
+                    f"the recording process stopped ({detail}) before the recording "
+                    f"{recorder.path} was closed",
+                    hint=_STOPPED_HINT,
+                )
+            )
+        self._recorders.clear()
+        if self._proc is not None and self._loop is not None:
+            self._reaping = self._loop.create_task(self._reap(), name="recording-process-reap")
+
+    def _detach(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(sock)
+            if self._writing:
+                self._loop.remove_writer(sock)
+        self._writing = False
+        self._queue.clear()
+        sock.close()
+
+    async def _reap(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            status = await asyncio.to_thread(proc.wait, STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            status = await asyncio.to_thread(proc.wait)
+        if status < 0:
+            log.info("the recording process %d ended by %s", proc.pid, signal.Signals(-status).name)
+        elif status:
+            log.info("the recording process %d exited with status %d", proc.pid, status)
+
+    async def aclose(self) -> None:
+        """Stop it: what was sent is written first (recordings still open stay incomplete),
+        then the socket is closed and the process waited for."""
+        _forget_process(self)
+        sock = self._sock
+        if sock is not None and self._failure is None:
+            if self._loop is not None:
+                self._loop.remove_reader(sock)
+                if self._writing:
+                    self._loop.remove_writer(sock)
+            rest = b"".join(self._queue)
+            self._queue.clear()
+            self._writing = False
+            self._sock = None
+            sock.setblocking(True)
+            sock.settimeout(STOP_TIMEOUT)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(sock.sendall, rest)
+            sock.close()  # its end of the stream: it finishes and exits
+            self._failure = RecordingUnavailable("the recording process was stopped")
+            for recorder in list(self._recorders.values()):
+                recorder.fail(
+                    RecordingUnavailable(
+                        f"the worker stopped before the recording {recorder.path} was closed"
+                    )
+                )
+            self._recorders.clear()
+            await self._reap()
+        elif self._reaping is not None:
+            await self._reaping
 
 
-# ------------------------------------------------------------------------------ starting
-def start_recording(
-    config: Config,
-    *,
-    session_id: str,
-    title: str,
-    width: int,
-    height: int,
-    term: str = "xterm-256color",
-    secrets: Iterable[str] = (),
-    record_input: bool = False,
-    now: datetime | None = None,
-    pause: Callable[[bool], None] | None = None,
-    on_failure: Callable[[RecordingUnavailable], None] | None = None,
-) -> Recorder:
-    """Create the session's recording file (blocking: a few fsyncs). Raises
-    RecordingUnavailable when there is no auditor key, no signing key, or no file."""
+# ------------------------------------------------------------------------------ one per worker
+# A worker's recording processes by event loop (a worker is one loop; tests run several in
+# one interpreter) and recordings directory.
+_processes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Path, RecordingProcess]]
+_processes = weakref.WeakKeyDictionary()
+
+
+def _forget_process(process: RecordingProcess) -> None:
+    for running in _processes.values():
+        for directory, known in list(running.items()):
+            if known is process:
+                del running[directory]
+
+
+async def recording_process(recordings_dir: Path) -> RecordingProcess:
+    """This worker's recording process for ``recordings_dir``, started if there is none (or
+    the last one stopped). The worker starts it at its own start; a session that finds none
+    starts one."""
+    running = _processes.setdefault(asyncio.get_running_loop(), {})
+    process = running.get(recordings_dir)
+    if process is None or process.stopped:
+        process = running[recordings_dir] = RecordingProcess(recordings_dir)
+    await process.start()
+    return process
+
+
+async def stop_recording_processes() -> None:
+    """Stop the recording processes of the running loop (the worker's stop)."""
+    running = _processes.pop(asyncio.get_running_loop(), {})
+    for process in list(running.values()):
+        await process.aclose()
+
+
+# ------------------------------------------------------------------------------ opening
+def _settings(config: Config) -> tuple[X25519PublicKey, float]:
     settings = config.recording
     if settings is None:
         raise RecordingUnavailable(
@@ -500,32 +653,41 @@ def start_recording(
         auditor_key = parse_auditor_public_key(settings.auditor_public_key)
     except ValueError as exc:
         raise RecordingUnavailable(f"recording.auditor_public_key: {exc}") from None
+    return auditor_key, settings.flush_interval.total_seconds()
+
+
+def start_recording(
+    config: Config,
+    *,
+    session_id: str,
+    title: str,
+    width: int,
+    height: int,
+    term: str = "xterm-256color",
+    secrets: Iterable[str] = (),
+    record_input: bool = False,
+    now: datetime | None = None,
+) -> RecordingWriter:
+    """A recording written in this process, blocking (tools and tests; sessions use
+    :func:`open_recorder`): the same file, the same work, no recording process."""
+    auditor_key, interval = _settings(config)
     signing_key = load_or_create_signing_key(config.paths.state_dir)
     recording_id = token_source.token_hex(8)
     started = now or datetime.now(UTC)
-    header = CastHeader(
-        width=width, height=height, timestamp=int(started.timestamp()), title=title, term=term
-    )
     sealer = Sealer(
         recording_id=recording_id,
         session_id=session_id,
-        created=_utc_text(started),
+        created=utc_text(started),
         auditor_key=auditor_key,
         signing_key=signing_key,
     )
-    interval = settings.flush_interval.total_seconds()
     file = RecordingFile.create(
         recording_path(config.paths.recordings_dir, recording_id), sealer, fsync_interval=interval
     )
-    return Recorder(
-        file,
-        header,
-        secrets=secrets,
-        record_input=record_input,
-        flush_interval=interval,
-        pause=pause,
-        on_failure=on_failure,
+    header = CastHeader(
+        width=width, height=height, timestamp=int(started.timestamp()), title=title, term=term
     )
+    return RecordingWriter(file, header, secrets=secrets, record_input=record_input)
 
 
 async def open_recorder(
@@ -541,19 +703,64 @@ async def open_recorder(
     pause: Callable[[bool], None] | None = None,
     on_failure: Callable[[RecordingUnavailable], None] | None = None,
 ) -> Recorder:
-    """:func:`start_recording` off the event loop, then :meth:`Recorder.start`."""
-    recorder = await asyncio.to_thread(
-        start_recording,
-        config,
+    """Create the session's recording (its file and header on disk, through the worker's
+    recording process). Raises RecordingUnavailable when there is no auditor key, no signing
+    key, no recording process, or no file: the session must not start."""
+    auditor_key, interval = _settings(config)
+    # Read (and checked) for each recording, as every secret file is each time it is used.
+    signing_key = await asyncio.to_thread(load_or_create_signing_key, config.paths.state_dir)
+    return await open_recording(
+        config.paths.recordings_dir,
+        auditor_key=auditor_key,
+        signing_key=signing_key,
+        flush_interval=interval,
         session_id=session_id,
         title=title,
         width=width,
         height=height,
         term=term,
-        secrets=list(secrets),
+        secrets=secrets,
         record_input=record_input,
         pause=pause,
         on_failure=on_failure,
     )
-    recorder.start()
-    return recorder
+
+
+async def open_recording(
+    recordings_dir: Path,
+    *,
+    auditor_key: X25519PublicKey,
+    signing_key: Ed25519PrivateKey,
+    flush_interval: float,
+    session_id: str,
+    title: str,
+    width: int,
+    height: int,
+    term: str = "xterm-256color",
+    secrets: Iterable[str] = (),
+    record_input: bool = False,
+    pause: Callable[[bool], None] | None = None,
+    on_failure: Callable[[RecordingUnavailable], None] | None = None,
+) -> Recorder:
+    """:func:`open_recorder` with the keys and settings given rather than read from the
+    config (benchmarks)."""
+    process = await recording_process(recordings_dir)
+    started = datetime.now(UTC)
+    request = {
+        "recording_id": token_source.token_hex(8),
+        "session_id": session_id,
+        "created": utc_text(started),
+        "timestamp": started.timestamp(),
+        "title": title,
+        "width": width,
+        "height": height,
+        "term": term,
+        "secrets": list(secrets),
+        "record_input": record_input,
+        "flush_interval": flush_interval,
+        "auditor_key": base64.b64encode(raw_public(auditor_key)).decode(),
+        "signing_key": base64.b64encode(signing_key.private_bytes_raw()).decode(),
+    }
+    return await process.open(
+        request, record_input=record_input, pause=pause, on_failure=on_failure
+    )

@@ -27,6 +27,8 @@ from bastion.audit.log import AuditLog
 from bastion.config import Config, load_config
 from bastion.config.users import UserDirectory
 from bastion.errors import BastionError
+from bastion.recording.errors import RecordingUnavailable
+from bastion.recording.recorder import recording_process, stop_recording_processes
 from bastion.session.broker import SessionBroker
 from bastion.session.cleaners import debug_cleaner, lease_cleaner
 from bastion.session.reaper import Reaper, temp_dir_cleaner
@@ -52,11 +54,6 @@ log = logging.getLogger("bastion.worker")
 # What the console template preloads: every module a console command may run. Both, whatever
 # the configuration says: the line console costs the template next to nothing.
 CONSOLE_MODULES = ("tui.app", "bastion.ssh.line_console")
-
-
-# How long a thread may hold the GIL while another one waits for it (CPython's default is
-# 5 ms); bench/debug_bench.py measured the keystrokes next to a recorded stream with it.
-SWITCH_INTERVAL = 0.0005
 
 
 def console_modules() -> list[str]:
@@ -125,6 +122,13 @@ class Worker:
             in_db=self.broker.in_db,
         )
         self._reaping = asyncio.get_running_loop().create_task(self.reaper.run(), name="reaper")
+        if config.recording is not None:
+            # Recordings are written by a process of their own (bastion.recording.service),
+            # off this loop; started now so that the first session does not wait for it.
+            try:
+                await recording_process(config.paths.recordings_dir)
+            except RecordingUnavailable as exc:
+                log.error("%s; sessions are refused until it starts", exc.message)  # noqa: TRY400
         if config.listener.console_zygote:
             self.zygote = Zygote(console_modules())
             if not await self.zygote.start():
@@ -162,6 +166,8 @@ class Worker:
             await self.door.close()
         if self.zygote is not None:
             await self.zygote.aclose()
+        # Every session has closed its recordings by now: the recording process can go.
+        await stop_recording_processes()
         if self._reaping is not None:
             self._reaping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -233,10 +239,6 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format=f"bastion worker {os.getpid()}: %(levelname)s %(message)s"
     )
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    # The recorders' writer threads (redaction, encoding, sealing) hold the GIL while they
-    # work; CPython hands it back to the event loop only every switch interval (5 ms by
-    # default), and a keystroke crosses the loop four times.
-    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         config = load_config(args.config)
         asyncio.run(_serve(config, args.port, args.ready_fd, args.lifeline_fd))

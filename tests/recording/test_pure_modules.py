@@ -13,6 +13,7 @@ PURE = [
     "bastion.recording.keys",
     "bastion.recording.sealed",
     "bastion.recording.errors",
+    "bastion.recording.wire",
 ]
 
 

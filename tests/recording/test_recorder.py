@@ -1,13 +1,18 @@
-"""The recorder: what a session's output becomes on disk, and how it fails closed."""
+"""The recorder: what a session's output becomes on disk, written by the worker's recording
+process, and how it fails closed (a full disk, a recording process that dies)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,12 @@ from bastion.recording.recorder import (
     FLUSH_BYTES,
     Recorder,
     open_recorder,
+    recording_process,
     start_recording,
+    stop_recording_processes,
 )
 from bastion.recording.sealed import SealedReader
+from bastion.recording.writer import RecordingWriter
 
 from .conftest import Setup
 
@@ -36,8 +44,23 @@ JWT = (
 LEASE = "kubernetes/creds/debug/AbCdEf0123456789"
 
 
-def start(setup: Setup, **options: Any) -> Recorder:
+@pytest.fixture
+async def processes() -> AsyncIterator[None]:
+    """The test's recording processes are stopped at its end, as a worker's are."""
+    try:
+        yield
+    finally:
+        await stop_recording_processes()
+
+
+def start(setup: Setup, **options: Any) -> RecordingWriter:
     return start_recording(
+        setup.config(), session_id=SESSION, title="t", width=80, height=24, **options
+    )
+
+
+async def opened(setup: Setup, **options: Any) -> Recorder:
+    return await open_recorder(
         setup.config(), session_id=SESSION, title="t", width=80, height=24, **options
     )
 
@@ -55,20 +78,14 @@ def output(lines: list[Any]) -> str:
     return "".join(e[2] for e in lines[1:] if e[1] == "o")
 
 
-def test_a_new_recording_is_on_disk_before_the_session_starts(setup: Setup) -> None:
-    recorder = start(setup)
-    path = recorder.path
-    assert path.parent == setup.recordings
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    with path.open("rb") as f:
-        reader = SealedReader(f, str(path))
-        assert reader.header.session_id == SESSION
-        assert reader.header.recording_id == recorder.recording_id
-        assert not reader.scan().complete
-    recorder.close()
+async def until(condition: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
 
 
+# ------------------------------------------------------------------ the writer (in process)
 def test_output_resizes_and_secrets_split_across_flushes(setup: Setup) -> None:
     recorder = start(setup, secrets=[LEASE])
     recorder.append(b"$ env\r\nX=1 AUTH=" + JWT[:30])
@@ -99,33 +116,6 @@ def test_output_resizes_and_secrets_split_across_flushes(setup: Setup) -> None:
     assert stat.S_IMODE(summary.path.stat().st_mode) == 0o400
 
 
-def test_keystrokes_are_recorded_only_when_asked_and_redacted_too(setup: Setup) -> None:
-    recorder = start(setup, record_input=True)
-    recorder.input(b"export PASSWORD=hunter2\r")
-    summary = recorder.close()
-    lines, _ = read(setup, summary.path)
-    assert [e[2] for e in lines[1:] if e[1] == "i"] == ["export PASSWORD=[REDACTED:assignment]\r"]
-
-
-def test_a_secret_learnt_later_covers_output_not_yet_written(setup: Setup) -> None:
-    recorder = start(setup)
-    recorder.append(b"the token is " + LEASE.encode() + b"\r\n")
-    recorder.add_secret(LEASE)
-    summary = recorder.close()
-    lines, _ = read(setup, summary.path)
-    assert output(lines) == "the token is [REDACTED:session-secret]\r\n"
-
-
-def test_append_only_buffers(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
-    recorder = start(setup)
-    writes: list[int] = []
-    monkeypatch.setattr(recorder._file, "write", lambda data, final=False: writes.append(1))
-    for _ in range(100):
-        recorder.append(b"x" * 100)
-    assert writes == []
-    assert recorder.backlog == 10_000
-
-
 def test_without_an_auditor_key_nothing_is_recorded(write_config: Any, tmp_path: Path) -> None:
     config = load_config(write_config(), check_files=False)
     with pytest.raises(RecordingUnavailable) as caught:
@@ -136,13 +126,6 @@ def test_without_an_auditor_key_nothing_is_recorded(write_config: Any, tmp_path:
         "it prints in the config's recording section"
     )
     assert not (tmp_path / "state" / "recordings").exists()
-
-
-def test_a_recordings_dir_that_cannot_be_made_refuses_the_session(setup: Setup) -> None:
-    setup.recordings.parent.mkdir(parents=True, exist_ok=True)
-    setup.recordings.write_text("a file where the directory should be")
-    with pytest.raises(RecordingUnavailable, match=r"cannot create the recording .*\.rec"):
-        start(setup)
 
 
 DISK_FULL = textwrap.dedent(
@@ -164,14 +147,16 @@ DISK_FULL = textwrap.dedent(
     except RecordingUnavailable as exc:
         print(exc)
     try:
-        recorder.append(b"more")
+        recorder.flush()
     except RecordingUnavailable as exc:
         print("after:", exc.message)
     """
 )
 
 
-def test_a_full_disk_fails_closed_with_a_clear_error_and_a_readable_file(setup: Setup) -> None:
+def test_a_full_disk_fails_the_writer_with_a_clear_error_and_a_readable_file(
+    setup: Setup,
+) -> None:
     run = subprocess.run(
         [sys.executable, "-c", DISK_FULL, str(setup.config_path)],
         capture_output=True,
@@ -196,93 +181,268 @@ def test_a_full_disk_fails_closed_with_a_clear_error_and_a_readable_file(setup: 
     assert path.stat().st_size <= 20_000
 
 
-def test_a_recorder_too_far_behind_ends_the_session(setup: Setup) -> None:
-    recorder = start(setup)
+# ------------------------------------------------------------------ through the process
+async def test_a_new_recording_is_on_disk_before_the_session_starts(
+    setup: Setup, processes: None
+) -> None:
+    recorder = await opened(setup)
+    path = recorder.path
+    assert path.parent == setup.recordings
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    with path.open("rb") as f:
+        reader = SealedReader(f, str(path))
+        assert reader.header.session_id == SESSION
+        assert reader.header.recording_id == recorder.recording_id
+        assert not reader.scan().complete
+    await recorder.aclose()
+
+
+async def test_the_process_writes_what_the_worker_saw_when_it_saw_it(
+    setup: Setup, processes: None
+) -> None:
+    recorder = await opened(setup, secrets=[LEASE])
+    now = [100.0]
+    recorder._clock = lambda: now[0]  # the worker's clock, whenever the process writes
+    recorder._started = 100.0
+    now[0] = 101.5
+    recorder.append(b"lease " + LEASE.encode()[:9])
+    now[0] = 103.25
+    recorder.resize(120, 40)
+    recorder.append(LEASE.encode()[9:] + b" ok\r\nthe token is " + JWT)
+    now[0] = 104.0
+    recorder.input(b"ls\r")  # not recorded: the grant did not ask for keystrokes
+    recorder.append(b"\r\n$ ")
+    summary = await recorder.aclose()
+    lines, reader = read(setup, summary.path)
+    assert output(lines) == (
+        "lease [REDACTED:session-secret] ok\r\nthe token is [REDACTED:jwt]\r\n$ "
+    )
+    events = [(e[0], e[1]) for e in lines[1:]]
+    assert events == [(1.5, "o"), (3.25, "r"), (3.25, "o"), (4.0, "o")]
+    assert not [e for e in lines[1:] if e[1] == "i"]
+    assert summary.complete
+    assert summary.redactions == {"jwt": 1, "session-secret": 1}
+    assert reader.verdict is not None
+    assert summary.digest == reader.verdict.digest
+    assert summary.size == summary.path.stat().st_size
+    assert stat.S_IMODE(summary.path.stat().st_mode) == 0o400
+
+
+async def test_keystrokes_are_recorded_only_when_asked_and_redacted_too(
+    setup: Setup, processes: None
+) -> None:
+    recorder = await opened(setup, record_input=True)
+    recorder.input(b"export PASSWORD=hunter2\r")
+    summary = await recorder.aclose()
+    lines, _ = read(setup, summary.path)
+    assert [e[2] for e in lines[1:] if e[1] == "i"] == ["export PASSWORD=[REDACTED:assignment]\r"]
+
+
+async def test_a_secret_learnt_later_covers_output_not_yet_written(
+    setup: Setup, processes: None
+) -> None:
+    recorder = await opened(setup)
+    recorder.append(b"the token is " + LEASE.encode() + b"\r\n")
+    recorder.add_secret(LEASE)
+    summary = await recorder.aclose()
+    lines, _ = read(setup, summary.path)
+    assert output(lines) == "the token is [REDACTED:session-secret]\r\n"
+
+
+async def test_append_only_hands_the_bytes_over(setup: Setup, processes: None) -> None:
+    recorder = await opened(setup)
+    size = recorder.path.stat().st_size
+    for _ in range(100):
+        recorder.append(b"x" * 100)
+    # Nothing written by the worker itself; the process reports what it wrote later.
+    assert recorder.path.stat().st_size == size
+    assert recorder.backlog == 10_000
+    summary = await recorder.aclose()
+    assert recorder.backlog == 0
+    lines, _ = read(setup, summary.path)
+    assert output(lines) == "x" * 10_000
+
+
+async def test_a_recordings_dir_that_cannot_be_made_refuses_the_session(
+    setup: Setup, processes: None
+) -> None:
+    setup.recordings.parent.mkdir(parents=True, exist_ok=True)
+    setup.recordings.write_text("a file where the directory should be")
+    with pytest.raises(RecordingUnavailable, match=r"cannot create the recording .*\.rec"):
+        await opened(setup)
+
+
+async def test_a_recorder_too_far_behind_ends_the_session(setup: Setup, processes: None) -> None:
+    recorder = await opened(setup)
     recorder._max_backlog = 2 * 1024 * 1024
     for _ in range(20):
-        recorder.append(b"x" * 100_000)  # nothing flushes it: the writer is stuck
+        recorder.append(b"x" * 100_000)  # no loop pass: nothing written is reported back
     with pytest.raises(RecordingUnavailable, match="fell more than 2 MiB behind"):
         recorder.append(b"x" * 100_000)
     with pytest.raises(RecordingUnavailable, match="fell more than 2 MiB behind"):
         recorder.append(b"x")
+    with pytest.raises(RecordingUnavailable, match="fell more than 2 MiB behind"):
+        await recorder.aclose()
 
 
-async def test_background_writing_pauses_a_fast_stream_and_resumes_it(setup: Setup) -> None:
+async def test_a_fast_stream_is_held_until_the_process_has_written_it(
+    setup: Setup, processes: None
+) -> None:
     pauses: list[bool] = []
-    recorder = await open_recorder(
-        setup.config(),
-        session_id=SESSION,
-        title="t",
-        width=80,
-        height=24,
-        pause=pauses.append,
-    )
+    recorder = await opened(setup, pause=pauses.append)
     recorder._pause_above = 2 * FLUSH_BYTES
     recorder._resume_below = FLUSH_BYTES
     for _ in range(3):
         recorder.append(b"y" * FLUSH_BYTES)
     assert pauses == [True]
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        if pauses == [True, False]:
-            break
-    assert pauses == [True, False]
+    await until(lambda: pauses == [True, False])
     summary = await recorder.aclose()
     assert summary.complete
     lines, _ = read(setup, summary.path)
     assert output(lines) == "y" * 3 * FLUSH_BYTES
 
 
-async def test_a_background_write_failure_is_reported_and_ends_the_recording(
-    setup: Setup, monkeypatch: pytest.MonkeyPatch
+async def test_a_full_disk_in_the_process_fails_that_recording_and_tells_the_session(
+    setup: Setup, processes: None
 ) -> None:
     failures: list[RecordingUnavailable] = []
-    recorder = await open_recorder(
-        setup.config(),
-        session_id=SESSION,
-        title="t",
-        width=80,
-        height=24,
-        on_failure=failures.append,
-    )
-
-    def broken(data: bytes, final: bool = False) -> None:
-        raise RecordingUnavailable("cannot write the recording x.rec: No space left on device")
-
-    monkeypatch.setattr(recorder._file, "write", broken)
-    recorder.append(b"z" * FLUSH_BYTES)  # wakes the writer at once
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        if failures:
-            break
-    assert [f.message for f in failures] == [
-        "cannot write the recording x.rec: No space left on device"
+    recorder = await opened(setup, on_failure=failures.append)
+    other = await opened(setup)
+    process = await recording_process(setup.recordings)
+    assert process.pid is not None
+    for i in range(10):
+        recorder.append(b"line %d " % i + os.urandom(600).hex().encode() + b"\r\n")
+    await until(lambda: recorder.backlog == 0)  # written at the flush interval
+    # Its files may not grow past 20 kB from now on (EFBIG, as a full disk gives ENOSPC).
+    limit = 20_000
+    os_prlimit(process.pid, limit)
+    recorder.append(b"z" * FLUSH_BYTES)  # written at once, and too large
+    await until(lambda: bool(failures))
+    path = recorder.path
+    assert [str(f) for f in failures] == [
+        f"cannot write the recording {path}: File too large\n"
+        "  → the file reached the largest size allowed (a file-size limit on the service?)"
     ]
-    with pytest.raises(RecordingUnavailable, match="No space left"):
+    with pytest.raises(RecordingUnavailable, match="File too large"):
         recorder.append(b"more")
-    with pytest.raises(RecordingUnavailable, match="No space left"):
+    with pytest.raises(RecordingUnavailable, match="File too large"):
         await recorder.aclose()
     assert not recorder.summary().complete
+    lines, reader = read(setup, path)
+    assert reader.verdict is not None
+    assert not reader.verdict.complete
+    assert output(lines).startswith("line 0 ")
+    assert path.stat().st_size <= limit
+    # The process lives on, and so do the other recordings.
+    os_prlimit(process.pid, None)
+    other.append(b"still here\r\n")
+    summary = await other.aclose()
+    assert summary.complete
+    assert output(read(setup, summary.path)[0]) == "still here\r\n"
 
 
-async def test_aclose_writes_the_end_even_when_its_caller_is_cancelled(setup: Setup) -> None:
-    recorder = await open_recorder(
-        setup.config(), session_id=SESSION, title="t", width=80, height=24
-    )
+def os_prlimit(pid: int, limit: int | None) -> None:
+    import resource  # noqa: PLC0415 - only these tests change another process's limits
+
+    soft = resource.RLIM_INFINITY if limit is None else limit
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, resource.RLIM_INFINITY))
+
+
+async def test_a_recording_process_that_dies_ends_its_sessions_and_the_next_gets_a_new_one(
+    setup: Setup, processes: None
+) -> None:
+    failures: list[RecordingUnavailable] = []
+    recorder = await opened(setup, on_failure=failures.append)
+    recorder.append(b"before\r\n")
+    process = await recording_process(setup.recordings)
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGKILL)
+    await until(lambda: bool(failures))
+    path = recorder.path
+    assert [f.message for f in failures] == [
+        f"the recording process stopped (its end of the socket closed) before the recording "
+        f"{path} was closed"
+    ]
+    assert failures[0].hint is not None
+    assert "the session was ended" in failures[0].hint
+    with pytest.raises(RecordingUnavailable, match="the recording process stopped"):
+        recorder.append(b"after")
+    with pytest.raises(RecordingUnavailable, match="the recording process stopped"):
+        await recorder.aclose()
+    assert not recorder.summary().complete
+    # The next session's recording starts a new process.
+    again = await opened(setup)
+    replacement = await recording_process(setup.recordings)
+    assert replacement is not process
+    assert replacement.pid != process.pid
+    again.append(b"fine\r\n")
+    assert (await again.aclose()).complete
+
+
+async def test_aclose_writes_the_end_even_when_its_caller_is_cancelled(
+    setup: Setup, processes: None
+) -> None:
+    recorder = await opened(setup)
     recorder.append(b"bye\r\n")
     closing = asyncio.ensure_future(recorder.aclose())
     await asyncio.sleep(0)
     closing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closing
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        if recorder.summary().complete:
-            break
+    await until(lambda: recorder.summary().complete)
     lines, reader = read(setup, recorder.path)
     assert reader.verdict is not None
     assert reader.verdict.complete
     assert output(lines) == "bye\r\n"
+
+
+WORKER = textwrap.dedent(
+    """
+    import asyncio, pathlib, sys
+    from bastion.config import load_config
+    from bastion.recording.recorder import open_recorder, recording_process
+
+    async def main():
+        config = load_config(pathlib.Path(sys.argv[1]), check_files=False)
+        recorder = await open_recorder(config, session_id="s1", title="t", width=80, height=24)
+        recorder.append(b"seen by the operator\\r\\n")
+        process = await recording_process(config.paths.recordings_dir)
+        print(process.pid, recorder.path, flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_the_recording_process_writes_what_it_got_and_ends_with_its_worker(
+    setup: Setup,
+) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(setup.config_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None
+        pid_text, path_text = (await asyncio.to_thread(worker.stdout.readline)).split()
+        worker.kill()  # no stop, no close: as a crash
+    finally:
+        worker.wait(10)
+        if worker.stdout is not None:
+            worker.stdout.close()
+    pid = int(pid_text)
+    await until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid))
+    lines, reader = read(setup, Path(path_text))
+    assert reader.verdict is not None
+    assert not reader.verdict.complete  # the bastion stopped before closing it
+    assert output(lines) == "seen by the operator\r\n"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def test_the_module_says_how_a_session_uses_it() -> None:
