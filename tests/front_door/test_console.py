@@ -25,18 +25,22 @@ from front_door.test_login_asyncssh import fresh_login
 PROBE = r"""
 import os, signal, sys, termios
 fd = sys.stdin.fileno()
+# os.write, not sys.stdout: a resize's handler may run while a write is under way, and a
+# buffered stream refuses to be entered twice.
+def say(text):
+    os.write(1, text.encode() + b"\r\n")
 def size(*_):
     s = os.get_terminal_size(fd)
-    sys.stdout.write(f"size {s.columns}x{s.lines}\r\n"); sys.stdout.flush()
+    say(f"size {s.columns}x{s.lines}")
 signal.signal(signal.SIGWINCH, size)
-sys.stdout.write(f"pid {os.getpid()} sid {os.getsid(0)} tty {os.isatty(fd)} "
-                 f"ctty {os.tcgetpgrp(fd) == os.getpgrp()} term {os.environ['TERM']}\r\n")
+say(f"pid {os.getpid()} sid {os.getsid(0)} tty {os.isatty(fd)} "
+    f"ctty {os.tcgetpgrp(fd) == os.getpgrp()} term {os.environ['TERM']}")
 size()
 for line in sys.stdin:
     line = line.strip()
     if line == "q":
         sys.exit(7)
-    sys.stdout.write(f"got {line}\r\n"); sys.stdout.flush()
+    say(f"got {line}")
 """
 
 
