@@ -82,8 +82,8 @@ variable "mount_prefix" {
   default     = "kubernetes-"
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]*$", var.mount_prefix))
-    error_message = "The mount_prefix must start with a letter or digit and hold only letters, digits, '_', '.' and '-' (the bastion refuses other mount names)."
+    condition     = can(regex("^([A-Za-z0-9][A-Za-z0-9_.-]*)?$", var.mount_prefix))
+    error_message = "The mount_prefix must be empty (the mount is the cluster's name) or start with a letter or digit and hold only letters, digits, '_', '.' and '-' (the bastion refuses other mount names)."
   }
 }
 
