@@ -526,9 +526,7 @@ class RecordingProcess:
         """The process stopped (or cannot be talked to): every recording it wrote fails."""
         if self._failure is not None:
             return
-        self._failure = RecordingUnavailable(
-            f"the recording process stopped ({detail})", hint=_STOPPED_HINT
-        )
+        self._failure = RecordingUnavailable("the recording process stopped", hint=_STOPPED_HINT)
         log.error("the recording process %s stopped (%s)", self.pid, detail)
         _forget_process(self)
         self._detach()
@@ -540,8 +538,8 @@ class RecordingProcess:
         for recorder in list(self._recorders.values()):
             recorder.fail(
                 RecordingUnavailable(
-                    f"the recording process stopped ({detail}) before the recording "
-                    f"{recorder.path} was closed",
+                    f"the recording process stopped before the recording {recorder.path} "
+                    "was closed",
                     hint=_STOPPED_HINT,
                 )
             )
