@@ -171,7 +171,7 @@ variable "create_cert_backend" {
 }
 
 variable "enable_audit_device" {
-  description = "Enable a file audit device. Leave true unless Vault already has one: every credential the bastion asks for must leave a trace in Vault too."
+  description = "Enable a file audit device through the API (HashiCorp Vault). Every credential the bastion asks for must leave a trace in Vault too: false only when Vault already has one, or with OpenBao, which refuses API audit devices (put terraform/openbao/audit.hcl into its server configuration instead)."
   type        = bool
   default     = true
 }
