@@ -85,7 +85,8 @@ class AttachBridge:
     ``on_output`` gets every output chunk just before ``write`` does, so nothing reaches the
     operator unrecorded; ``on_input`` every keystroke batch as it is fed, ``on_resize`` every
     new size. They are called synchronously, ``on_output`` on the hot path: they must only
-    append to a buffer (the recorder writes it out elsewhere) and never block or await. If
+    hand the bytes on (the recorder sends them to the worker's recording process, which
+    redacts and writes them) and never block or await. If
     ``on_output`` raises, the bridge ends and :meth:`run` raises that error, since a session
     that cannot be recorded must end (DESIGN.md); so does one raised by ``on_input`` or
     ``on_resize`` (the keystrokes or size it was given are not sent).

@@ -109,6 +109,11 @@ SEND_BUFFER: Final = 4 * 1024 * 1024
 START_TIMEOUT: Final = 20.0  # a fresh interpreter on a busy machine
 REPLY_TIMEOUT: Final = 30.0  # opening a file: a few fsyncs
 STOP_TIMEOUT: Final = 10.0
+# How much less CPU the recording process gets than its worker when both want it (Linux
+# nice: each step is about 1.25 times less). Recording is bulk work: when the host is
+# short of CPU it falls behind and the session's output waits for it (flow control), while
+# the worker, which every session's keystrokes cross, goes first.
+RECORDING_NICE: Final = 0
 _IOV_MAX: Final = 512
 
 _STOPPED_HINT: Final = (
@@ -353,6 +358,9 @@ class RecordingProcess:
             raise self._failure from None
         finally:
             theirs.close()
+        if RECORDING_NICE:
+            with contextlib.suppress(OSError):  # a priority is a preference, not a right
+                os.setpriority(os.PRIO_PROCESS, self._proc.pid, RECORDING_NICE)
         ours.setblocking(False)
         self._sock = ours
         self._ready = loop.create_future()
@@ -631,11 +639,13 @@ async def recording_process(recordings_dir: Path) -> RecordingProcess:
     return process
 
 
-async def stop_recording_processes() -> None:
-    """Stop the recording processes of the running loop (the worker's stop)."""
-    running = _processes.pop(asyncio.get_running_loop(), {})
-    for process in list(running.values()):
-        await process.aclose()
+async def stop_recording_processes(recordings_dir: Path | None = None) -> None:
+    """Stop the recording process of the running loop for ``recordings_dir`` (the worker's
+    stop), or all of them."""
+    running = _processes.get(asyncio.get_running_loop(), {})
+    for directory, process in list(running.items()):
+        if recordings_dir is None or directory == recordings_dir:
+            await process.aclose()
 
 
 # ------------------------------------------------------------------------------ opening

@@ -167,7 +167,7 @@ class Worker:
         if self.zygote is not None:
             await self.zygote.aclose()
         # Every session has closed its recordings by now: the recording process can go.
-        await stop_recording_processes()
+        await stop_recording_processes(self.config.paths.recordings_dir)
         if self._reaping is not None:
             self._reaping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
