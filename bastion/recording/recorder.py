@@ -108,6 +108,7 @@ MAX_BACKLOG: Final = 64 * 1024 * 1024
 SEND_BUFFER: Final = 4 * 1024 * 1024
 START_TIMEOUT: Final = 20.0  # a fresh interpreter on a busy machine
 REPLY_TIMEOUT: Final = 30.0  # opening a file: a few fsyncs
+CLOSE_TIMEOUT: Final = 60.0  # writing what waits (at most 64 MiB) and the end
 STOP_TIMEOUT: Final = 10.0
 # How much less CPU the recording process gets than its worker when both want it (Linux
 # nice: each step is about 1.25 times less). Recording is bulk work: when the host is
@@ -269,7 +270,19 @@ class Recorder:
                     self._process.send(wire.CLOSE, self._number, b"")
                 except RecordingUnavailable as exc:
                     self.fail(exc)
-        return await asyncio.shield(self._closing)
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                return await asyncio.shield(self._closing)
+        except TimeoutError:
+            # A recording process stuck (a hung filesystem) must not hold the session's end.
+            self.fail(
+                RecordingUnavailable(
+                    f"the recording process did not close the recording {self.path} "
+                    f"within {CLOSE_TIMEOUT:.0f} s",
+                    hint="check the recordings filesystem and the host's load",
+                )
+            )
+            return await asyncio.shield(self._closing)
 
     def summary(self) -> RecordingSummary:
         state = self._state

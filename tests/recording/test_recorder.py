@@ -379,6 +379,23 @@ async def test_a_recording_process_that_dies_ends_its_sessions_and_the_next_gets
     assert (await again.aclose()).complete
 
 
+async def test_a_stuck_recording_process_does_not_hold_the_end_of_a_session(
+    setup: Setup, processes: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = await opened(setup)
+    recorder.append(b"bye\r\n")
+    process = await recording_process(setup.recordings)
+    assert process.pid is not None
+    monkeypatch.setattr(recorder_module, "CLOSE_TIMEOUT", 0.2)
+    os.kill(process.pid, signal.SIGSTOP)  # as on a hung filesystem
+    try:
+        with pytest.raises(RecordingUnavailable, match=r"did not close the recording .* 0 s"):
+            await recorder.aclose()
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    assert not recorder.summary().complete
+
+
 async def test_aclose_writes_the_end_even_when_its_caller_is_cancelled(
     setup: Setup, processes: None
 ) -> None:
