@@ -8,7 +8,6 @@
 locals {
   permissions = jsondecode(file("${path.module}/permissions.json"))
 
-  dns_label  = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
   vault_name = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
   mounts = { for cluster in keys(var.clusters) : cluster => "${var.mount_prefix}${cluster}" }
