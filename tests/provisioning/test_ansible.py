@@ -539,7 +539,11 @@ def test_unit_is_sandboxed(applied: Applied) -> None:
         "ExecStart": "/opt/bastion/venv/bin/bastion serve --config /etc/bastion/bastion.yaml",
     }
     assert {k: service.get(k) for k in expected} == expected
-    assert unit["Service"]["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
+    assert unit["Service"]["SystemCallFilter"] == [
+        "@system-service",
+        "landlock_create_ruleset landlock_add_rule landlock_restrict_self",
+        "~@privileged @resources",
+    ]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
 
     verify = applied.root.run("systemd-analyze", "verify", "/etc/systemd/system/bastion.service")
