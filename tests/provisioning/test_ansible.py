@@ -203,6 +203,58 @@ def test_every_variable_is_documented_and_typed() -> None:
     assert unknown == set(), "used by the role but neither a default, derived, nor registered"
 
 
+def test_a_privileged_port_keeps_only_the_capability_to_bind_it(tmp_path: Path) -> None:
+    """Rendered on the controller with the role's defaults and a port below 1024."""
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Render",
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    # Not whatever `python3` is on PATH (a pyenv shim may be broken).
+                    "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+                    "vars_files": [str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
+                    "tasks": [
+                        {
+                            "name": f"Render {name}",
+                            "ansible.builtin.template": {
+                                "src": str(ROLE / "templates" / f"{name}.j2"),
+                                "dest": str(tmp_path / name),
+                                "mode": "0600",
+                            },
+                        }
+                        for name in ("bastion.service", "nftables.conf")
+                    ],
+                }
+            ]
+        )
+    )
+    env = _ansible_env(tmp_path / "home")
+    env["ANSIBLE_FILTER_PLUGINS"] = str(ROLE / "filter_plugins")
+    result = subprocess.run(
+        [tool_path("ansible-playbook"), "-i", "localhost,", str(playbook),
+         "-e", '{"bastion_listen_port": 22, "bastion_admin_cidrs": ["192.0.2.0/24"]}'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    service = _unit((tmp_path / "bastion.service").read_text())["Service"]
+    assert service["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
+    assert service["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    # A capability held in a user namespace of its own could not bind the host's port.
+    assert "PrivateUsers" not in service
+    nft = (tmp_path / "nftables.conf").read_text()
+    assert "tcp dport 22 ct state new accept" in nft
+    assert "ip saddr @admin_ipv4 tcp dport 2022 ct state new accept" in nft
+    assert "admin_ipv6" not in nft, "an empty IPv6 admin set"
+
+
 def test_cidr_filters() -> None:
     filters = _filters()
     assert filters.bastion_cidrs_contain(["192.0.2.0/24"], "192.0.2.77")
