@@ -673,54 +673,54 @@ def _free_port() -> int:
 @pytest.mark.timeout(SLOW_TIMEOUT)
 def test_sshd_passes_ssh_audit_and_offers_keys_only(applied: Applied) -> None:
     port = _free_port()
-    sshd = subprocess.Popen(
+    with subprocess.Popen(
         ["chroot", str(applied.root.path), "/usr/sbin/sshd", "-D", "-e",
          "-f", "/etc/ssh/sshd_config", "-o", f"ListenAddress=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert sshd.poll() is None, f"sshd exited: {sshd.communicate()[1]}"
-                assert time.monotonic() < deadline, "sshd did not listen within 10 s"
-                time.sleep(0.1)
-        audit = subprocess.run(
-            [tool_path("ssh-audit"), "--skip-rate-test", "--no-colors",
-             "-p", str(port), "127.0.0.1"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )  # fmt: skip
-        problems = [
-            line for line in audit.stdout.splitlines() if "[fail]" in line or "[warn]" in line
-        ]
-        # Exit 2 is warnings; the only ones allowed are the X25519 fallbacks kept for clients
-        # without sntrup761 (bastion_admin_ssh_kex_algorithms).
-        assert audit.returncode in (0, 2), audit.stdout
-        assert all(
-            "(kex) curve25519-sha256" in line and "post-quantum" in line for line in problems
-        ), problems
-        login = subprocess.run(
-            ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-             "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
-             "-o", "IdentityFile=/dev/null", "nobody@127.0.0.1", "true"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )  # fmt: skip
-        assert login.returncode == 255
-        assert "Permission denied (publickey)." in login.stderr, login.stderr
-    finally:
-        sshd.terminate()
-        sshd.wait(timeout=10)
+    ) as sshd:  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert sshd.poll() is None, f"sshd exited: {sshd.communicate()[1]}"
+                    assert time.monotonic() < deadline, "sshd did not listen within 10 s"
+                    time.sleep(0.1)
+            audit = subprocess.run(
+                [tool_path("ssh-audit"), "--skip-rate-test", "--no-colors",
+                 "-p", str(port), "127.0.0.1"],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )  # fmt: skip
+            problems = [
+                line for line in audit.stdout.splitlines() if "[fail]" in line or "[warn]" in line
+            ]
+            # Exit 2 is warnings; the only ones allowed are the X25519 fallbacks kept for clients
+            # without sntrup761 (bastion_admin_ssh_kex_algorithms).
+            assert audit.returncode in (0, 2), audit.stdout
+            assert all(
+                "(kex) curve25519-sha256" in line and "post-quantum" in line for line in problems
+            ), problems
+            login = subprocess.run(
+                ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                 "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
+                 "-o", "IdentityFile=/dev/null", "nobody@127.0.0.1", "true"],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+            )  # fmt: skip
+            assert login.returncode == 255
+            assert "Permission denied (publickey)." in login.stderr, login.stderr
+        finally:
+            sshd.terminate()
+            sshd.wait(timeout=10)
 
 
 @dataclass
@@ -809,31 +809,30 @@ def test_firewall_lets_in_only_the_bastion_and_admins_on_the_admin_port(
     firewall_namespaces: tuple[_Netns, _Netns],
 ) -> None:
     host, client = firewall_namespaces
-    listener = subprocess.Popen(
+    with subprocess.Popen(
         ["ip", "netns", "exec", host.name, sys.executable, "-c", _LISTEN, "2222", "2022", "8080"],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert listener.stdout is not None
-        assert listener.stdout.readline().strip() == "ready"
-        # (source, destination, port) -> expected
-        cases = {
-            ("192.0.2.10", "192.0.2.1", 2222): "open",  # operators: anywhere
-            ("198.51.100.10", "198.51.100.1", 2222): "open",
-            ("2001:db9::10", "2001:db9::1", 2222): "open",
-            ("192.0.2.10", "192.0.2.1", 2022): "open",  # admins from the admin networks
-            ("2001:db8::10", "2001:db8::1", 2022): "open",
-            ("198.51.100.10", "198.51.100.1", 2022): "closed",  # not an admin network
-            ("2001:db9::10", "2001:db9::1", 2022): "closed",
-            ("192.0.2.10", "192.0.2.1", 8080): "closed",  # nothing else
-            ("2001:db8::10", "2001:db8::1", 8080): "closed",
-        }
-        probe = client.run(sys.executable, "-c", _PROBE, *(f"{s},{d},{p}" for s, d, p in cases))
-        assert dict(zip(cases, probe.stdout.split(), strict=True)) == cases
-    finally:
-        listener.kill()
-        listener.wait(timeout=10)
+    ) as listener:
+        try:
+            assert listener.stdout is not None
+            assert listener.stdout.readline().strip() == "ready"
+            # (source, destination, port) -> expected
+            cases = {
+                ("192.0.2.10", "192.0.2.1", 2222): "open",  # operators: anywhere
+                ("198.51.100.10", "198.51.100.1", 2222): "open",
+                ("2001:db9::10", "2001:db9::1", 2222): "open",
+                ("192.0.2.10", "192.0.2.1", 2022): "open",  # admins from the admin networks
+                ("2001:db8::10", "2001:db8::1", 2022): "open",
+                ("198.51.100.10", "198.51.100.1", 2022): "closed",  # not an admin network
+                ("2001:db9::10", "2001:db9::1", 2022): "closed",
+                ("192.0.2.10", "192.0.2.1", 8080): "closed",  # nothing else
+                ("2001:db8::10", "2001:db8::1", 8080): "closed",
+            }
+            probe = client.run(sys.executable, "-c", _PROBE, *(f"{s},{d},{p}" for s, d, p in cases))
+            assert dict(zip(cases, probe.stdout.split(), strict=True)) == cases
+        finally:
+            listener.kill()
 
 
 @pytest.mark.slow
