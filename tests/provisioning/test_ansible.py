@@ -483,6 +483,7 @@ EXPECTED_FILES = [
     ("/etc/nftables.conf", "f", 0o644, "root", "root"),
     ("/etc/chrony/chrony.conf", "f", 0o644, "root", "root"),
     ("/etc/audit/rules.d/50-bastion.rules", "f", 0o640, "root", "root"),
+    ("/etc/sysctl.d/60-bastion.conf", "f", 0o644, "root", "root"),
 ]
 
 
@@ -868,6 +869,23 @@ def test_audit_rules_name_real_syscalls_and_the_service_uid(applied: Applied) ->
     assert not applied.root.file("/etc/audit/rules.d/99-bastion-immutable.rules").exists()
     plugin = applied.root.file("/etc/audit/plugins.d/syslog.conf").read_text()
     assert "active = yes" in plugin, "audit records are not sent to syslog while logs are forwarded"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TIMEOUT)
+def test_kernel_settings_name_real_keys(applied: Applied) -> None:
+    """Only checked, never applied: they would change this machine's kernel."""
+    text = applied.root.file("/etc/sysctl.d/60-bastion.conf").read_text()
+    settings = dict(
+        line.split(" = ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert settings["kernel.yama.ptrace_scope"] == "2"
+    for key in settings:
+        if key.startswith("-"):  # may be absent from a kernel: systemd-sysctl skips it
+            continue
+        if key == "kernel.yama.ptrace_scope" and not Path("/proc/sys/kernel/yama").exists():
+            continue  # Debian's kernels have Yama; this machine's may not
+        assert Path("/proc/sys", *key.split(".")).exists(), f"no kernel setting {key}"
 
 
 @pytest.mark.slow
