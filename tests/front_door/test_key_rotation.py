@@ -6,6 +6,7 @@ of a compromise rotation."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -15,16 +16,21 @@ from typing import Any
 import asyncssh
 import pytest
 
+from bastion.audit.log import key_id
 from bastion.cli import keys as keys_cli
 from bastion.config import load_config
 from bastion.keys.host import next_path
 from bastion.keys.lockdown import LOGIN_REFUSAL, lift, lockdown
 from bastion.keys.model import KeyKind
 from bastion.keys.rotate import KeyContext, start_host_rotation
+from bastion.recording.key_files import generate_auditor_keys, load_or_create_signing_key
 from bastion.ssh.key_watch import STALE_HOST_KEY
 from bastion.ssh.worker import Worker
-from front_door.harness import BastionEnv, Operator, make_env
+from front_door.harness import BastionEnv, Operator, bastion_cli, make_env
+from front_door.test_console import read_until
 from front_door.test_login_asyncssh import Answers
+from front_door.test_sessions import open_console, wiped
+from front_door.test_sessions import start as start_with_listener
 
 
 @pytest.fixture
@@ -197,3 +203,72 @@ async def test_logins_are_refused_during_a_lockdown_and_allowed_after(
     await asyncio.to_thread(lift, env.state_dir)
     async with await connect(worker.port, op, [key], Answers([op.code()])):
         pass
+
+
+async def test_a_compromise_rotation_ends_sessions_and_replaces_every_key(
+    tmp_path: Path,
+) -> None:
+    env = make_env(tmp_path / "env", operators=4)
+    worker = await start_with_listener(env)
+    try:
+        [old_host] = await offered(worker, 1)
+        old_audit_pub = tmp_path / "audit-signing.pub"
+        old_audit_pub.write_bytes((env.state_dir / "audit-signing.pub").read_bytes())
+        old_signing = key_id(load_or_create_signing_key(env.state_dir))
+        conn, process, session, _ = await open_console(env, worker)
+        generate_auditor_keys(tmp_path / "audit-2027.key", tmp_path / "audit-2027.pub")
+
+        rotation = await bastion_cli(
+            env, "keys", "rotate", "--all", "--compromised",
+            "--recipient", str(tmp_path / "audit-2027.pub"),
+        )  # fmt: skip
+        await read_until(process, "an administrator ended this session")
+        out, err = await rotation.communicate()
+        assert rotation.returncode == 0, err
+        conn.close()
+        text = out.decode()
+        assert "logins are refused until every key is replaced" in text
+        assert "ended 1 live session(s)" in text
+        assert "every key is replaced: logins are allowed again" in text
+        assert (await wiped(env, session))["ending"] == "admin_kill"
+
+        events = [e["event"] for e in env.audit_events()]
+        order = [
+            "keys.compromise_rotation_started",
+            "session.kill_requested",
+            "audit.key_rotation",
+            "keys.compromise_rotation_finished",
+        ]
+        assert [events.index(name) for name in order] == sorted(
+            events.index(name) for name in order
+        )
+        kinds = {e["kind"]: e for e in env.audit_events("keys.rotated")}
+        assert set(kinds) == {"host", "recording-signing", "recording-recipient"}
+        assert all(e["compromised"] and e["outcome"] == "alert" for e in kinds.values())
+        assert kinds["host"]["retired"] == old_host.get_fingerprint("sha256")
+        [handover] = env.audit_events("audit.key_rotation")
+        assert handover["compromised"] is True
+        assert not (env.state_dir / "keys" / "lockdown.json").exists()
+        assert kinds["recording-signing"]["retired"] == old_signing
+
+        # The workers serve the new host key at once (no overlap), and logins work again.
+        assert worker.host_keys is not None
+        deadline = time.monotonic() + 10
+        while worker.host_keys.keys.active.public_data == old_host.public_data:
+            assert time.monotonic() < deadline, "the worker kept the compromised host key"
+            await asyncio.sleep(0.1)
+        op = env.fresh()
+        async with await connect(
+            worker.port, op, [worker.host_keys.keys.active], Answers([op.code()])
+        ):
+            pass
+    finally:
+        await worker.stop()
+    verify = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bastion.cli.main", "audit", "verify", str(env.audit_log),
+        "--pubkey", str(old_audit_pub),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await verify.communicate()
+    assert verify.returncode == 0, err
+    assert "(the old key declared compromised)" in out.decode()
