@@ -22,6 +22,7 @@ so a worker hands in one that goes through its own log.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -89,8 +90,9 @@ class KeyContext:
     def state_dir(self) -> Path:
         return self.config.paths.state_dir
 
-    @property
+    @functools.cached_property
     def store(self) -> KeyStore:
+        # One store per context: it knows whether this rotation holds the keys lock.
         return KeyStore(self.state_dir)
 
     def record(self, event: str, outcome: str, **fields: Any) -> None:
@@ -178,7 +180,7 @@ def start_host_rotation(ctx: KeyContext, overlap: timedelta) -> Rotated:
                     KeyState.NEXT,
                 )
             )
-            store.write(registry)
+            _write_registry(ctx, KeyKind.HOST, registry)
             try:
                 os.link(temp, next_path(path))
                 fsync_dir(path.parent)
@@ -244,7 +246,7 @@ def finish_host_rotation(ctx: KeyContext, *, automatic: bool = False) -> Rotated
         )
         record = _host_record(pending, registry)
         registry = registry.put(replace(record, state=KeyState.ACTIVE, retire_at=None))
-        store.write(registry)
+        _write_registry(ctx, KeyKind.HOST, registry)
     return Rotated(
         KeyKind.HOST,
         pending.fingerprint,
@@ -305,7 +307,7 @@ def replace_host_key(ctx: KeyContext, *, compromised: bool) -> Rotated:
         registry = registry.put(
             KeyRecord(KeyKind.HOST, new.fingerprint, new.public, ALGORITHM, now)
         )
-        store.write(registry)
+        _write_registry(ctx, KeyKind.HOST, registry)
     retired = ", ".join(k.fingerprint for k in (active, pending) if k is not None) or "none"
     return Rotated(
         KeyKind.HOST,
@@ -390,7 +392,7 @@ def rotate_checkpoint_key(ctx: KeyContext, audit: AuditLog, *, compromised: bool
                 KeyKind.CHECKPOINT, key_id(new), public_key_line(new.public_key()), "ed25519", now
             )
         )
-        store.write(registry)
+        _write_registry(ctx, KeyKind.CHECKPOINT, registry)
     lines = [
         f"checkpoints are signed by {key_id(new)} after the rotation line (line "
         f"{line['seq']} of the audit log)",
@@ -444,7 +446,7 @@ def rotate_recording_signing_key(ctx: KeyContext, *, compromised: bool) -> Rotat
                 now,
             )
         )
-        store.write(registry)
+        _write_registry(ctx, KeyKind.RECORDING_SIGNING, registry)
     return Rotated(
         KeyKind.RECORDING_SIGNING,
         key_id(new),
@@ -502,7 +504,7 @@ def rotate_recipient(ctx: KeyContext, new_line: str, *, compromised: bool) -> Ro
         registry = registry.put(
             KeyRecord(KeyKind.RECORDING_RECIPIENT, new_fp, new_line, "x25519", now)
         )
-        store.write(registry)
+        _write_registry(ctx, KeyKind.RECORDING_RECIPIENT, registry)
     return Rotated(
         KeyKind.RECORDING_RECIPIENT,
         new_fp,
@@ -548,6 +550,16 @@ def adopt_keys(config: Config, now: float) -> None:
             adopted = adopted.adopt(record)
         if adopted != registry:
             store.write(adopted)
+
+
+def _write_registry(ctx: KeyContext, kind: KeyKind, registry: Registry) -> None:
+    """Write the registry after a rotation's audit event: a failure is recorded too (the
+    keys themselves are in their files; the registry dates them)."""
+    try:
+        ctx.store.write(registry)
+    except BastionError as exc:
+        _failed(ctx, kind, exc.message)
+        raise
 
 
 def _failed(ctx: KeyContext, kind: KeyKind, error: str) -> None:
