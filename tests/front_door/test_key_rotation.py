@@ -272,3 +272,17 @@ async def test_a_compromise_rotation_ends_sessions_and_replaces_every_key(
     out, err = await verify.communicate()
     assert verify.returncode == 0, err
     assert "(the old key declared compromised)" in out.decode()
+
+
+async def test_a_login_just_before_a_lockdown_opens_no_session_during_it(
+    running: tuple[BastionEnv, Worker],
+) -> None:
+    env, worker = running
+    [key] = await offered(worker, 1)
+    op = env.fresh()
+    async with await connect(worker.port, op, [key], Answers([op.code()])) as conn:
+        await asyncio.to_thread(lockdown, env.state_dir, since=time.time(), actor="root")
+        with pytest.raises(asyncssh.ChannelOpenError):
+            await conn.create_process(term_type="xterm", term_size=(80, 24))
+    refused = await env.event("channel.refused", user=op.name, request="session")
+    assert refused["detail"] == LOGIN_REFUSAL
