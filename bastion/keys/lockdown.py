@@ -18,7 +18,15 @@ from pathlib import Path
 from bastion.errors import BastionError
 from bastion.keys.registry import keys_dir
 
-__all__ = ["LOGIN_REFUSAL", "Lockdown", "lift", "lockdown", "read_lockdown"]
+__all__ = [
+    "LOGIN_REFUSAL",
+    "Lockdown",
+    "lift",
+    "lockdown",
+    "lockdown_path",
+    "read_lockdown",
+    "read_lockdown_file",
+]
 
 LOGIN_REFUSAL = (
     "the bastion is replacing all of its keys after a suspected compromise, and refuses "
@@ -32,15 +40,20 @@ class Lockdown:
     actor: str
 
 
-def _path(state_dir: Path) -> Path:
+def lockdown_path(state_dir: Path) -> Path:
     return keys_dir(state_dir) / "lockdown.json"
 
 
 def read_lockdown(state_dir: Path) -> Lockdown | None:
     """The lockdown in force, or None. A marker that cannot be read still locks down: its
     presence is what counts."""
+    return read_lockdown_file(lockdown_path(state_dir))
+
+
+def read_lockdown_file(path: Path) -> Lockdown | None:
+    """:func:`read_lockdown` with the marker's path known (a worker's check at each login)."""
     try:
-        raw = _path(state_dir).read_bytes()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError:
@@ -54,7 +67,7 @@ def read_lockdown(state_dir: Path) -> Lockdown | None:
 
 def lockdown(state_dir: Path, *, since: float, actor: str) -> None:
     """Put the marker in place (synced: a crash must not forget it)."""
-    directory = keys_dir(state_dir)
+    directory, path = keys_dir(state_dir), lockdown_path(state_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, temp = tempfile.mkstemp(dir=directory, prefix=".lockdown.")
@@ -63,23 +76,24 @@ def lockdown(state_dir: Path, *, since: float, actor: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        Path(temp).replace(_path(state_dir))
+        Path(temp).replace(path)
         _fsync_dir(directory)
     except OSError as exc:
         raise BastionError(
-            f"cannot refuse logins: writing {_path(state_dir)} failed: {exc.strerror or exc}",
+            f"cannot refuse logins: writing {path} failed: {exc.strerror or exc}",
             hint="fix permissions or free space in state_dir, then run the rotation again",
         ) from None
 
 
 def lift(state_dir: Path) -> None:
+    path = lockdown_path(state_dir)
     try:
-        _path(state_dir).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         _fsync_dir(keys_dir(state_dir))
     except OSError as exc:
         raise BastionError(
-            f"cannot allow logins again: removing {_path(state_dir)} failed: {exc.strerror}",
-            hint=f"remove {_path(state_dir)} by hand once the rotation has finished",
+            f"cannot allow logins again: removing {path} failed: {exc.strerror}",
+            hint=f"remove {path} by hand once the rotation has finished",
         ) from None
 
 

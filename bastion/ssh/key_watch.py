@@ -28,7 +28,7 @@ import asyncssh
 from bastion.audit.log import AuditLog
 from bastion.config import Config
 from bastion.errors import BastionError
-from bastion.keys.lockdown import LOGIN_REFUSAL, read_lockdown
+from bastion.keys.lockdown import LOGIN_REFUSAL, lockdown_path, read_lockdown_file
 from bastion.keys.rotate import KeyContext, finish_host_rotation, host_retirement_due
 from bastion.ssh.host_key import HostKeySet, load_host_keys
 
@@ -69,6 +69,7 @@ class HostKeyWatch:
         self._config = config
         self._audit = audit
         self._path = config.listener.host_key
+        self._lockdown = lockdown_path(config.paths.state_dir)
         self._signature = self._read_signature()
         self.keys: HostKeySet = load_host_keys(self._path)
         # The front door's update_host_keys, once it listens.
@@ -98,7 +99,7 @@ class HostKeyWatch:
     # ------------------------------------------------------------------ the gate
     def refusal(self, conn: asyncssh.SSHServerConnection | None) -> Refusal | None:
         """Why a login on ``conn`` must be refused now, or None."""
-        if read_lockdown(self._config.paths.state_dir) is not None:
+        if read_lockdown_file(self._lockdown) is not None:
             return Refusal("lockdown", LOGIN_REFUSAL)
         if conn is None:
             return None
