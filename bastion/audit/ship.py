@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
-from bastion.audit.checkpoint import CHECKPOINT_EVENT
+from bastion.audit.checkpoint import is_signed
 from bastion.audit.log import head_path, read_head
 from bastion.errors import AuditUnavailable, ConfigError
 
@@ -499,7 +499,8 @@ def _parse(raw: bytes, end: int) -> _Line:
         end,
         seq if isinstance(seq, int) else -1,
         str(event.get("hash", "")),
-        checkpoint=event.get("event") == CHECKPOINT_EVENT,
+        # Key rotation lines sign the chain too, and name the next key: shipped alike.
+        checkpoint=is_signed(event),
     )
 
 

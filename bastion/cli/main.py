@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from bastion import __version__
-from bastion.cli import audit, check_config, recordings, sessions, user
+from bastion.cli import audit, check_config, keys, recordings, sessions, user
 from bastion.errors import BastionError
 
 __all__ = ["main"]
@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=lambda a: check_config.run(a.path))
 
     audit.add_commands(commands, _config_option)
+    keys.add_commands(commands, _config_option)
 
     p = commands.add_parser("serve", help="run the SSH front door (one worker per core)")
     _config_option(p)

@@ -39,6 +39,7 @@ __all__ = [
     "Cluster",
     "Config",
     "Grant",
+    "Keys",
     "Limits",
     "Listener",
     "Paths",
@@ -355,6 +356,26 @@ class Audit(_Strict):
     ship: Shipping | None = None
 
 
+def _max_key_age(value: timedelta) -> timedelta:
+    if not timedelta(days=1) <= value <= timedelta(days=3650):
+        raise ValueError("expected a duration from 1d to 3650d (the default is 365d)")
+    return value
+
+
+def _host_key_overlap(value: timedelta) -> timedelta:
+    if not timedelta(minutes=1) <= value <= timedelta(days=90):
+        raise ValueError("expected a duration from 1m to 90d (the default is 7d)")
+    return value
+
+
+class Keys(_Strict):
+    # check-config warns about a key in use for longer than this (docs/keys.md).
+    max_age: Annotated[Duration, AfterValidator(_max_key_age)] = timedelta(days=365)
+    # How long `bastion keys rotate --kind host` offers the new host key next to the old
+    # one, for clients to learn it (UpdateHostKeys), before the old one retires.
+    host_key_overlap: Annotated[Duration, AfterValidator(_host_key_overlap)] = timedelta(days=7)
+
+
 class Limits(_Strict):
     max_sessions: int = Field(100, ge=1)
     max_sessions_per_user: int = Field(3, ge=1)
@@ -392,6 +413,7 @@ class Config(_Strict):
     # None: no recording can be started, so nothing that must be recorded can start.
     recording: Recording | None = None
     audit: Audit = Field(default_factory=Audit)
+    keys: Keys = Field(default_factory=Keys)
 
     # Set by the loader: the file this config came from, and for each user read from
     # paths.users_dir, its file there (users of the config file itself are not listed).

@@ -29,6 +29,7 @@ from bastion.config import Config
 from bastion.session.broker import SessionBroker
 from bastion.ssh import asyncssh_ext
 from bastion.ssh.algorithms import algorithms
+from bastion.ssh.key_watch import Refusal
 from bastion.ssh.login import LoginService, Peer, Verdict
 from bastion.ssh.operator_session import EXEC_REFUSAL, OperatorSession
 from bastion.ssh.throttle import SourceThrottle, source_key
@@ -66,6 +67,8 @@ class Identity:
 
 
 ConsoleCommand = Callable[[Identity], Sequence[str]]
+# Why a login must be refused before its code is checked (a lockdown, a retired host key).
+LoginGate = Callable[[asyncssh.SSHServerConnection | None], Refusal | None]
 
 
 class FrontDoor:
@@ -75,13 +78,14 @@ class FrontDoor:
         self,
         config: Config,
         *,
-        host_key: asyncssh.SSHKey,
+        host_keys: Sequence[asyncssh.SSHKey],
         login: LoginService,
         throttle: SourceThrottle,
         audit: AuditLog,
         broker: SessionBroker,
         console_command: ConsoleCommand,
         vault: VaultClient | None = None,
+        gate: LoginGate | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -91,7 +95,9 @@ class FrontDoor:
         self.throttle = throttle
         self.console_command = console_command
         self._audit = audit
-        self._host_key = host_key
+        # The first does the key exchange; all are announced after login (hostkeys-00).
+        self._host_keys = list(host_keys)
+        self.gate = gate
         self._clock = clock
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[_Connection] = set()
@@ -108,7 +114,9 @@ class FrontDoor:
             port,
             reuse_port=reuse_port,
             server_factory=lambda: _Connection(self),
-            server_host_keys=[self._host_key],
+            server_host_keys=self._host_keys,
+            # Clients using OpenSSH's UpdateHostKeys learn a rotation's next key from this.
+            send_server_host_keys=True,
             server_version="bastion",
             kex_algs=list(algs.kex),
             encryption_algs=list(algs.ciphers),
@@ -133,6 +141,12 @@ class FrontDoor:
         )
         sockets = self._acceptor.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def update_host_keys(self, keys: Sequence[asyncssh.SSHKey]) -> None:
+        """Offer ``keys`` to connections accepted from now on (a host key rotation)."""
+        self._host_keys = list(keys)
+        if self._acceptor is not None:
+            self._acceptor.update(server_host_keys=self._host_keys, send_server_host_keys=True)
 
     async def stop_accepting(self) -> None:
         if self._acceptor is not None:
@@ -319,9 +333,21 @@ class _Connection(asyncssh.SSHServer):
     def kbdint_auth_supported(self) -> bool:
         return not self._closed_for_auth and self._key is not None
 
+    def _refused(self) -> str | None:
+        """The gate's refusal (a lockdown, a retired host key), recorded; its message."""
+        refusal = self._door.gate(self._conn) if self._door.gate is not None else None
+        if refusal is None:
+            return None
+        self._closed_for_auth = True
+        self._record_failure(refusal.message, mfa=refusal.mfa)
+        return refusal.message
+
     async def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str
     ) -> KbdIntChallenge:
+        refused = self._refused()
+        if refused is not None:
+            return "", refused, "", []
         lock = await self._door.login.lock_state(username)
         if lock.locked:
             self._closed_for_auth = True
@@ -334,6 +360,9 @@ class _Connection(asyncssh.SSHServer):
     ) -> KbdIntChallenge | bool:
         if self._closed_for_auth or self._key is None:
             return False
+        refused = self._refused()
+        if refused is not None:
+            return "", refused, "", []
         if len(responses) != 1:
             return "", "answer with one verification code", "", [(PROMPT, False)]
         self._code_attempts += 1
@@ -388,6 +417,11 @@ class _Connection(asyncssh.SSHServer):
             return False
         if self._session is not None:
             self.refuse("session", "a second session on one connection")
+            return False
+        # A login that came through just before a lockdown opens nothing during it.
+        refusal = self._door.gate(None) if self._door.gate is not None else None
+        if refusal is not None:
+            self.refuse("session", refusal.message)
             return False
         if self._session_timer is not None:
             self._session_timer.cancel()

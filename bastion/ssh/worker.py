@@ -19,6 +19,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +28,7 @@ from bastion.audit.log import AuditLog
 from bastion.config import Config, load_config
 from bastion.config.users import UserDirectory
 from bastion.errors import BastionError
+from bastion.keys.rotate import adopt_keys
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import recording_process, stop_recording_processes
 from bastion.session.broker import SessionBroker
@@ -34,7 +36,7 @@ from bastion.session.cleaners import debug_cleaner, lease_cleaner
 from bastion.session.reaper import Reaper, temp_dir_cleaner
 from bastion.ssh.console import python_argv
 from bastion.ssh.front_door import FrontDoor, Identity
-from bastion.ssh.host_key import load_or_create_host_key
+from bastion.ssh.key_watch import HostKeyWatch
 from bastion.ssh.login import LoginService
 from bastion.ssh.throttle import SourceThrottle
 from bastion.ssh.zygote import Zygote
@@ -99,6 +101,7 @@ class Worker:
         self.reaper: Reaper | None = None
         self._reaping: asyncio.Task[None] | None = None
         self.door: FrontDoor | None = None
+        self.host_keys: HostKeyWatch | None = None
         self.zygote: Zygote | None = None
         self.port = 0
 
@@ -133,9 +136,17 @@ class Worker:
             self.zygote = Zygote(console_modules())
             if not await self.zygote.start():
                 log.warning("the console template is not ready; consoles start fresh until it is")
+        # Host keys follow rotations without a restart (bastion/ssh/key_watch.py); the keys
+        # in use are recorded in the key registry so that their age can be told.
+        self.host_keys = HostKeyWatch(config, self.audit)
+        try:
+            await asyncio.to_thread(adopt_keys, config, time.time())
+        except BastionError as exc:  # only the ages shown by `bastion keys list` miss it
+            log.error("the keys in use could not be recorded in the key registry: %s", exc)  # noqa: TRY400
         self.door = FrontDoor(
             config,
-            host_key=load_or_create_host_key(config.listener.host_key),
+            host_keys=self.host_keys.keys.offered,
+            gate=self.host_keys.refusal,
             login=self.login,
             throttle=self.throttle,
             audit=self.audit,
@@ -147,6 +158,7 @@ class Worker:
         self.port = await self.door.listen(
             config.listener.address, listen_port, reuse_port=reuse_port
         )
+        self.host_keys.start(self.door.update_host_keys)
         return self.port
 
     def _console_command(self, identity: Identity) -> Sequence[str]:
@@ -160,6 +172,8 @@ class Worker:
         """Stop accepting, wipe every session (within 20 s), close connections, flush."""
         if self.door is not None:
             await self.door.stop_accepting()
+        if self.host_keys is not None:
+            await self.host_keys.aclose()
         if self.broker is not None:
             await self.broker.shutdown()
         if self.door is not None:
