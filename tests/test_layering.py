@@ -15,7 +15,7 @@ IO_MODULES = {
     "asyncio", "socket", "ssl", "sqlite3", "subprocess", "http", "urllib", "selectors",
     "asyncssh", "hvac", "kubernetes", "textual", "yaml", "pydantic",
 }  # fmt: skip
-PURE = ["bastion.policy", "bastion.labels", "bastion.audit.chain", "bastion.redact",
+PURE = ["bastion.policy", "bastion.approval", "bastion.labels", "bastion.audit.chain", "bastion.redact",
         "bastion.sshkeys", "bastion.durations", "bastion.globs", "bastion.images",
         "bastion.kube_permissions", "bastion.totp", "bastion.enrolment",
         "bastion.console_protocol", "bastion.session.lifecycle",
