@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "DEFAULT_EXPIRY",
@@ -183,6 +184,20 @@ class DebugKey:
     @property
     def target(self) -> str:
         return f"{self.cluster}/{self.namespace}/{self.pod}"
+
+    def fields(self) -> dict[str, Any]:
+        """What the approval is for, as every approval audit event names it."""
+        return {
+            "cluster": self.cluster,
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "pod_uid": self.pod_uid,
+            "container": self.container,
+            "mode": self.mode,
+            "image": self.image,
+            "run_as_user": self.run_as_user,
+            "duration_seconds": self.duration_seconds,
+        }
 
 
 @dataclass(frozen=True)

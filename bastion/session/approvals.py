@@ -150,7 +150,7 @@ class ApprovalDesk:
                     request=request.id,
                     requester=request.requester,
                     was=str(request.status),
-                    **_target(request.key),
+                    **request.key.fields(),
                 )
             except AuditUnavailable:
                 # Expiry removes access, which is always right: it stands, and is logged.
@@ -189,7 +189,7 @@ class ApprovalDesk:
                 outcome="used",
                 request=request.id,
                 approved_by=request.decided_by,
-                **_target(key),
+                **key.fields(),
             )
             _recorded(session)
             return request
@@ -216,7 +216,7 @@ class ApprovalDesk:
             approvers=need.describe(),
             grants=list(need.grants),
             expires_at=datetime.fromtimestamp(request.expires_at, UTC),
-            **_target(key),
+            **key.fields(),
         )
         _recorded(session)
         try:
@@ -379,7 +379,7 @@ class ApprovalDesk:
             "requester": request.requester,
             "reason": reason,
             "via": "console",
-            **_target(request.key),
+            **request.key.fields(),
         }
         try:
             await self._audit.record(
@@ -430,7 +430,7 @@ class ApprovalDesk:
             "via": "console",
         }
         if request is not None:
-            fields.update(requester=request.requester, **_target(request.key))
+            fields.update(requester=request.requester, **request.key.fields())
         # A refusal changes nothing, so an unwritable log does not change the answer; the
         # session still ends, as for any event of it that cannot be written.
         await session.record(event, outcome="refused", **fields)
@@ -447,21 +447,6 @@ def _recorded(session: Session) -> None:
 
 def _said(request: ApprovalRequest) -> str:
     return f": {request.decision_reason}" if request.decision_reason else ""
-
-
-def _target(key: DebugKey) -> dict[str, Any]:
-    """What an approval is for, as every approval event names it."""
-    return {
-        "cluster": key.cluster,
-        "namespace": key.namespace,
-        "pod": key.pod,
-        "pod_uid": key.pod_uid,
-        "container": key.container,
-        "mode": key.mode,
-        "image": key.image,
-        "run_as_user": key.run_as_user,
-        "duration_seconds": key.duration_seconds,
-    }
 
 
 def _item(request: ApprovalRequest, user: str, groups: frozenset[str], now: float) -> ApprovalItem:
