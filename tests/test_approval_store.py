@@ -72,6 +72,9 @@ def test_a_request_is_stored_as_given_and_its_id_is_unique(store: ApprovalStore)
     with pytest.raises(ValueError, match="r1 exists already"):
         store.create(replace(made, requester="mallory"))
     assert store.get("r1") == made
+    with pytest.raises(ValueError, match="pending, not approved"):
+        store.create(request("r2", status=Status.APPROVED, decided_by="alice"))
+    assert store.get("r2") is None
 
 
 def test_open_requests_for_a_requester_match_the_exact_debug(store: ApprovalStore) -> None:
@@ -171,17 +174,17 @@ def test_expiry_marks_each_lapsed_request_once_and_says_what_it_was(
     }
 
 
-def test_a_retracted_approval_becomes_a_denial_only_for_its_approver(
+def test_a_retracted_approval_is_pending_again_as_if_never_given(
     store: ApprovalStore,
 ) -> None:
-    store.create(request())
-    assert store.approve("r1", by="carol", reason="", now=NOW)
-    assert not store.retract("r1", by="dave", reason="x", now=NOW)
-    assert store.retract("r1", by="carol", reason="not recorded", now=NOW + 1)
-    retracted = store.get("r1")
-    assert retracted is not None
-    assert (retracted.status, retracted.decision_reason) == (Status.DENIED, "not recorded")
-    assert not store.use("r1", requester="alice", session="s2", now=NOW + 2)
+    made = request()
+    store.create(made)
+    assert store.approve("r1", by="carol", reason="go", now=NOW + 100)
+    assert not store.retract("r1", by="dave")
+    assert store.retract("r1", by="carol")
+    assert store.get("r1") == made  # the first expiry back, no decision
+    assert not store.use("r1", requester="alice", session="s2", now=NOW + 101)
+    assert not store.retract("r1", by="carol")
 
 
 def test_listing_open_and_recent_requests(store: ApprovalStore) -> None:

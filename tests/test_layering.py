@@ -15,12 +15,12 @@ IO_MODULES = {
     "asyncio", "socket", "ssl", "sqlite3", "subprocess", "http", "urllib", "selectors",
     "asyncssh", "hvac", "kubernetes", "textual", "yaml", "pydantic",
 }  # fmt: skip
-PURE = ["bastion.policy", "bastion.approval", "bastion.labels", "bastion.audit.chain", "bastion.redact",
+PURE = ["bastion.policy", "bastion.labels", "bastion.audit.chain", "bastion.redact",
         "bastion.sshkeys", "bastion.durations", "bastion.globs", "bastion.images",
         "bastion.kube_permissions", "bastion.totp", "bastion.enrolment",
         "bastion.console_protocol", "bastion.session.lifecycle",
         "bastion.session.deadlines", "bastion.debug_command", "bastion.terminal_text",
-        "bastion.debug_container", "bastion.audit.checkpoint"]  # fmt: skip
+        "bastion.debug_container", "bastion.audit.checkpoint", "bastion.approval"]  # fmt: skip
 
 
 def loaded_after_import(module: str) -> set[str]:

@@ -269,10 +269,5 @@ def _record(
     except AuditUnavailable:
         if approve:
             # Audit before action: an approval nobody can read of is taken back.
-            store.retract(
-                request.id,
-                by=actor,
-                reason="the approval could not be recorded in the audit log",
-                now=time.time(),
-            )
+            store.retract(request.id, by=actor)
         raise

@@ -392,13 +392,7 @@ class ApprovalDesk:
         except AuditUnavailable:
             if approve:
                 # Audit before action: an approval nobody can read of is taken back.
-                await self._in_db(
-                    self.store.retract,
-                    request.id,
-                    by=principal.name,
-                    reason="the approval could not be recorded in the audit log",
-                    now=self._clock(),
-                )
+                await self._in_db(self.store.retract, request.id, by=principal.name)
             session.end_soon(Ending.ERROR)
             raise AuditUnavailable(
                 f"your decision on request {request.id} could not be recorded, so "

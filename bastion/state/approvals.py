@@ -91,7 +91,8 @@ class ApprovalStore(Protocol):
     """Where approval requests live; every method is one atomic step."""
 
     def create(self, request: ApprovalRequest) -> None:
-        """Store a new request; ValueError when its id is taken."""
+        """Store a new, pending request; ValueError when its id is taken (or it is not
+        pending: decisions are made by the conditional updates below, never by a write)."""
 
     def get(self, request_id: str) -> ApprovalRequest | None: ...
 
@@ -121,9 +122,10 @@ class ApprovalStore(Protocol):
         """Mark every open request past its expiry at ``now`` expired; those this call
         marked, as they were before."""
 
-    def retract(self, request_id: str, *, by: str, reason: str, now: float) -> bool:
+    def retract(self, request_id: str, *, by: str) -> bool:
         """Take back ``by``'s approval that was not used yet (its record could not be
-        written): denied, with ``reason``. False when this call did not change it."""
+        written): pending again, as if never approved, until its first expiry. False when
+        this call did not change it."""
 
     def close(self) -> None: ...
 
@@ -174,6 +176,8 @@ class SqliteApprovalStore:
         self._db.close()
 
     def create(self, request: ApprovalRequest) -> None:
+        if request.status is not Status.PENDING:
+            raise ValueError(f"a new approval request is pending, not {request.status}")
         key = request.key
         try:
             self._db.execute(
@@ -280,12 +284,12 @@ class SqliteApprovalStore:
                 )
         return [_request(row) for row in rows]
 
-    def retract(self, request_id: str, *, by: str, reason: str, now: float) -> bool:
+    def retract(self, request_id: str, *, by: str) -> bool:
         cursor = self._db.execute(
-            "UPDATE approvals SET status = 'denied', decided_at = :now, "
-            "decision_reason = :reason "
+            "UPDATE approvals SET status = 'pending', decided_by = NULL, decided_at = NULL, "
+            "decision_reason = '', expires_at = requested_at + expires_after "
             "WHERE id = :id AND status = 'approved' AND decided_by = :by",
-            {"id": request_id, "by": by, "reason": reason, "now": now},
+            {"id": request_id, "by": by},
         )
         return cursor.rowcount == 1
 
