@@ -254,7 +254,8 @@ class ConsoleApp(App[int]):
             return
         self.update_bar()
         for screen in self.screen_stack:
-            if isinstance(screen, ApprovalsScreen | AwaitingApprovalScreen):
+            # A screen still being mounted draws the board itself when it is.
+            if isinstance(screen, ApprovalsScreen | AwaitingApprovalScreen) and screen.is_mounted:
                 screen.board_changed()
 
     def send_decision(self, request_id: str, approve: bool, reason: str) -> None:

@@ -53,6 +53,7 @@ class ApprovalBoard:
 
     def __init__(self) -> None:
         self.items: list[ApprovalItem] = []
+        self.loaded = False  # the broker has answered at least once
 
     async def refresh(self, broker: BrokerClient) -> bool:
         """Ask the broker again; False when it could not answer (the last list stays)."""
@@ -60,6 +61,7 @@ class ApprovalBoard:
             self.items = await broker.approvals()
         except (RequestFailed, BrokerGone):
             return False
+        self.loaded = True
         return True
 
     @property
@@ -161,6 +163,7 @@ class ApprovalsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#requests").focus()
+        self.board_changed()
         _console(self).poll_approvals()
 
     def on_screen_resume(self) -> None:
@@ -193,7 +196,11 @@ class ApprovalsScreen(Screen[None]):
     def _show(self, item: ApprovalItem | None) -> None:
         detail = self.query_one("#request-detail", Static)
         if item is None:
-            detail.update(Text("No approval requests: none of yours, none for you to decide."))
+            detail.update(
+                Text("No approval requests: none of yours, none for you to decide.")
+                if _console(self).board.loaded
+                else Text("loading…", "yellow")
+            )
             return
         detail.update(_details(item, _now(_console(self))))
 

@@ -131,6 +131,7 @@ class Script:
     # What ListApprovals answers; DecideApproval changes it as the broker would (or refuses
     # the request ids in ``refuse``, with the sentence given).
     approvals: list[ApprovalItem] = field(default_factory=list)
+    approval_needed: str = ""  # DebugOptions.approval: who must approve a debug there
     refuse: dict[str, str] = field(default_factory=dict)
     ended: DebugEnded | None = None
     silent: bool = False  # stops answering requests
@@ -183,7 +184,8 @@ class FakeBroker:
                     self.push(detail(request_id, namespace, name))
             case GetDebugOptions(id=request_id, container=container):
                 self.push(DebugOptions(request_id, [IMAGE], ["ephemeral", "copy"], container,
-                                       3600.0, self.script.reason_required, True))  # fmt: skip
+                                       3600.0, self.script.reason_required, True,
+                                       self.script.approval_needed))  # fmt: skip
             case ListApprovals(id=request_id):
                 self.push(Approvals(request_id, list(self.script.approvals)))
             case DecideApproval(id=request_id, request_id=wanted, approve=approve, reason=why):
