@@ -7,6 +7,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.synchronize
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -213,6 +215,35 @@ def test_the_journal_and_the_store_share_one_private_file(path: Path, kind: str)
     link.symlink_to(path)
     with pytest.raises(OSError, match="Too many levels of symbolic links"):
         SqliteApprovalStore(link)
+
+
+def _count_elsewhere(path: Path) -> int:
+    """The requests another process sees, opening and closing the file as the CLI does."""
+    code = (
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+        "print(db.execute('SELECT count(*) FROM approvals').fetchone()[0]); db.close()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout)
+
+
+def test_commits_stay_visible_when_one_process_opens_the_file_twice(path: Path, kind: str) -> None:
+    """The broker holds the journal and the store on one file. Opening the second must not
+    drop the first's locks, or another process's last close deletes the WAL under them."""
+    if kind != "sqlite":
+        pytest.skip("the SQLite store lives in the journal's file")
+    journal = Journal(path)
+    store = SqliteApprovalStore(path)
+    try:
+        store.create(request("r1"))
+        assert _count_elsewhere(path) == 1
+        store.create(request("r2"))
+        assert _count_elsewhere(path) == 2
+    finally:
+        store.close()
+        journal.close()
 
 
 # ---------------------------------------------------------------------------- races

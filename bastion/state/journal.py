@@ -33,11 +33,13 @@ The server opens this database at ``<state_dir>/journal.db``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
 import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -271,9 +273,17 @@ def open_state_db(path: Path, schema: str) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Create the file 0600 ourselves, so it is never readable by others, not even
     # between SQLite creating it and a chmod; SQLite gives -wal and -shm the same mode.
-    # A symbolic link in its place is refused (ELOOP), not followed.
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-    os.close(os.open(path, flags, 0o600))
+    # Only a file that does not exist yet is opened here: closing any descriptor of the
+    # database would drop the POSIX locks this process's SQLite connections hold on it, and
+    # another process closing its last connection would then delete the WAL under them
+    # (their later commits lost to everyone else).
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        # A symbolic link in its place is refused (ELOOP), not followed.
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from None
     path.chmod(0o600)
     # Autocommit: every statement is its own transaction; timeout is the busy timeout.
     db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
