@@ -38,7 +38,7 @@ __all__ = [
     "DecisionScreen",
 ]
 
-POLL_EVERY = 3.0  # seconds between ListApprovals while the console is open
+POLL_EVERY = 2.0  # seconds between ListApprovals while the console is open
 _STATUS_STYLE = {
     "pending": "yellow",
     "approved": "bold green",
