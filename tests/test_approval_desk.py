@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from bastion.approval import ApprovalNeed, ApprovalRule, Approvers, DebugKey, St
 from bastion.audit.log import AuditLog, load_or_create_hmac_key
 from bastion.config import load_config
 from bastion.console_protocol import Approvals, DecideApproval, ListApprovals
-from bastion.errors import AuditUnavailable, PolicyDenied
+from bastion.errors import AuditUnavailable, BackendUnavailable, PolicyDenied
 from bastion.policy import Principal
 from bastion.session.approvals import ApprovalDesk, ApprovalPending
 from bastion.session.broker import SessionBroker
@@ -244,3 +245,16 @@ async def test_waiting_can_be_given_up_and_the_request_stays(bastion: Bastion) -
         await bastion.desk.wait(alice, pending.value.request, progress=print, stop=stop)
     request = await bastion.brokers[0].in_db(bastion.desk.store.get, pending.value.request.id)
     assert request.status is Status.PENDING
+
+
+async def test_a_failing_store_is_one_sentence(
+    bastion: Bastion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await bastion.session("alice")
+
+    def locked(*_args: object, **_kwargs: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(bastion.desk.store, "open_for", locked)
+    with pytest.raises(BackendUnavailable, match="could not be read or written; try again"):
+        await bastion.ask(alice, ALICE)

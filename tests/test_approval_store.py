@@ -197,6 +197,9 @@ def test_listing_open_and_recent_requests(store: ApprovalStore) -> None:
     assert [r.id for r in store.open_requests(NOW + 601)] == ["r2", "r3"]
     assert [r.id for r in store.recent(NOW + 1, 10)] == ["r3", "r2", "r1"]
     assert [r.id for r in store.recent(NOW, 2)] == ["r3", "r2"]
+    store.create(request("b0", requester="bob", requested_at=NOW + 5))
+    assert [r.id for r in store.recent(NOW, 2, requester="alice")] == ["r3", "r2"]
+    assert [r.id for r in store.recent(NOW, 9, requester="bob")] == ["b0"]
 
 
 def test_the_journal_and_the_store_share_one_private_file(path: Path, kind: str) -> None:

@@ -38,7 +38,13 @@ from bastion.console_protocol import (
     Notice,
     Welcome,
 )
-from tui.approvals import POLL_EVERY, ApprovalBoard, ApprovalsScreen, AwaitingApprovalScreen
+from tui.approvals import (
+    POLL_EVERY,
+    ApprovalBoard,
+    ApprovalsScreen,
+    AwaitingApprovalScreen,
+    news_text,
+)
 from tui.broker import BrokerClient, BrokerGone, RequestFailed, SocketTransport, Transport
 from tui.debug_screens import DebugProgressScreen
 from tui.safe_text import clean
@@ -252,6 +258,18 @@ class ConsoleApp(App[int]):
     async def _refresh_approvals(self) -> None:
         if not await self.board.refresh(self.broker):
             return
+        for item in self.board.news:
+            # The screen that follows this request says so itself.
+            shown = self.screen
+            if isinstance(shown, AwaitingApprovalScreen) and shown.request_id == item.id:
+                continue
+            good = item.status == "approved"
+            self.notify(
+                clean(news_text(item)),
+                severity="information" if good else "warning",
+                markup=False,
+                timeout=15,
+            )
         self.update_bar()
         for screen in self.screen_stack:
             # A screen still being mounted draws the board itself when it is.

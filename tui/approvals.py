@@ -36,6 +36,7 @@ __all__ = [
     "ApprovalsScreen",
     "AwaitingApprovalScreen",
     "DecisionScreen",
+    "news_text",
 ]
 
 POLL_EVERY = 2.0  # seconds between ListApprovals while the console is open
@@ -54,13 +55,18 @@ class ApprovalBoard:
     def __init__(self) -> None:
         self.items: list[ApprovalItem] = []
         self.loaded = False  # the broker has answered at least once
+        # The operator's own requests decided (or lapsed) since the refresh before.
+        self.news: list[ApprovalItem] = []
 
     async def refresh(self, broker: BrokerClient) -> bool:
         """Ask the broker again; False when it could not answer (the last list stays)."""
         try:
-            self.items = await broker.approvals()
+            items = await broker.approvals()
         except (RequestFailed, BrokerGone):
             return False
+        waiting = {item.id for item in self.items if item.mine and item.status == "pending"}
+        self.news = [i for i in items if i.id in waiting and i.status != "pending"]
+        self.items = items
         self.loaded = True
         return True
 
@@ -71,6 +77,22 @@ class ApprovalBoard:
 
     def find(self, request_id: str) -> ApprovalItem | None:
         return next((item for item in self.items if item.id == request_id), None)
+
+
+def news_text(item: ApprovalItem) -> str:
+    """What the operator is told when their own request is decided, wherever they are."""
+    where = f"{item.cluster}/{item.namespace}/{item.pod}"
+    match item.status:
+        case "approved":
+            return (
+                f"Your request {item.id} for {where} was approved by {item.decided_by}: "
+                "press a, then Enter on it, to start the debug shell."
+            )
+        case "denied":
+            said = f": {item.decision_reason}" if item.decision_reason else ""
+            return f"Your request {item.id} for {where} was denied by {item.decided_by}{said}."
+        case _:
+            return f"Your request {item.id} for {where} is {item.status}."
 
 
 def _left(item: ApprovalItem, now: float) -> str:

@@ -56,7 +56,13 @@ from bastion.console_protocol import (
     ListApprovals,
     Message,
 )
-from bastion.errors import AuditUnavailable, BackendUnavailable, PolicyDenied, SessionExpired
+from bastion.errors import (
+    AuditUnavailable,
+    BackendUnavailable,
+    BastionError,
+    PolicyDenied,
+    SessionExpired,
+)
 from bastion.policy import MAX_REASON_CHARS, Principal
 from bastion.session.lifecycle import Ending
 from bastion.session.session import Session
@@ -117,6 +123,20 @@ class ApprovalDesk:
         self._clock = clock
         self._sweeper: asyncio.Task[None] | None = None
 
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn`` of the store, on the broker's database thread. A failing store (a locked
+        or broken file, a database server away) is one sentence for the operator."""
+        try:
+            return await self._in_db(fn, *args, **kwargs)
+        except (BastionError, ValueError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every store's own errors, said once here
+            log.error("approvals store: %s failed: %s", getattr(fn, "__name__", fn), exc)  # noqa: TRY400
+            raise BackendUnavailable(
+                "the approval requests could not be read or written; try again",
+                hint="an administrator finds the cause in the bastion's log",
+            ) from None
+
     # ------------------------------------------------------------------ life
     def start(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(
@@ -140,7 +160,7 @@ class ApprovalDesk:
 
     async def sweep(self) -> list[ApprovalRequest]:
         """Mark lapsed requests expired and report each (once, across every worker)."""
-        expired: list[ApprovalRequest] = await self._in_db(self.store.expire_due, self._clock())
+        expired: list[ApprovalRequest] = await self._db(self.store.expire_due, self._clock())
         for request in expired:
             try:
                 await self._audit.record(
@@ -169,13 +189,11 @@ class ApprovalDesk:
     ) -> ApprovalRequest:
         """The approval this debug uses (spent now); ApprovalPending when it has none yet."""
         now = self._clock()
-        live: list[ApprovalRequest] = await self._in_db(
-            self.store.open_for, principal.name, key, now
-        )
+        live: list[ApprovalRequest] = await self._db(self.store.open_for, principal.name, key, now)
         for request in live:
             if request.status is not Status.APPROVED:
                 continue
-            used = await self._in_db(
+            used = await self._db(
                 self.store.use,
                 request.id,
                 requester=principal.name,
@@ -220,7 +238,7 @@ class ApprovalDesk:
         )
         _recorded(session)
         try:
-            await self._in_db(self.store.create, request)
+            await self._db(self.store.create, request)
         except ValueError:
             raise BackendUnavailable(
                 "the approval request could not be stored; try again"
@@ -252,7 +270,7 @@ class ApprovalDesk:
                     f"{when(request.expires_at)}: run the same command again to use it "
                     "once it is approved"
                 )
-            current: ApprovalRequest | None = await self._in_db(self.store.get, request.id)
+            current: ApprovalRequest | None = await self._db(self.store.get, request.id)
             status = Status.EXPIRED if current is None else current.status_at(self._clock())
             if current is not None and status is Status.APPROVED:
                 progress(
@@ -300,10 +318,11 @@ class ApprovalDesk:
         """What a console lists: the operator's own requests of the last hour (newest
         first), then the open ones they may decide (oldest first)."""
         now = self._clock()
-        recent: list[ApprovalRequest] = await self._in_db(self.store.recent, now - RECENT, _LISTED)
-        live: list[ApprovalRequest] = await self._in_db(self.store.open_requests, now)
         name, groups = principal.name, principal.groups
-        mine = [r for r in recent if r.requester == name]
+        mine: list[ApprovalRequest] = await self._db(
+            self.store.recent, now - RECENT, _LISTED, requester=name
+        )
+        live: list[ApprovalRequest] = await self._db(self.store.open_requests, now)
         theirs = [
             r
             for r in live
@@ -329,14 +348,14 @@ class ApprovalDesk:
             raise PolicyDenied("a denial needs a reason: say why, for the requester")
         name = principal.name
         now = self._clock()
-        request: ApprovalRequest | None = await self._in_db(self.store.get, request_id)
+        request: ApprovalRequest | None = await self._db(self.store.get, request_id)
         refusal = self._refusal(request, request_id, principal, approve=approve)
         if refusal is None and request is not None:
             change = self.store.approve if approve else self.store.deny
-            if await self._in_db(change, request_id, by=name, reason=reason, now=now):
+            if await self._db(change, request_id, by=name, reason=reason, now=now):
                 return await self._record_decision(session, principal, request, approve, reason)
             # Lost a race (decided by someone else, or lapsed, a moment ago): say what won.
-            request = await self._in_db(self.store.get, request_id)
+            request = await self._db(self.store.get, request_id)
             refusal = self._refusal(request, request_id, principal, approve=approve) or (
                 Refusal.DECIDED,
                 f"request {request_id} changed meanwhile; look again",
@@ -392,14 +411,14 @@ class ApprovalDesk:
         except AuditUnavailable:
             if approve:
                 # Audit before action: an approval nobody can read of is taken back.
-                await self._in_db(self.store.retract, request.id, by=principal.name)
+                await self._db(self.store.retract, request.id, by=principal.name)
             session.end_soon(Ending.ERROR)
             raise AuditUnavailable(
                 f"your decision on request {request.id} could not be recorded, so "
                 f"{'it was taken back' if approve else 'it stands, unrecorded'}; "
                 "tell an administrator"
             ) from None
-        decided: ApprovalRequest | None = await self._in_db(self.store.get, request.id)
+        decided: ApprovalRequest | None = await self._db(self.store.get, request.id)
         return decided if decided is not None else request
 
     async def _record_refusal(

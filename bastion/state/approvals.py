@@ -103,8 +103,11 @@ class ApprovalStore(Protocol):
     def open_requests(self, now: float) -> list[ApprovalRequest]:
         """Every pending or approved request not expired at ``now``, oldest first."""
 
-    def recent(self, since: float, limit: int) -> list[ApprovalRequest]:
-        """Requests made at ``since`` or later, whatever their status, newest first."""
+    def recent(
+        self, since: float, limit: int, *, requester: str | None = None
+    ) -> list[ApprovalRequest]:
+        """Requests made at ``since`` or later (by ``requester`` only, when given), whatever
+        their status, newest first."""
 
     def approve(self, request_id: str, *, by: str, reason: str, now: float) -> bool:
         """Approve a pending, unexpired request of someone other than ``by``; its unused
@@ -232,11 +235,14 @@ class SqliteApprovalStore:
         ).fetchall()
         return [_request(row) for row in rows]
 
-    def recent(self, since: float, limit: int) -> list[ApprovalRequest]:
+    def recent(
+        self, since: float, limit: int, *, requester: str | None = None
+    ) -> list[ApprovalRequest]:
         rows = self._db.execute(
             "SELECT * FROM approvals WHERE requested_at >= ? "
+            "AND (? IS NULL OR requester = ?) "
             "ORDER BY requested_at DESC, id DESC LIMIT ?",
-            (since, limit),
+            (since, requester, requester, limit),
         ).fetchall()
         return [_request(row) for row in rows]
 

@@ -244,3 +244,29 @@ async def test_escape_closes_the_wait_and_a_finds_the_request_again(console: Bui
         await pilot.pause()
         assert isinstance(app.screen, AwaitingApprovalScreen)
         assert not app.screen.query(Input)
+
+
+async def test_the_requester_hears_of_the_decision_wherever_they_are(console: Build) -> None:
+    mine = item("3f2a9c0d81e4", requester="alice", mine=True, can_decide=False)
+    theirs = item("aaaa11112222")
+    script = Script(approvals=[mine, theirs])
+    app, _broker = console(script)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause()
+        app.poll_approvals()
+        await pilot.pause()
+        assert "Your request" not in notes(app)
+        script.approvals = [
+            replace(mine, status="denied", decided_by="carol", decision_reason="freeze"),
+            replace(theirs, status="approved", decided_by="dave", can_decide=False),
+        ]
+        app.poll_approvals()
+        await pilot.pause()
+        assert isinstance(app.screen, NamespacesScreen)
+        assert "Your request 3f2a9c0d81e4 for prod/shop/db-0 was denied by carol: freeze." in (
+            notes(app)
+        )
+        assert "aaaa11112222" not in notes(app)  # not alice's request
+        app.poll_approvals()
+        await pilot.pause()
+        assert notes(app).count("Your request") == 1  # told once
