@@ -17,6 +17,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
@@ -197,7 +198,10 @@ class ApprovalsScreen(Screen[None]):
 
     def board_changed(self) -> None:
         """The board was refreshed: redraw, keeping the highlighted request."""
-        options = self.query_one("#requests", OptionList)
+        try:
+            options = self.query_one("#requests", OptionList)
+        except NoMatches:  # the screen is being taken down (popped, or the console ends)
+            return
         current = self.highlighted()
         items = _console(self).board.items
         now = _now(_console(self))
@@ -336,7 +340,10 @@ class AwaitingApprovalScreen(ModalScreen[None]):
 
     def board_changed(self) -> None:
         item = self.item
-        state = self.query_one("#awaiting-state", Static)
+        try:
+            state = self.query_one("#awaiting-state", Static)
+        except NoMatches:  # the screen is being taken down
+            return
         if item is None:
             state.update(Text(f"request {clean(self.request_id)}: waiting for the broker…"))
             return
