@@ -258,3 +258,28 @@ async def test_a_failing_store_is_one_sentence(
     monkeypatch.setattr(bastion.desk.store, "open_for", locked)
     with pytest.raises(BackendUnavailable, match="could not be read or written; try again"):
         await bastion.ask(alice, ALICE)
+
+
+async def test_consoles_polling_together_share_one_read_of_the_open_requests(
+    bastion: Bastion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await bastion.session("alice")
+    store = bastion.desk.store
+    reads: list[float] = []
+    real = store.open_requests
+
+    def counted(now: float) -> list[Any]:
+        reads.append(now)
+        return real(now)
+
+    monkeypatch.setattr(store, "open_requests", counted)
+    for _ in range(5):  # five consoles' polls within a second
+        assert await bastion.desk.items(CAROL) == []
+    assert len(reads) == 1
+    with pytest.raises(ApprovalPending):  # a change in this worker is seen at once
+        await bastion.ask(alice, ALICE)
+    assert [i.pod for i in await bastion.desk.items(CAROL)] == ["db-0"]
+    assert len(reads) == 2
+    bastion.clock.now += 1.0
+    await bastion.desk.items(CAROL)
+    assert len(reads) == 3

@@ -77,7 +77,7 @@ class DebugConfirmation(ModalScreen[DebugChoice | None]):
             if options.approval:
                 needs = Text("Needs another operator's approval (", style="bold yellow", end="")
                 needs.append_text(safe(options.approval, "bold yellow"))
-                needs.append("): confirming asks for it.")
+                needs.append("): confirming asks for it, or uses it once given.")
                 yield Static(needs)
             if options.reason_required:
                 yield Input(placeholder="reason (required)", id="reason", max_length=500)

@@ -77,6 +77,9 @@ SWEEP_EVERY = 2.0  # seconds between expiry sweeps (expiry itself is exact: stat
 WAIT_POLL = 1.0  # seconds between looks at a request ``ssh ... debug`` waits for
 RECENT = 3600.0  # seconds: how far back a console lists its operator's own requests
 _LISTED = 200  # at most this many of them
+# Every console polls every 2 s; the open requests are read at most this often per worker
+# and shared (1,000 open requests take about 28 ms to read; bench figures in approvals.md).
+OPEN_CACHE = 1.0
 
 RunInDb = Callable[..., Awaitable[Any]]
 
@@ -122,6 +125,7 @@ class ApprovalDesk:
         self._audit = audit
         self._clock = clock
         self._sweeper: asyncio.Task[None] | None = None
+        self._open: tuple[float, list[ApprovalRequest]] | None = None  # (read at, requests)
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn`` of the store, on the broker's database thread. A failing store (a locked
@@ -161,6 +165,8 @@ class ApprovalDesk:
     async def sweep(self) -> list[ApprovalRequest]:
         """Mark lapsed requests expired and report each (once, across every worker)."""
         expired: list[ApprovalRequest] = await self._db(self.store.expire_due, self._clock())
+        if expired:
+            self._changed()
         for request in expired:
             try:
                 await self._audit.record(
@@ -202,6 +208,7 @@ class ApprovalDesk:
             )
             if not used:
                 continue  # spent by another of this operator's sessions, or just expired
+            self._changed()
             await session.record(
                 "approval.used",
                 outcome="used",
@@ -243,6 +250,7 @@ class ApprovalDesk:
             raise BackendUnavailable(
                 "the approval request could not be stored; try again"
             ) from None
+        self._changed()
         raise ApprovalPending(request, new=True)
 
     async def wait(
@@ -322,13 +330,27 @@ class ApprovalDesk:
         mine: list[ApprovalRequest] = await self._db(
             self.store.recent, now - RECENT, _LISTED, requester=name
         )
-        live: list[ApprovalRequest] = await self._db(self.store.open_requests, now)
+        live = await self._open_requests(now)
         theirs = [
             r
             for r in live
             if r.requester != name and r.status_at(now) is Status.PENDING and r.admits(name, groups)
         ]
         return [_item(r, name, groups, now) for r in [*mine, *theirs]]
+
+    async def _open_requests(self, now: float) -> list[ApprovalRequest]:
+        """The open requests, read once for every console of this worker polling within
+        OPEN_CACHE seconds. For display only: every decision and use is checked against the
+        store, and each request's expiry against ``now``."""
+        if self._open is not None and 0 <= now - self._open[0] < OPEN_CACHE:
+            return self._open[1]
+        found: list[ApprovalRequest] = await self._db(self.store.open_requests, now)
+        self._open = (now, found)
+        return found
+
+    def _changed(self) -> None:
+        """This worker changed a request: its consoles see it at their next poll."""
+        self._open = None
 
     async def decide(
         self,
@@ -353,6 +375,7 @@ class ApprovalDesk:
         if refusal is None and request is not None:
             change = self.store.approve if approve else self.store.deny
             if await self._db(change, request_id, by=name, reason=reason, now=now):
+                self._changed()
                 return await self._record_decision(session, principal, request, approve, reason)
             # Lost a race (decided by someone else, or lapsed, a moment ago): say what won.
             request = await self._db(self.store.get, request_id)
@@ -412,6 +435,7 @@ class ApprovalDesk:
             if approve:
                 # Audit before action: an approval nobody can read of is taken back.
                 await self._db(self.store.retract, request.id, by=principal.name)
+                self._changed()
             session.end_soon(Ending.ERROR)
             raise AuditUnavailable(
                 f"your decision on request {request.id} could not be recorded, so "
