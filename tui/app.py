@@ -43,9 +43,10 @@ from tui.approvals import (
     ApprovalBoard,
     ApprovalsScreen,
     AwaitingApprovalScreen,
-    news_text,
+    decide,
+    refresh,
 )
-from tui.broker import BrokerClient, BrokerGone, RequestFailed, SocketTransport, Transport
+from tui.broker import BrokerClient, BrokerGone, SocketTransport, Transport
 from tui.debug_screens import DebugProgressScreen
 from tui.safe_text import clean
 from tui.screens import ClustersScreen, HelpScreen, NamespacesScreen, PodScreen, PodsScreen
@@ -253,42 +254,10 @@ class ConsoleApp(App[int]):
     # ------------------------------------------------------------------ approvals
     def poll_approvals(self) -> None:
         """Ask the broker for the approval requests now (also every POLL_EVERY seconds)."""
-        self.run_worker(self._refresh_approvals(), group="approvals", exclusive=True)
-
-    async def _refresh_approvals(self) -> None:
-        if not await self.board.refresh(self.broker):
-            return
-        for item in self.board.news:
-            # The screen that follows this request says so itself.
-            shown = self.screen
-            if isinstance(shown, AwaitingApprovalScreen) and shown.request_id == item.id:
-                continue
-            good = item.status == "approved"
-            self.notify(
-                clean(news_text(item)),
-                severity="information" if good else "warning",
-                markup=False,
-                timeout=15,
-            )
-        self.update_bar()
-        for screen in self.screen_stack:
-            # A screen still being mounted draws the board itself when it is.
-            if isinstance(screen, ApprovalsScreen | AwaitingApprovalScreen) and screen.is_mounted:
-                screen.board_changed()
+        self.run_worker(refresh(self), group="approvals", exclusive=True)
 
     def send_decision(self, request_id: str, approve: bool, reason: str) -> None:
-        self.run_worker(self._decide(request_id, approve, reason), group="decision")
-
-    async def _decide(self, request_id: str, approve: bool, reason: str) -> None:
-        try:
-            said = await self.broker.decide_approval(request_id, approve=approve, reason=reason)
-        except RequestFailed as exc:
-            self.notify(clean(str(exc)), severity="error", markup=False, timeout=10)
-        except BrokerGone:
-            return
-        else:
-            self.notify(clean(said[:1].upper() + said[1:]), markup=False)
-        self.poll_approvals()
+        self.run_worker(decide(self, request_id, approve, reason), group="decision")
 
     # ------------------------------------------------------------------ keys
     def action_help(self) -> None:

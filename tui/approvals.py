@@ -37,7 +37,9 @@ __all__ = [
     "ApprovalsScreen",
     "AwaitingApprovalScreen",
     "DecisionScreen",
+    "decide",
     "news_text",
+    "refresh",
 ]
 
 POLL_EVERY = 2.0  # seconds between ListApprovals while the console is open
@@ -78,6 +80,43 @@ class ApprovalBoard:
 
     def find(self, request_id: str) -> ApprovalItem | None:
         return next((item for item in self.items if item.id == request_id), None)
+
+
+async def refresh(console: ConsoleApp) -> None:
+    """Ask the broker for the requests; tell the operator what became of theirs, and redraw
+    the top line and the approval screens."""
+    if not await console.board.refresh(console.broker):
+        return
+    for item in console.board.news:
+        # The screen that follows this request says so itself.
+        shown = console.screen
+        if isinstance(shown, AwaitingApprovalScreen) and shown.request_id == item.id:
+            continue
+        good = item.status == "approved"
+        console.notify(
+            clean(news_text(item)),
+            severity="information" if good else "warning",
+            markup=False,
+            timeout=15,
+        )
+    console.update_bar()
+    for screen in console.screen_stack:
+        # A screen still being mounted draws the board itself when it is.
+        if isinstance(screen, ApprovalsScreen | AwaitingApprovalScreen) and screen.is_mounted:
+            screen.board_changed()
+
+
+async def decide(console: ConsoleApp, request_id: str, approve: bool, reason: str) -> None:
+    """Send an approver's decision; the broker's answer (or refusal) as a notification."""
+    try:
+        said = await console.broker.decide_approval(request_id, approve=approve, reason=reason)
+    except RequestFailed as exc:
+        console.notify(clean(str(exc)), severity="error", markup=False, timeout=10)
+    except BrokerGone:
+        return
+    else:
+        console.notify(clean(said[:1].upper() + said[1:]), markup=False)
+    console.poll_approvals()
 
 
 def news_text(item: ApprovalItem) -> str:
