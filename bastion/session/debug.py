@@ -34,7 +34,7 @@ from bastion.config import Config
 from bastion.config.models import Cluster
 from bastion.debug_command import DEFAULT_UID
 from bastion.debug_container import target_container
-from bastion.errors import BastionError, PolicyDenied
+from bastion.errors import BackendUnavailable, BastionError, PolicyDenied
 from bastion.images import parse_pinned_image
 from bastion.kube import KubeApi
 from bastion.policy import DebugRequest, DebugTarget, Decision, Limits, Principal, decide
@@ -262,11 +262,18 @@ async def _approval(
             f"grant {need.grants[0]!r} requires another operator's approval, which this "
             "bastion does not take here; ask an administrator"
         )
+    uid = str((pod.get("metadata") or {}).get("uid") or "")
+    if not uid:
+        # The UID tells a pod from its replacement of the same name: without it, no approval.
+        raise BackendUnavailable(
+            f"the cluster sent pod {target.pod} without a UID, so no approval can name it",
+            hint="see the API server's logs",
+        )
     key = DebugKey(
         cluster=target.cluster,
         namespace=target.namespace,
         pod=target.pod,
-        pod_uid=str((pod.get("metadata") or {}).get("uid") or ""),
+        pod_uid=uid,
         # Resolved, so that "the only container" and its name are one approval.
         container=target_container(pod, target.container),
         mode=str(request.mode),

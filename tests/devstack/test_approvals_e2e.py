@@ -263,6 +263,7 @@ def test_another_operator_approves_in_their_console_and_the_requester_starts_the
         "api-1", "app", 1800,
     )  # fmt: skip
     assert requested["approvers"] == "groups leads"
+    assert requested["pod_uid"]  # the pod itself, not any pod of that name
     assert (approved["via"], approved["reason"]) == ("console", "checked with the payments team")
     assert (allowed["approval"], allowed["approved_by"]) == (wanted, LEAD)
     assert listed(env)[wanted]["status"] == "used"
