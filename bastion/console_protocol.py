@@ -15,6 +15,11 @@ Requests carry an ``id`` chosen by the console; every answer to a request repeat
 ``PodsPage`` messages (the first one at once, the rest as they load, the last with
 ``complete``) and then ``PodsChanged`` until ``StopWatch``.
 
+Four-eyes approval (docs/approvals.md): a debug that needs another operator's approval is
+answered with ``AwaitsApproval`` instead of a shell; the console then polls
+``ListApprovals`` every few seconds (its operator's own requests, and those they may
+decide) and sends ``DecideApproval`` for an approver's decision.
+
 Pod rows are the protocol's bulk (50,000 in a big namespace), so they are encoded compactly:
 each :class:`PodRow` is a JSON array of its fields in order, not an object, and the two
 messages carrying them (``pods``, ``pods_changed``) are encoded and decoded by msgspec
@@ -39,6 +44,10 @@ __all__ = [
     "BROKER_FD_ENV",
     "CONSOLE_SENDS",
     "MAX_LINE",
+    "ApprovalDecided",
+    "ApprovalItem",
+    "Approvals",
+    "AwaitsApproval",
     "ContainerInfo",
     "DeadlinesChanged",
     "DebugEnded",
@@ -46,6 +55,7 @@ __all__ = [
     "DebugProgress",
     "DebugRefused",
     "DebugRequest",
+    "DecideApproval",
     "EnvVar",
     "EventRow",
     "Failed",
@@ -54,6 +64,7 @@ __all__ = [
     "Handover",
     "HiddenItem",
     "KeyValue",
+    "ListApprovals",
     "ListNamespaces",
     "Message",
     "Namespaces",
@@ -140,6 +151,30 @@ class EventRow:
     message: str
     count: int
     last_seen: str  # RFC 3339
+
+
+@dataclass(frozen=True)
+class ApprovalItem:
+    """One approval request as a console shows it."""
+
+    id: str
+    requester: str
+    cluster: str
+    namespace: str
+    pod: str
+    container: str
+    mode: str
+    image: str
+    run_as_user: int
+    duration_seconds: float  # the session length the debug would get
+    reason: str  # the requester's, as typed (untrusted: neutralise before display)
+    status: str  # pending, approved, denied, expired, used
+    expires_at: float  # epoch seconds: when the request (or the unused approval) lapses
+    approvers: str  # who may approve, in words
+    decided_by: str  # "" until decided
+    decision_reason: str
+    mine: bool  # the console's operator asked for it
+    can_decide: bool  # the console's operator may approve or deny it now
 
 
 @dataclass(frozen=True)
@@ -237,6 +272,7 @@ class DebugOptions(Message):
     max_session_seconds: float
     reason_required: bool
     recorded: bool
+    approval: str = ""  # "": none needed; else who must approve, in words
 
 
 @dataclass(frozen=True)
@@ -280,6 +316,38 @@ class DebugEnded(Message):
     type: ClassVar[str] = "ended"
     target: str
     exit_status: int
+    message: str
+
+
+@dataclass(frozen=True)
+class AwaitsApproval(Message):
+    """Broker → console: the debug did not start because it needs another operator's
+    approval; request ``request_id`` waits for one (``ListApprovals`` follows it)."""
+
+    type: ClassVar[str] = "awaits_approval"
+    request_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Approvals(Message):
+    """The answer to ``ListApprovals``: the operator's own recent requests, then the open
+    ones they may decide."""
+
+    type: ClassVar[str] = "approvals"
+    id: int
+    items: list[ApprovalItem]
+
+
+@dataclass(frozen=True)
+class ApprovalDecided(Message):
+    """The answer to ``DecideApproval`` that the broker made: ``status`` is the request's
+    new one (approved or denied)."""
+
+    type: ClassVar[str] = "approval_decided"
+    id: int
+    request_id: str
+    status: str
     message: str
 
 
@@ -342,6 +410,23 @@ class DebugRequest(Message):
     add_capabilities: list[str]
 
 
+@dataclass(frozen=True)
+class ListApprovals(Message):
+    type: ClassVar[str] = "list_approvals"
+    id: int
+
+
+@dataclass(frozen=True)
+class DecideApproval(Message):
+    """Console → broker: approve (or deny) a request. The broker decides who may."""
+
+    type: ClassVar[str] = "decide_approval"
+    id: int
+    request_id: str
+    approve: bool
+    reason: str
+
+
 _MESSAGES: tuple[type[Message], ...] = (
     Welcome,
     DeadlinesChanged,
@@ -362,13 +447,28 @@ _MESSAGES: tuple[type[Message], ...] = (
     GetPod,
     GetDebugOptions,
     DebugRequest,
+    AwaitsApproval,
+    Approvals,
+    ApprovalDecided,
+    ListApprovals,
+    DecideApproval,
 )
 _TYPES: dict[str, type[Message]] = {cls.type: cls for cls in _MESSAGES}
 CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
-    {ListNamespaces, WatchPods, StopWatch, GetPod, GetDebugOptions, DebugRequest}
+    {
+        ListNamespaces,
+        WatchPods,
+        StopWatch,
+        GetPod,
+        GetDebugOptions,
+        DebugRequest,
+        ListApprovals,
+        DecideApproval,
+    }
 )
 _RECORDS: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (HiddenItem, KeyValue, EnvVar, ContainerInfo, EventRow)
+    cls.__name__: cls
+    for cls in (HiddenItem, KeyValue, EnvVar, ContainerInfo, EventRow, ApprovalItem)
 }
 _SCALARS: dict[str, tuple[type, ...]] = {
     "str": (str,),

@@ -6,8 +6,8 @@ the principal and answers with a :class:`Decision`:
 * allowed only when at least one grant covers the principal, the time, the cluster, the
   namespace, the pod's labels, the mode and the image;
 * when several grants cover the request, the most restrictive limit of each kind wins
-  (shortest session and idle timeout; a reason and input recording are required if any of
-  them requires it);
+  (shortest session and idle timeout; a reason, input recording and another operator's
+  approval are required if any of them requires it);
 * a denial names the rule that stopped the request, taken from the grant that came closest,
   in words an operator can act on.
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 
+from bastion.approval import ApprovalNeed, ApprovalRule
 from bastion.globs import compile_glob
 from bastion.labels import LabelSelector
 
@@ -88,6 +89,8 @@ class Limits:
     reason_required: bool
     record_input: bool
     vault_role: str
+    # None: no covering grant requires approval (bastion.approval).
+    approval: ApprovalNeed | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class Grant:
     record_input: bool = False
     not_before: datetime | None = None
     not_after: datetime | None = None
+    approval: ApprovalRule | None = None
     _cluster_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _namespace_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -248,6 +252,7 @@ def decide(
         # The first covering grant in config order names the Vault role: the role's
         # Kubernetes rules are what the grant's modes need, and order makes it predictable.
         vault_role=covering[0].vault_role,
+        approval=ApprovalNeed.combine((g.name, g.approval) for g in covering if g.approval),
     )
     names = tuple(g.name for g in covering)
     if len(request.reason) > MAX_REASON_CHARS:

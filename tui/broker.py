@@ -21,11 +21,16 @@ from typing import Protocol, TypeVar
 
 from bastion.console_protocol import (
     MAX_LINE,
+    ApprovalDecided,
+    ApprovalItem,
+    Approvals,
     DebugOptions,
     DebugRequest,
+    DecideApproval,
     Failed,
     GetDebugOptions,
     GetPod,
+    ListApprovals,
     ListNamespaces,
     Message,
     Namespaces,
@@ -292,5 +297,15 @@ class BrokerClient:
         self._watches.pop(watch_id, None)
 
     async def debug(self, request: DebugRequest) -> None:
-        """Ask for a debug shell; progress, refusal and handover arrive as events."""
+        """Ask for a debug shell; progress, refusal, handover (or that it awaits approval)
+        arrive as events."""
         await self.send(request)
+
+    async def approvals(self) -> list[ApprovalItem]:
+        """The operator's own approval requests, and those they may decide."""
+        return (await self._ask(ListApprovals(self.next_id()), Approvals)).items
+
+    async def decide_approval(self, request_id: str, *, approve: bool, reason: str) -> str:
+        """Approve or deny a request; the broker's sentence (RequestFailed: refused)."""
+        request = DecideApproval(self.next_id(), request_id, approve, reason)
+        return (await self._ask(request, ApprovalDecided)).message

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bastion.cli.user import as_service_user, service_identity
 from bastion.config import Config, load_config, summary
+from bastion.config.approval_checks import approval_warnings
 from bastion.errors import BastionError
 from bastion.keys.inventory import key_warnings
 
@@ -14,7 +15,7 @@ from bastion.keys.inventory import key_warnings
 def run(path: Path) -> int:
     config = load_config(path, check_files=True)
     print(summary(path, config))
-    for warning in _key_warnings(config):
+    for warning in [*_key_warnings(config), *approval_warnings(config)]:
         print(f"warning: {path}: {warning}")
     return 0
 

@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from bastion import __version__
-from bastion.cli import audit, check_config, keys, recordings, sessions, user
+from bastion.cli import approvals, audit, check_config, keys, recordings, sessions, user
 from bastion.errors import BastionError
 
 __all__ = ["main"]
@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     u.set_defaults(run=lambda a: user.list_users(a.config))
 
     _add_sessions(commands)
+    _add_approvals(commands)
     _add_recordings(commands)
 
     p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
@@ -105,6 +106,32 @@ def _add_sessions(commands: Any) -> None:
     s.add_argument("session_id", metavar="ID")
     _config_option(s)
     s.set_defaults(run=lambda a: sessions.kill(a.config, a.session_id))
+
+
+def _add_approvals(commands: Any) -> None:
+    p = commands.add_parser("approvals", help="four-eyes approval requests: list, approve, deny")
+    actions = p.add_subparsers(dest="approvals_command", required=True, metavar="ACTION")
+    a = actions.add_parser("list", help="open requests (pending, or approved and unused)")
+    a.add_argument("--json", action="store_true", help="one JSON array, every field")
+    a.add_argument("--all", action="store_true", help="every request of the last week")
+    _config_option(a)
+    a.set_defaults(
+        run=lambda a: approvals.list_approvals(a.config, as_json=a.json, everything=a.all)
+    )
+    a = actions.add_parser("approve", help="approve a request (never your own)")
+    a.add_argument("request_id", metavar="ID")
+    a.add_argument("--reason", default="", help="why, for the record")
+    _config_option(a)
+    a.set_defaults(
+        run=lambda a: approvals.decide(a.config, a.request_id, approve=True, reason=a.reason)
+    )
+    a = actions.add_parser("deny", help="deny a request, saying why")
+    a.add_argument("request_id", metavar="ID")
+    a.add_argument("--reason", required=True, help="why, for the requester")
+    _config_option(a)
+    a.set_defaults(
+        run=lambda a: approvals.decide(a.config, a.request_id, approve=False, reason=a.reason)
+    )
 
 
 def _add_recordings(commands: Any) -> None:

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from bastion.config.approval_checks import approval_problems
 from bastion.config.models import Config, User
 from bastion.errors import ConfigError, SecretFileError
 from bastion.globs import compile_glob
@@ -283,6 +284,7 @@ def _cross_check(config: Config) -> list[ConfigIssue]:
                         f"{pattern!r} matches no cluster; configured: {', '.join(cluster_names)}",
                     )
                 )
+    issues.extend(ConfigIssue(loc, message) for loc, message in approval_problems(config))
     return issues
 
 

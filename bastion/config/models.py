@@ -25,7 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from bastion.durations import parse_duration
+from bastion.approval import DEFAULT_EXPIRY, ApprovalRule
+from bastion.approval import Approvers as PolicyApprovers
+from bastion.durations import format_duration, parse_duration
 from bastion.globs import compile_glob
 from bastion.images import parse_pinned_image
 from bastion.labels import LabelSelector, SelectorError, parse_selector
@@ -35,6 +37,8 @@ from bastion.sshkeys import PublicKey, parse_public_key
 
 __all__ = [
     "AppRole",
+    "Approval",
+    "Approvers",
     "Audit",
     "Cluster",
     "Config",
@@ -196,6 +200,49 @@ class Cluster(_Strict):
     browse_account_namespace: DnsLabel = "default"
 
 
+class Approvers(_Strict):
+    users: list[UserName] = []
+    groups: list[Identifier] = []
+
+    @model_validator(mode="after")
+    def _someone(self) -> Approvers:
+        if not self.users and not self.groups:
+            raise ValueError("approvers names nobody: list at least one user or group")
+        return self
+
+
+# A request must live long enough to be seen and decided; a day is a standing permission
+# rather than a four-eyes check. Seconds are allowed for tests of expiry.
+_APPROVAL_EXPIRY = (timedelta(seconds=5), timedelta(hours=24))
+
+
+def _approval_expiry(value: timedelta) -> timedelta:
+    low, high = _APPROVAL_EXPIRY
+    if not low <= value <= high:
+        raise ValueError(
+            f"expected a duration from {format_duration(low)} to {format_duration(high)}"
+        )
+    return value
+
+
+class Approval(_Strict):
+    """A grant's four-eyes rule (docs/approvals.md)."""
+
+    required: bool = True  # false keeps the section but switches it off
+    approvers: Approvers
+    # A request nobody decides, and then an approval nobody uses, lapses after this.
+    expires_after: Annotated[Duration, AfterValidator(_approval_expiry)] = DEFAULT_EXPIRY
+
+    def rule(self) -> ApprovalRule | None:
+        """The policy engine's view; None when switched off."""
+        if not self.required:
+            return None
+        approvers = PolicyApprovers(
+            frozenset(self.approvers.users), frozenset(self.approvers.groups)
+        )
+        return ApprovalRule(approvers, self.expires_after)
+
+
 class Grant(_Strict):
     name: Identifier
     users: list[UserName] = []
@@ -212,6 +259,7 @@ class Grant(_Strict):
     vault_role: Identifier
     not_before: AwareTime | None = None
     not_after: AwareTime | None = None
+    approval: Approval | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Grant:
@@ -462,6 +510,7 @@ class Config(_Strict):
                 vault_role=g.vault_role,
                 not_before=g.not_before,
                 not_after=g.not_after,
+                approval=g.approval.rule() if g.approval is not None else None,
             )
             for g in self.grants
         )

@@ -24,6 +24,7 @@ import termios
 
 from bastion.console_protocol import (
     BROKER_FD_ENV,
+    AwaitsApproval,
     DeadlinesChanged,
     DebugEnded,
     DebugProgress,
@@ -79,6 +80,12 @@ def _show(message: Message) -> bool:
         _say(f"  ... {message.message}")
     elif isinstance(message, (DebugRefused, DebugEnded)):
         _say(f"bastion: {message.message}")
+    elif isinstance(message, AwaitsApproval):
+        # This console cannot follow the request: the operator asks again once approved.
+        _say(
+            f"bastion: {message.message}",
+            "  once it is approved, type the same debug command again to start the shell",
+        )
     elif isinstance(message, Handover):
         _say(f"bastion: {message.message}")
         return True
@@ -112,7 +119,7 @@ def _run(broker: _Broker) -> int:
                 for message in messages:
                     if _show(message):
                         return 0
-                    waiting = waiting and not isinstance(message, DebugRefused)
+                    waiting = waiting and not isinstance(message, DebugRefused | AwaitsApproval)
                 if not waiting:
                     _prompt()
                 continue

@@ -33,6 +33,7 @@ from bastion.console_protocol import (
     BROKER_FD_ENV,
     CONSOLE_SENDS,
     MAX_LINE,
+    AwaitsApproval,
     DeadlinesChanged,
     DebugEnded,
     DebugProgress,
@@ -51,6 +52,7 @@ from bastion.errors import AuditUnavailable, BackendUnavailable, BastionError
 from bastion.policy import Mode, Principal
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
+from bastion.session.approvals import ApprovalPending
 from bastion.session.browse import Browser
 from bastion.session.deadlines import Deadlines, Notice
 from bastion.session.debug_shell import (
@@ -192,6 +194,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                     config=self._door.config,
                     vault=self._door.vault,
                     principal=Principal(identity.user, frozenset(identity.groups)),
+                    approvals=self._door.broker.approvals,
                 )
                 code = await self._run_consoles(session)
         finally:
@@ -218,12 +221,29 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 chan.write(f"bastion: {printable(message)}\r\n".encode())
 
         try:
-            outcome = await self._debug(session, command, progress, self._attach)
+            while True:
+                try:
+                    outcome = await self._debug(session, command, progress, self._attach)
+                    break
+                except ApprovalPending as pending:
+                    # Waiting is the operator's confirmation: once approved, the same
+                    # debug is asked for again and spends the approval.
+                    progress(pending.message)
+                    await self._door.broker.approvals.wait(
+                        session, pending.request, progress=progress, stop=self._interrupted
+                    )
         except BastionError as exc:
             with contextlib.suppress(OSError, asyncssh.Error):
                 chan.write_stderr(f"bastion: {printable(exc.message)}\r\n".encode())
             return 1
         return outcome.exit_status
+
+    def _interrupted(self) -> bool:
+        """Ctrl-C typed while no shell runs (it would otherwise wait for the shell)."""
+        if b"\x03" not in self._typeahead:
+            return False
+        self._typeahead.clear()
+        return True
 
     async def _run_consoles(self, session: Session) -> int:
         """Consoles one after the other: each one ends at logout, or hands the terminal to
@@ -451,6 +471,9 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             outcome = await self._debug(
                 session, command, lambda m: outbox.send(DebugProgress(m)), attach
             )
+        except ApprovalPending as pending:
+            outbox.send(AwaitsApproval(pending.request.id, pending.message))
+            return None
         except BastionError as exc:
             if not handed:
                 outbox.send(DebugRefused(exc.message))
@@ -487,6 +510,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 write=chan.write,
                 pause_input=self._pause_input,
             ),
+            approvals=self._door.broker.approvals,
         )
 
     async def _attach(self, bridge: AttachBridge) -> int:
