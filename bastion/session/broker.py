@@ -63,7 +63,10 @@ class SessionBroker:
         )
 
     # ------------------------------------------------------------------ sessions
-    async def open(self, *, user: str, source: str, connection: str) -> Session:
+    async def open(
+        self, *, user: str, source: str, connection: str, marks: dict[str, Any] | None = None
+    ) -> Session:
+        """``marks``: fields every audit event of the session carries (see Session)."""
         limits = self.config.limits
         now = self._clock()
         session = Session(
@@ -77,6 +80,7 @@ class SessionBroker:
             ),
             temp_root=self.temp_root,
             clock=self._clock,
+            marks=marks,
         )
         await session.open()
         self.sessions[session.id] = session
