@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from bastion import __version__
-from bastion.cli import audit, check_config, recordings, sessions, user
+from bastion.cli import audit, breakglass, check_config, recordings, sessions, user
 from bastion.errors import BastionError
 
 __all__ = ["main"]
@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_sessions(commands)
     _add_recordings(commands)
+    _add_breakglass(commands)
 
     p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
     p.add_argument(
@@ -104,6 +105,35 @@ def _add_sessions(commands: Any) -> None:
     s.add_argument("session_id", metavar="ID")
     _config_option(s)
     s.set_defaults(run=lambda a: sessions.kill(a.config, a.session_id))
+
+
+def _add_breakglass(commands: Any) -> None:
+    p = commands.add_parser(
+        "breakglass", help="emergency accounts: issue one-time codes, count them, report a use"
+    )
+    actions = p.add_subparsers(dest="breakglass_command", required=True, metavar="ACTION")
+    b = actions.add_parser("issue", help="a new batch of one-time codes, shown once")
+    b.add_argument("name", metavar="NAME")
+    b.add_argument("--count", type=int, default=5, help="codes in the batch (default: 5)")
+    _config_option(b)
+    b.set_defaults(run=lambda a: breakglass.issue(a.config, a.name, a.count))
+    b = actions.add_parser("codes", help="how many codes an account has left")
+    b.add_argument("name", metavar="NAME")
+    _config_option(b)
+    b.set_defaults(run=lambda a: breakglass.codes(a.config, a.name))
+    b = actions.add_parser("report", help="the incident record of a break-glass session")
+    b.add_argument("session", metavar="SESSION")
+    b.add_argument("--json", action="store_true", help="one JSON document")
+    b.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help="the auditors' private key: include the commands' output from the recordings",
+    )
+    _config_option(b)
+    b.set_defaults(
+        run=lambda a: breakglass.report(a.config, a.session, as_json=a.json, key_file=a.key)
+    )
 
 
 def _add_recordings(commands: Any) -> None:

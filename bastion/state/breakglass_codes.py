@@ -103,7 +103,8 @@ class SqliteBreakGlassCodes:
         if read_only:
             if not path.exists():
                 raise FileNotFoundError(path)
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+            uri = f"{path.absolute().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, timeout=10.0)
             self._read_only = True
             return
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
