@@ -29,7 +29,9 @@ _WORD = re.compile(r"[^\W_]{2,}")  # two letters or digits: "a b c" is not three
 
 def check_reason(text: str, min_length: int) -> str:
     """The reason as it will be recorded; ValueError with one sentence when it is not one."""
-    cleaned = " ".join(printable(text).split())
+    # Whitespace (line breaks included) folds to one space; any other character a terminal
+    # could act on becomes "?".
+    cleaned = " ".join(printable(word) for word in text.split())
     if not cleaned:
         raise ValueError("no reason was given")
     if len(cleaned) > MAX_REASON_CHARS:

@@ -359,8 +359,8 @@ class Audit(_Strict):
 
 
 def _time_box(value: timedelta) -> timedelta:
-    if not timedelta(seconds=10) <= value <= timedelta(hours=4):
-        raise ValueError("expected a duration from 10s to 4h (the default is 30m)")
+    if not timedelta(seconds=5) <= value <= timedelta(hours=4):
+        raise ValueError("expected a duration from 5s to 4h (the default is 30m)")
     return value
 
 
