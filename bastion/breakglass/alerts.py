@@ -107,7 +107,8 @@ class AlertDispatcher:
             "connection": connection,
             **fields,
         }
-        line = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        # ASCII on the wire: whatever a field holds reaches a SIEM console as a JSON escape.
+        line = json.dumps(body, separators=(",", ":")).encode() + b"\n"
         loop = asyncio.get_running_loop()
         for target in self._destinations:
             task = loop.create_task(

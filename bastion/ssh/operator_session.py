@@ -411,6 +411,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             connection=identity.connection,
             exit_status=code,
             handed_over=debug is not None,
+            **session.marks,
         )
         return code, debug
 
@@ -452,6 +453,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 outcome="refused",
                 session=session.id,
                 error=str(exc)[:200],
+                **session.marks,
             )
             console.close()
         except (OSError, asyncio.CancelledError):
