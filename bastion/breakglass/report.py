@@ -369,6 +369,12 @@ def render(record: Mapping[str, Any], outputs: Sequence[Mapping[str, Any]], note
     return "\n".join(lines)
 
 
+def _seconds(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{round(value)} s"
+    return "-"
+
+
 def _row(label: str, text: str) -> str:
     return f"  {label:<11} {text}"
 
@@ -389,7 +395,7 @@ def _who(r: Mapping[str, Any]) -> list[str]:
         ),
         _row(
             "time box",
-            f"until {_t(box['ends_at'])}, idle limit {_s(box['idle_timeout_seconds'])} s",
+            f"until {_t(box['ends_at'])}, idle limit {_seconds(box['idle_timeout_seconds'])}",
         ),
         _row(
             "why",
