@@ -230,7 +230,12 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         config = self._door.config.break_glass
         if chan is None or config is None:
             return False
-        self._prompt = TerminalPrompt(chan.write)
+
+        def write(data: bytes) -> None:
+            with contextlib.suppress(OSError, asyncssh.Error):  # the client may be gone
+                chan.write(data)
+
+        self._prompt = TerminalPrompt(write)
 
         async def ask(prompt: str, within: float) -> str | None:
             assert self._prompt is not None  # noqa: S101 - set above, cleared after
@@ -238,8 +243,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             return await self._prompt.ask(prompt, within, typed=typed)
 
         def say(text: str) -> None:
-            with contextlib.suppress(OSError, asyncssh.Error):
-                chan.write(f"{text}\r\n".encode())
+            write(f"{text}\r\n".encode())
 
         try:
             return await activate(
