@@ -56,6 +56,26 @@ def test_a_notice_is_in_force_until_ended_expired_or_its_session_closed(tmp_path
     journal.close()
 
 
+def test_tidying_ends_only_what_is_no_longer_in_force(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    journal = journal_with_session(path)
+    journal.open_session("s2", user="x", source="-", owner=Owner.current(), opened_at=0.0)
+    board = NoticeBoard(path)
+    board.post(notice("live"))
+    board.post(notice("closed", session="s2"))
+    board.post(notice("expired", session=None, expires_at=5.0))
+    board.post(notice("lasting", session=None))
+    journal.close_session("s2", 6.0)
+    before = board.in_force(20.0)
+    assert board.tidy(20.0) == 2
+    assert board.in_force(20.0) == before
+    assert [n.id for n in before] == ["live", "lasting"]
+    assert board.tidy(21.0) == 0
+    assert not board.end("closed", 22.0)  # tidied: ended already
+    board.close()
+    journal.close()
+
+
 def test_an_audience_narrows_who_sees_a_notice(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     journal = journal_with_session(path)

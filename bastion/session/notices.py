@@ -33,6 +33,7 @@ __all__ = ["POLL", "NoticeFeed"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 POLL = 1.0
+TIDY_EVERY = 60.0  # seconds between marking finished notices ended (any worker may)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class NoticeFeed:
         self._ids = itertools.count(1)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._tidied = float("-inf")
 
     async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
@@ -92,7 +94,11 @@ class NoticeFeed:
         return ended
 
     async def in_force(self) -> list[NoticeRecord]:
-        return await self._in_db(self._board.in_force, self._clock())
+        now = self._clock()
+        if now - self._tidied >= TIDY_EVERY:
+            self._tidied = now
+            await self._in_db(self._board.tidy, now)
+        return await self._in_db(self._board.in_force, now)
 
     # ------------------------------------------------------------------ subscribers
     def subscribe(

@@ -97,6 +97,18 @@ class NoticeBoard:
         )
         return cursor.rowcount == 1
 
+    def tidy(self, now: float) -> int:
+        """Mark ended the notices no longer in force (expired, or of a session that is closed
+        or unknown), so that the board's open rows stay few however long it runs; returns
+        how many. What is shown does not depend on it: :meth:`in_force` checks the same."""
+        cursor = self._db.execute(
+            "UPDATE notices SET ended_at = :now WHERE ended_at IS NULL AND ("
+            "(expires_at IS NOT NULL AND expires_at <= :now) OR (session IS NOT NULL AND "
+            "session NOT IN (SELECT id FROM sessions WHERE state != 'closed')))",
+            {"now": now},
+        )
+        return cursor.rowcount
+
     def in_force(self, now: float) -> list[NoticeRecord]:
         """The notices up at ``now``, oldest first: not ended, not expired, and of no session
         or of one the journal has not closed."""
