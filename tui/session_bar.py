@@ -37,5 +37,8 @@ def session_line(user: str, where: str, session_left: float, idle_left: float | 
 
 class SessionBar(Static):
     DEFAULT_CSS = """
-    SessionBar { height: auto; max-height: 6; background: $primary; color: $text; }
+    SessionBar {
+        height: auto; max-height: 6; background: $primary; color: $text;
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
     """
