@@ -595,6 +595,11 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             )
 
     def _watch_notices(self, request_id: int, outbox: _Outbox) -> None:
+        # One subscription per console: asking again replaces it (a console cannot pile
+        # them up in the worker).
+        for unsubscribe in self._notice_watches:
+            unsubscribe()
+        self._notice_watches.clear()
         feed = self._door.notices
         if feed is None:
             outbox.send(NoticesChanged(request_id, []))
