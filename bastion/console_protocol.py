@@ -13,7 +13,10 @@ in :data:`CONSOLE_SENDS`.
 Requests carry an ``id`` chosen by the console; every answer to a request repeats it
 (``Failed`` included), so the console can have several in flight. A pod watch answers with
 ``PodsPage`` messages (the first one at once, the rest as they load, the last with
-``complete``) and then ``PodsChanged`` until ``StopWatch``.
+``complete``) and then ``PodsChanged`` until ``StopWatch``. ``WatchNotices`` subscribes the
+console to the notices every operator must see (a break-glass session in progress, later
+approval requests and who is watching): ``NoticesChanged`` carries the whole current set,
+at once and again at each change, until the console ends.
 
 Four-eyes approval (docs/approvals.md): a debug that needs another operator's approval is
 answered with ``AwaitsApproval`` instead of a shell; the console then polls
@@ -69,12 +72,15 @@ __all__ = [
     "Message",
     "Namespaces",
     "Notice",
+    "NoticeItem",
+    "NoticesChanged",
     "PodDetail",
     "PodRow",
     "PodsChanged",
     "PodsPage",
     "ProtocolError",
     "StopWatch",
+    "WatchNotices",
     "WatchPods",
     "Welcome",
     "decode",
@@ -117,6 +123,17 @@ class PodRow(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields
     node: str
     labels: _Strings  # "key=value"
     containers: _Strings
+
+
+@dataclass(frozen=True)
+class NoticeItem:
+    """Something every operator's console shows until it is over, as a banner."""
+
+    id: str
+    kind: str  # "break_glass"; the console words the banner by kind
+    user: str  # whom it is about
+    since: float  # epoch seconds
+    text: str  # e.g. the reason given; from an operator: neutralise before display
 
 
 @dataclass(frozen=True)
@@ -212,6 +229,15 @@ class Notice(Message):
     kind: str  # "idle" or "hard"
     seconds_left: float
     message: str
+
+
+@dataclass(frozen=True)
+class NoticesChanged(Message):
+    """Broker → console: the notices in force now (all of them), for a ``WatchNotices``."""
+
+    type: ClassVar[str] = "notices"
+    id: int
+    notices: list[NoticeItem]
 
 
 @dataclass(frozen=True)
@@ -368,6 +394,14 @@ class WatchPods(Message):
 
 
 @dataclass(frozen=True)
+class WatchNotices(Message):
+    """Console → broker: send the notices in force now, and again whenever they change."""
+
+    type: ClassVar[str] = "watch_notices"
+    id: int
+
+
+@dataclass(frozen=True)
 class StopWatch(Message):
     type: ClassVar[str] = "stop_watch"
     id: int  # the id of the WatchPods
@@ -431,6 +465,7 @@ _MESSAGES: tuple[type[Message], ...] = (
     Welcome,
     DeadlinesChanged,
     Notice,
+    NoticesChanged,
     Namespaces,
     PodsPage,
     PodsChanged,
@@ -452,6 +487,7 @@ _MESSAGES: tuple[type[Message], ...] = (
     ApprovalDecided,
     ListApprovals,
     DecideApproval,
+    WatchNotices,
 )
 _TYPES: dict[str, type[Message]] = {cls.type: cls for cls in _MESSAGES}
 CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
@@ -464,11 +500,12 @@ CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
         DebugRequest,
         ListApprovals,
         DecideApproval,
+        WatchNotices,
     }
 )
 _RECORDS: dict[str, type[Any]] = {
     cls.__name__: cls
-    for cls in (HiddenItem, KeyValue, EnvVar, ContainerInfo, EventRow, ApprovalItem)
+    for cls in (HiddenItem, KeyValue, EnvVar, ContainerInfo, EventRow, ApprovalItem, NoticeItem)
 }
 _SCALARS: dict[str, tuple[type, ...]] = {
     "str": (str,),

@@ -63,6 +63,8 @@ class Mode(StrEnum):
 class Principal:
     name: str
     groups: frozenset[str] = frozenset()
+    # A break-glass account that logged in with its one-time code (docs/break-glass.md): it
+    # gets the break-glass grants, and only those.
     break_glass: bool = False
 
 
@@ -113,6 +115,8 @@ class Grant:
     not_before: datetime | None = None
     not_after: datetime | None = None
     approval: ApprovalRule | None = None
+    # The config's break_glass grant: it names nobody, and covers break-glass principals only.
+    break_glass: bool = False
     _cluster_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _namespace_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -174,14 +178,28 @@ class Policy:
         self.grants: tuple[Grant, ...] = tuple(grants)
         self._by_user: dict[str, list[int]] = {}
         self._by_group: dict[str, list[int]] = {}
+        self._break_glass: list[int] = []
         for index, grant in enumerate(self.grants):
+            if grant.break_glass:
+                self._break_glass.append(index)
+                continue
             for user in grant.users:
                 self._by_user.setdefault(user, []).append(index)
             for group in grant.groups:
                 self._by_group.setdefault(group, []).append(index)
 
+    def with_grants(self, extra: Iterable[Grant]) -> Policy:
+        """This policy with ``extra`` grants after its own (the break-glass grant)."""
+        more = tuple(extra)
+        return Policy((*self.grants, *more)) if more else self
+
     def grants_for(self, principal: Principal) -> list[Grant]:
-        """The grants naming the principal or one of its groups, in config order."""
+        """The grants naming the principal or one of its groups, in config order; for a
+        break-glass principal the break-glass grants alone, so that its session has exactly
+        the elevated grant and its limits (input recorded, the time box) whatever else the
+        account's groups would give."""
+        if principal.break_glass:
+            return [self.grants[i] for i in self._break_glass]
         indices = set(self._by_user.get(principal.name, ()))
         for group in principal.groups:
             indices.update(self._by_group.get(group, ()))

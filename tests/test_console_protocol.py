@@ -27,11 +27,14 @@ from bastion.console_protocol import (
     ListApprovals,
     Namespaces,
     Notice,
+    NoticeItem,
+    NoticesChanged,
     PodDetail,
     PodRow,
     PodsChanged,
     PodsPage,
     ProtocolError,
+    WatchNotices,
     Welcome,
     decode,
     encode,
@@ -202,7 +205,7 @@ def test_a_console_may_send_only_requests() -> None:
     names = sorted(cls.type for cls in CONSOLE_SENDS)
     assert names == [
         "debug", "decide_approval", "get_debug_options", "get_pod", "list_approvals",
-        "list_namespaces", "stop_watch", "watch_pods",
+        "list_namespaces", "stop_watch", "watch_notices", "watch_pods",
     ]  # fmt: skip
 
 
@@ -308,3 +311,34 @@ def test_debug_requests_with_wrong_shapes_are_refused(
     assert isinstance(decode(_request_line()), DebugRequest)
     with pytest.raises(ProtocolError, match=error):
         decode(_request_line(**overrides))
+
+
+@given(
+    user=st.text(max_size=64),
+    text=st.text(max_size=1000),
+    since=st.floats(0, 4e9, allow_nan=False),
+)
+def test_notice_feed_messages_round_trip(user: str, text: str, since: float) -> None:
+    changed = NoticesChanged(7, [NoticeItem("n1", "break_glass", user, since, text)])
+    line = encode(changed)
+    assert line.count(b"\n") == 1  # a reason with line breaks is still one message
+    assert decode(line) == changed
+    assert decode(encode(NoticesChanged(8, []))) == NoticesChanged(8, [])
+    assert decode(encode(WatchNotices(3))) == WatchNotices(3)
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        (b'{"type":"notices","id":1,"notices":[{"id":"n"}]}', "notices.notices\\[\\].*exactly"),
+        (
+            b'{"type":"notices","id":1,"notices":[{"id":"n","kind":"break_glass","user":"a",'
+            b'"since":"now","text":"t"}]}',
+            "notices.notices\\[\\].since has the wrong type",
+        ),
+        (b'{"type":"watch_notices"}', "takes exactly the fields id"),
+    ],
+)
+def test_malformed_notices_are_refused(line: bytes, error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        decode(line)

@@ -21,7 +21,8 @@ PURE = ["bastion.policy", "bastion.labels", "bastion.audit.chain", "bastion.reda
         "bastion.console_protocol", "bastion.session.lifecycle",
         "bastion.session.deadlines", "bastion.debug_command", "bastion.terminal_text",
         "bastion.debug_container", "bastion.audit.checkpoint", "bastion.keys.model",
-        "bastion.approval"]  # fmt: skip
+        "bastion.approval", "bastion.breakglass.codes", "bastion.breakglass.reason",
+        "bastion.recording.transcript"]  # fmt: skip
 
 
 def loaded_after_import(module: str) -> set[str]:

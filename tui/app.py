@@ -36,6 +36,8 @@ from bastion.console_protocol import (
     Handover,
     Message,
     Notice,
+    NoticeItem,
+    NoticesChanged,
     Welcome,
 )
 from tui.approvals import (
@@ -46,6 +48,7 @@ from tui.approvals import (
     decide,
     refresh,
 )
+from tui.banners import banner_text
 from tui.broker import BrokerClient, BrokerGone, SocketTransport, Transport
 from tui.debug_screens import DebugProgressScreen
 from tui.safe_text import clean
@@ -146,6 +149,7 @@ class ConsoleApp(App[int]):
         self.debugging: DebugProgressScreen | None = None
         self.ended: DebugEnded | None = None
         self.board = ApprovalBoard()
+        self.notices: list[NoticeItem] = []  # banners under the top line (break-glass)
 
     def keep_parsed_css(self) -> None:
         """Consoles created after this one in this process reuse the CSS it parsed (the
@@ -155,6 +159,7 @@ class ConsoleApp(App[int]):
     async def on_mount(self) -> None:
         try:
             self.welcome = await self.broker.start()
+            await self.broker.watch_notices()
         except BrokerGone as exc:
             self.exit(return_code=1, message=str(exc))
             return
@@ -185,13 +190,16 @@ class ConsoleApp(App[int]):
             self.board.to_decide,
         )
         for bar in self.screen.query(SessionBar):
-            bar.update(line)
+            bar.update(banner_text(line, self.notices, now))
 
     # ------------------------------------------------------------------ broker events
     def _event(self, message: Message) -> None:
         match message:
             case Notice():
                 self.notify(clean(message.message), severity="warning", markup=False)
+            case NoticesChanged():
+                self.notices = list(message.notices)
+                self.update_bar()
             case DeadlinesChanged():
                 self.welcome = Welcome(
                     self.welcome.user,

@@ -2,7 +2,8 @@
 
 Requests are answered by ``id``; a pod watch is an async iterator of its pages and changes;
 everything else the broker sends on its own (``Notice``, ``DeadlinesChanged``,
-``DebugProgress``, ``DebugRefused``, ``Handover``, ``DebugEnded``) goes to one callback.
+``NoticesChanged``, ``DebugProgress``, ``DebugRefused``, ``Handover``, ``DebugEnded``) goes
+to one callback.
 A broker that closes the socket, sends a line that is not a message, or does not answer a
 request in time is gone: every waiter gets :class:`BrokerGone` and ``on_gone`` is told once.
 
@@ -39,6 +40,7 @@ from bastion.console_protocol import (
     PodsPage,
     ProtocolError,
     StopWatch,
+    WatchNotices,
     WatchPods,
     Welcome,
     decode,
@@ -295,6 +297,12 @@ class BrokerClient:
 
     def forget_watch(self, watch_id: int) -> None:
         self._watches.pop(watch_id, None)
+
+    async def watch_notices(self) -> None:
+        """Ask for the notices every operator sees (break-glass sessions): the broker sends
+        ``NoticesChanged`` events, at once and at every change, while the console runs.
+        Id 0, outside the requests' count from 1: a console has one notices watch."""
+        await self.send(WatchNotices(0))
 
     async def debug(self, request: DebugRequest) -> None:
         """Ask for a debug shell; progress, refusal, handover (or that it awaits approval)

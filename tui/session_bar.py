@@ -42,5 +42,8 @@ def session_line(
 
 class SessionBar(Static):
     DEFAULT_CSS = """
-    SessionBar { height: 1; background: $primary; color: $text; }
+    SessionBar {
+        height: auto; max-height: 6; background: $primary; color: $text;
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
     """

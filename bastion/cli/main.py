@@ -14,7 +14,16 @@ from types import ModuleType
 from typing import Any
 
 from bastion import __version__
-from bastion.cli import approvals, audit, check_config, keys, recordings, sessions, user
+from bastion.cli import (
+    approvals,
+    audit,
+    breakglass,
+    check_config,
+    keys,
+    recordings,
+    sessions,
+    user,
+)
 from bastion.errors import BastionError
 
 __all__ = ["main"]
@@ -79,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_sessions(commands)
     _add_approvals(commands)
     _add_recordings(commands)
+    _add_breakglass(commands)
 
     p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
     p.add_argument(
@@ -131,6 +141,35 @@ def _add_approvals(commands: Any) -> None:
     _config_option(a)
     a.set_defaults(
         run=lambda a: approvals.decide(a.config, a.request_id, approve=False, reason=a.reason)
+    )
+
+
+def _add_breakglass(commands: Any) -> None:
+    p = commands.add_parser(
+        "breakglass", help="emergency accounts: issue one-time codes, count them, report a use"
+    )
+    actions = p.add_subparsers(dest="breakglass_command", required=True, metavar="ACTION")
+    b = actions.add_parser("issue", help="a new batch of one-time codes, shown once")
+    b.add_argument("name", metavar="NAME")
+    b.add_argument("--count", type=int, default=5, help="codes in the batch (default: 5)")
+    _config_option(b)
+    b.set_defaults(run=lambda a: breakglass.issue(a.config, a.name, a.count))
+    b = actions.add_parser("codes", help="how many codes an account has left")
+    b.add_argument("name", metavar="NAME")
+    _config_option(b)
+    b.set_defaults(run=lambda a: breakglass.codes(a.config, a.name))
+    b = actions.add_parser("report", help="the incident record of a break-glass session")
+    b.add_argument("session", metavar="SESSION")
+    b.add_argument("--json", action="store_true", help="one JSON document")
+    b.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help="the auditors' private key: include the commands' output from the recordings",
+    )
+    _config_option(b)
+    b.set_defaults(
+        run=lambda a: breakglass.report(a.config, a.session, as_json=a.json, key_file=a.key)
     )
 
 

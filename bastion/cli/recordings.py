@@ -84,7 +84,7 @@ def _new_passphrase() -> bytes:
     return first.encode()
 
 
-def _auditor_key(path: Path) -> X25519PrivateKey:
+def read_auditor_key(path: Path) -> X25519PrivateKey:
     secret: bytes | None = None
     if needs_passphrase(path):
         if not sys.stdin.isatty():
@@ -151,7 +151,7 @@ def _opened(
     """The recording, verified up to its header, with the access recorded in the audit log."""
     config = load_config(config_path, check_files=False)
     # As the invoking user: the key is theirs, and the service user need not read it.
-    key = _auditor_key(key_file)
+    key = read_auditor_key(key_file)
     pinned = read_signer_public_key(signer) if signer is not None else None
     service = service_identity(config)
     actor, extra = invoking_actor()

@@ -40,6 +40,9 @@ __all__ = [
     "Approval",
     "Approvers",
     "Audit",
+    "BreakGlass",
+    "BreakGlassAlerts",
+    "BreakGlassGrant",
     "Cluster",
     "Config",
     "Grant",
@@ -424,6 +427,72 @@ class Keys(_Strict):
     host_key_overlap: Annotated[Duration, AfterValidator(_host_key_overlap)] = timedelta(days=7)
 
 
+def _time_box(value: timedelta) -> timedelta:
+    if not timedelta(seconds=5) <= value <= timedelta(hours=4):
+        raise ValueError("expected a duration from 5s to 4h (the default is 30m)")
+    return value
+
+
+class BreakGlassGrant(_Strict):
+    """What a break-glass session may debug: a grant's scope. It names nobody (the users
+    marked ``break_glass`` get it, after their one-time code and a reason) and has no limits
+    of its own: the section's time box is its limit, and input is always recorded."""
+
+    clusters: list[Glob] = Field(min_length=1)
+    namespaces: list[Glob] = Field(min_length=1)
+    pod_selector: Selector = LabelSelector()
+    modes: list[Mode] = Field(default=[Mode.EPHEMERAL], min_length=1)
+    images: list[PinnedImage] = Field(min_length=1)
+    vault_role: Identifier
+
+
+class BreakGlassAlerts(_Strict):
+    # Where every break-glass login and start is announced at once: a syslog message of
+    # severity crit and/or an HTTPS POST of a JSON body (docs/break-glass.md).
+    syslog: SyslogDestination | None = None
+    webhook: WebhookDestination | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> BreakGlassAlerts:
+        if self.syslog is None and self.webhook is None:
+            raise ValueError(
+                "break-glass alerts need a destination: set 'syslog', 'webhook' or both"
+            )
+        return self
+
+
+class BreakGlass(_Strict):
+    grant: BreakGlassGrant
+    # The time box, from the session's start: a hard end that nothing extends.
+    max_session: Annotated[Duration, AfterValidator(_time_box)] = timedelta(minutes=30)
+    idle_timeout: Duration = timedelta(minutes=10)
+    # The reason asked before anything else: at least this many characters (and 3 words).
+    min_reason_length: int = Field(20, ge=10, le=200)
+    alerts: BreakGlassAlerts
+
+    @model_validator(mode="after")
+    def _coherent(self) -> BreakGlass:
+        if self.idle_timeout > self.max_session:
+            raise ValueError("idle_timeout cannot be longer than max_session")
+        return self
+
+    def policy_grant(self) -> PolicyGrant:
+        g = self.grant
+        return PolicyGrant(
+            name="break-glass",
+            clusters=tuple(g.clusters),
+            namespaces=tuple(g.namespaces),
+            pod_selector=g.pod_selector,
+            modes=frozenset(g.modes),
+            images=frozenset(g.images),
+            max_session=self.max_session,
+            idle_timeout=self.idle_timeout,
+            record_input=True,
+            vault_role=g.vault_role,
+            break_glass=True,
+        )
+
+
 class Limits(_Strict):
     max_sessions: int = Field(100, ge=1)
     max_sessions_per_user: int = Field(3, ge=1)
@@ -462,6 +531,8 @@ class Config(_Strict):
     recording: Recording | None = None
     audit: Audit = Field(default_factory=Audit)
     keys: Keys = Field(default_factory=Keys)
+    # None: no account can break the glass (a user marked break_glass is a config error).
+    break_glass: BreakGlass | None = None
 
     # Set by the loader: the file this config came from, and for each user read from
     # paths.users_dir, its file there (users of the config file itself are not listed).
@@ -513,7 +584,7 @@ class Config(_Strict):
                 approval=g.approval.rule() if g.approval is not None else None,
             )
             for g in self.grants
-        )
+        ).with_grants([self.break_glass.policy_grant()] if self.break_glass else [])
 
     def cluster(self, name: str) -> Cluster | None:
         """The configured cluster called ``name``; None when there is none."""

@@ -69,7 +69,10 @@ class SessionBroker:
         self.approvals.start()
 
     # ------------------------------------------------------------------ sessions
-    async def open(self, *, user: str, source: str, connection: str) -> Session:
+    async def open(
+        self, *, user: str, source: str, connection: str, marks: dict[str, Any] | None = None
+    ) -> Session:
+        """``marks``: fields every audit event of the session carries (see Session)."""
         limits = self.config.limits
         now = self._clock()
         session = Session(
@@ -83,6 +86,7 @@ class SessionBroker:
             ),
             temp_root=self.temp_root,
             clock=self._clock,
+            marks=marks,
         )
         await session.open()
         self.sessions[session.id] = session

@@ -7,8 +7,9 @@ Order, and why:
 1. decide with the labels the console reported (untrusted, but only used to pick the Vault
    role and refuse early), or without pod selectors when no labels are known yet;
 2. journal, then ask Vault for a credential for exactly the target namespace, valid for the
-   grant's ``max_session`` (at least 10 minutes, Kubernetes' minimum; the session's own
-   deadline ends it sooner when the grant says so, and the wipe revokes it);
+   grant's ``max_session`` or the session's time left, whichever is shorter (at least 10
+   minutes, Kubernetes' minimum; the session's own deadline ends it sooner when the grant
+   says so, and the wipe revokes it);
 3. read the pod with that credential and decide again with its real labels: a console that
    lied about labels gets nothing;
 4. when a covering grant requires another operator's approval, spend the approval of
@@ -147,7 +148,10 @@ async def _credential_and_check(
     approvals: ApprovalDesk | None,
     now: Callable[[], datetime],
 ) -> DebugAccess:
-    ttl = max(limits.max_session, MIN_KUBE_TTL)
+    # No longer than the grant allows, nor than the session has left (a break-glass time box
+    # half used): the wipe revokes it anyway, and a lease that dies on its own is better.
+    left = timedelta(seconds=max(session.deadlines.hard_deadline - session.now(), 0))
+    ttl = max(min(limits.max_session, left), MIN_KUBE_TTL)
     mount, role, namespace = cluster.vault_mount, limits.vault_role, target.namespace
 
     async def revoke(credential: KubeCredential) -> str:

@@ -25,14 +25,16 @@ from pathlib import Path
 from types import TracebackType
 
 from bastion.audit.log import AuditLog
+from bastion.breakglass.alerts import AlertDispatcher, destinations_for
 from bastion.config import Config, load_config
 from bastion.config.users import UserDirectory
 from bastion.errors import BastionError
 from bastion.keys.rotate import adopt_keys
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import recording_process, stop_recording_processes
-from bastion.session.broker import SessionBroker
+from bastion.session.broker import SessionBroker, journal_path
 from bastion.session.cleaners import debug_cleaner, lease_cleaner
+from bastion.session.notices import NoticeFeed
 from bastion.session.reaper import Reaper, temp_dir_cleaner
 from bastion.ssh.console import python_argv
 from bastion.ssh.front_door import FrontDoor, Identity
@@ -96,6 +98,11 @@ class Worker:
             login_timeout=limits.login_timeout.total_seconds(),
         )
         self.vault = VaultClient(config.vault)  # logs in on first use, not here
+        # Made here, not at start: a break-glass destination that cannot be used (its token
+        # file unsafe, its CA unreadable) stops the worker before it listens.
+        self.alerts_to = destinations_for(config.break_glass.alerts) if config.break_glass else []
+        self.alerts: AlertDispatcher | None = None
+        self.notices: NoticeFeed | None = None
         self.login: LoginService | None = None
         self.broker: SessionBroker | None = None
         self.reaper: Reaper | None = None
@@ -111,6 +118,10 @@ class Worker:
         self.login = LoginService(config, UserDirectory(config), self.audit)
         self.broker = SessionBroker(config, self.audit)
         self.broker.start()
+        # After the broker: the notice board lives in the journal's database.
+        self.notices = NoticeFeed(journal_path(config))
+        if config.break_glass is not None:
+            self.alerts = AlertDispatcher(self.alerts_to, self.audit)
         # Sessions of a worker that died (even by kill -9) are wiped from the journal: at
         # start and then every minute.
         self.reaper = Reaper(
@@ -153,6 +164,8 @@ class Worker:
             broker=self.broker,
             console_command=self._console_command,
             vault=self.vault,
+            alerts=self.alerts,
+            notices=self.notices,
         )
         listen_port = config.listener.port if port is None else port
         self.port = await self.door.listen(
@@ -188,6 +201,10 @@ class Worker:
                 await self._reaping
         if self.reaper is not None:
             await self.reaper.aclose()
+        if self.notices is not None:
+            await self.notices.aclose()
+        if self.alerts is not None:
+            await self.alerts.aclose()  # its last events go to the audit log, still open
         if self.broker is not None:
             self.broker.close()
         await self.vault.close()

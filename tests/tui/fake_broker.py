@@ -33,11 +33,14 @@ from bastion.console_protocol import (
     ListNamespaces,
     Message,
     Namespaces,
+    NoticeItem,
+    NoticesChanged,
     PodDetail,
     PodRow,
     PodsChanged,
     PodsPage,
     StopWatch,
+    WatchNotices,
     WatchPods,
     Welcome,
     decode,
@@ -135,6 +138,7 @@ class Script:
     refuse: dict[str, str] = field(default_factory=dict)
     ended: DebugEnded | None = None
     silent: bool = False  # stops answering requests
+    notices: list[NoticeItem] = field(default_factory=list)  # banners: what WatchNotices gets
     hard_deadline: float = HARD_DEADLINE
 
 
@@ -147,6 +151,7 @@ class FakeBroker:
         self.to_console: asyncio.Queue[Message | bytes] = asyncio.Queue()
         self.received: list[Message] = []
         self.watches: set[int] = set()
+        self.notice_watch: int | None = None
         self.closed = False
 
     def transport(self) -> MemoryTransport:
@@ -177,6 +182,9 @@ class FakeBroker:
                 self._pages(request_id, self.script.pods.get(namespace, []))
             case StopWatch(id=request_id):
                 self.watches.discard(request_id)
+            case WatchNotices(id=request_id):
+                self.notice_watch = request_id
+                self.push(NoticesChanged(request_id, list(self.script.notices)))
             case GetPod(id=request_id, namespace=namespace, pod=name):
                 if name.startswith("gone"):
                     self.push(Failed(request_id, f"pod {namespace}/{name} is gone; refresh"))
@@ -223,6 +231,11 @@ class FakeBroker:
 
     def change(self, watch_id: int, upserts: list[PodRow], deletes: list[str]) -> None:
         self.push(PodsChanged(watch_id, upserts, deletes))
+
+    def notices_changed(self, notices: list[NoticeItem]) -> None:
+        """What the broker's feed sends when a notice goes up or comes down."""
+        assert self.notice_watch is not None, "the console never asked for notices"
+        self.push(NoticesChanged(self.notice_watch, notices))
 
 
 class MemoryTransport:
