@@ -13,7 +13,15 @@ in :data:`CONSOLE_SENDS`.
 Requests carry an ``id`` chosen by the console; every answer to a request repeats it
 (``Failed`` included), so the console can have several in flight. A pod watch answers with
 ``PodsPage`` messages (the first one at once, the rest as they load, the last with
-``complete``) and then ``PodsChanged`` until ``StopWatch``.
+``complete``) and then ``PodsChanged`` until ``StopWatch``. ``WatchNotices`` subscribes the
+console to the notices every operator must see (a break-glass session in progress, later
+approval requests and who is watching): ``NoticesChanged`` carries the whole current set,
+at once and again at each change, until the console ends.
+
+Four-eyes approval (docs/approvals.md): a debug that needs another operator's approval is
+answered with ``AwaitsApproval`` instead of a shell; the console then polls
+``ListApprovals`` every few seconds (its operator's own requests, and those they may
+decide) and sends ``DecideApproval`` for an approver's decision.
 
 Pod rows are the protocol's bulk (50,000 in a big namespace), so they are encoded compactly:
 each :class:`PodRow` is a JSON array of its fields in order, not an object, and the two
@@ -39,6 +47,10 @@ __all__ = [
     "BROKER_FD_ENV",
     "CONSOLE_SENDS",
     "MAX_LINE",
+    "ApprovalDecided",
+    "ApprovalItem",
+    "Approvals",
+    "AwaitsApproval",
     "ContainerInfo",
     "DeadlinesChanged",
     "DebugEnded",
@@ -46,6 +58,7 @@ __all__ = [
     "DebugProgress",
     "DebugRefused",
     "DebugRequest",
+    "DecideApproval",
     "EnvVar",
     "EventRow",
     "Failed",
@@ -54,16 +67,20 @@ __all__ = [
     "Handover",
     "HiddenItem",
     "KeyValue",
+    "ListApprovals",
     "ListNamespaces",
     "Message",
     "Namespaces",
     "Notice",
+    "NoticeItem",
+    "NoticesChanged",
     "PodDetail",
     "PodRow",
     "PodsChanged",
     "PodsPage",
     "ProtocolError",
     "StopWatch",
+    "WatchNotices",
     "WatchPods",
     "Welcome",
     "decode",
@@ -109,6 +126,17 @@ class PodRow(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields
 
 
 @dataclass(frozen=True)
+class NoticeItem:
+    """Something every operator's console shows until it is over, as a banner."""
+
+    id: str
+    kind: str  # "break_glass"; the console words the banner by kind
+    user: str  # whom it is about
+    since: float  # epoch seconds
+    text: str  # e.g. the reason given; from an operator: neutralise before display
+
+
+@dataclass(frozen=True)
 class KeyValue:
     key: str
     value: str
@@ -140,6 +168,30 @@ class EventRow:
     message: str
     count: int
     last_seen: str  # RFC 3339
+
+
+@dataclass(frozen=True)
+class ApprovalItem:
+    """One approval request as a console shows it."""
+
+    id: str
+    requester: str
+    cluster: str
+    namespace: str
+    pod: str
+    container: str
+    mode: str
+    image: str
+    run_as_user: int
+    duration_seconds: float  # the session length the debug would get
+    reason: str  # the requester's, as typed (untrusted: neutralise before display)
+    status: str  # pending, approved, denied, expired, used
+    expires_at: float  # epoch seconds: when the request (or the unused approval) lapses
+    approvers: str  # who may approve, in words
+    decided_by: str  # "" until decided
+    decision_reason: str
+    mine: bool  # the console's operator asked for it
+    can_decide: bool  # the console's operator may approve or deny it now
 
 
 @dataclass(frozen=True)
@@ -177,6 +229,15 @@ class Notice(Message):
     kind: str  # "idle" or "hard"
     seconds_left: float
     message: str
+
+
+@dataclass(frozen=True)
+class NoticesChanged(Message):
+    """Broker → console: the notices in force now (all of them), for a ``WatchNotices``."""
+
+    type: ClassVar[str] = "notices"
+    id: int
+    notices: list[NoticeItem]
 
 
 @dataclass(frozen=True)
@@ -237,6 +298,7 @@ class DebugOptions(Message):
     max_session_seconds: float
     reason_required: bool
     recorded: bool
+    approval: str = ""  # "": none needed; else who must approve, in words
 
 
 @dataclass(frozen=True)
@@ -283,6 +345,38 @@ class DebugEnded(Message):
     message: str
 
 
+@dataclass(frozen=True)
+class AwaitsApproval(Message):
+    """Broker → console: the debug did not start because it needs another operator's
+    approval; request ``request_id`` waits for one (``ListApprovals`` follows it)."""
+
+    type: ClassVar[str] = "awaits_approval"
+    request_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Approvals(Message):
+    """The answer to ``ListApprovals``: the operator's own recent requests, then the open
+    ones they may decide."""
+
+    type: ClassVar[str] = "approvals"
+    id: int
+    items: list[ApprovalItem]
+
+
+@dataclass(frozen=True)
+class ApprovalDecided(Message):
+    """The answer to ``DecideApproval`` that the broker made: ``status`` is the request's
+    new one (approved or denied)."""
+
+    type: ClassVar[str] = "approval_decided"
+    id: int
+    request_id: str
+    status: str
+    message: str
+
+
 # ---------------------------------------------------------------------------- console → broker
 @dataclass(frozen=True)
 class ListNamespaces(Message):
@@ -297,6 +391,14 @@ class WatchPods(Message):
     id: int
     cluster: str
     namespace: str
+
+
+@dataclass(frozen=True)
+class WatchNotices(Message):
+    """Console → broker: send the notices in force now, and again whenever they change."""
+
+    type: ClassVar[str] = "watch_notices"
+    id: int
 
 
 @dataclass(frozen=True)
@@ -342,10 +444,28 @@ class DebugRequest(Message):
     add_capabilities: list[str]
 
 
+@dataclass(frozen=True)
+class ListApprovals(Message):
+    type: ClassVar[str] = "list_approvals"
+    id: int
+
+
+@dataclass(frozen=True)
+class DecideApproval(Message):
+    """Console → broker: approve (or deny) a request. The broker decides who may."""
+
+    type: ClassVar[str] = "decide_approval"
+    id: int
+    request_id: str
+    approve: bool
+    reason: str
+
+
 _MESSAGES: tuple[type[Message], ...] = (
     Welcome,
     DeadlinesChanged,
     Notice,
+    NoticesChanged,
     Namespaces,
     PodsPage,
     PodsChanged,
@@ -362,13 +482,30 @@ _MESSAGES: tuple[type[Message], ...] = (
     GetPod,
     GetDebugOptions,
     DebugRequest,
+    AwaitsApproval,
+    Approvals,
+    ApprovalDecided,
+    ListApprovals,
+    DecideApproval,
+    WatchNotices,
 )
 _TYPES: dict[str, type[Message]] = {cls.type: cls for cls in _MESSAGES}
 CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
-    {ListNamespaces, WatchPods, StopWatch, GetPod, GetDebugOptions, DebugRequest}
+    {
+        ListNamespaces,
+        WatchPods,
+        StopWatch,
+        GetPod,
+        GetDebugOptions,
+        DebugRequest,
+        ListApprovals,
+        DecideApproval,
+        WatchNotices,
+    }
 )
 _RECORDS: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (HiddenItem, KeyValue, EnvVar, ContainerInfo, EventRow)
+    cls.__name__: cls
+    for cls in (HiddenItem, KeyValue, EnvVar, ContainerInfo, EventRow, ApprovalItem, NoticeItem)
 }
 _SCALARS: dict[str, tuple[type, ...]] = {
     "str": (str,),

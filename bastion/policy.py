@@ -6,8 +6,8 @@ the principal and answers with a :class:`Decision`:
 * allowed only when at least one grant covers the principal, the time, the cluster, the
   namespace, the pod's labels, the mode and the image;
 * when several grants cover the request, the most restrictive limit of each kind wins
-  (shortest session and idle timeout; a reason and input recording are required if any of
-  them requires it);
+  (shortest session and idle timeout; a reason, input recording and another operator's
+  approval are required if any of them requires it);
 * a denial names the rule that stopped the request, taken from the grant that came closest,
   in words an operator can act on.
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 
+from bastion.approval import ApprovalNeed, ApprovalRule
 from bastion.globs import compile_glob
 from bastion.labels import LabelSelector
 
@@ -62,6 +63,8 @@ class Mode(StrEnum):
 class Principal:
     name: str
     groups: frozenset[str] = frozenset()
+    # A break-glass account that logged in with its one-time code (docs/break-glass.md): it
+    # gets the break-glass grants, and only those.
     break_glass: bool = False
 
 
@@ -88,6 +91,8 @@ class Limits:
     reason_required: bool
     record_input: bool
     vault_role: str
+    # None: no covering grant requires approval (bastion.approval).
+    approval: ApprovalNeed | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,9 @@ class Grant:
     record_input: bool = False
     not_before: datetime | None = None
     not_after: datetime | None = None
+    approval: ApprovalRule | None = None
+    # The config's break_glass grant: it names nobody, and covers break-glass principals only.
+    break_glass: bool = False
     _cluster_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _namespace_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -170,14 +178,28 @@ class Policy:
         self.grants: tuple[Grant, ...] = tuple(grants)
         self._by_user: dict[str, list[int]] = {}
         self._by_group: dict[str, list[int]] = {}
+        self._break_glass: list[int] = []
         for index, grant in enumerate(self.grants):
+            if grant.break_glass:
+                self._break_glass.append(index)
+                continue
             for user in grant.users:
                 self._by_user.setdefault(user, []).append(index)
             for group in grant.groups:
                 self._by_group.setdefault(group, []).append(index)
 
+    def with_grants(self, extra: Iterable[Grant]) -> Policy:
+        """This policy with ``extra`` grants after its own (the break-glass grant)."""
+        more = tuple(extra)
+        return Policy((*self.grants, *more)) if more else self
+
     def grants_for(self, principal: Principal) -> list[Grant]:
-        """The grants naming the principal or one of its groups, in config order."""
+        """The grants naming the principal or one of its groups, in config order; for a
+        break-glass principal the break-glass grants alone, so that its session has exactly
+        the elevated grant and its limits (input recorded, the time box) whatever else the
+        account's groups would give."""
+        if principal.break_glass:
+            return [self.grants[i] for i in self._break_glass]
         indices = set(self._by_user.get(principal.name, ()))
         for group in principal.groups:
             indices.update(self._by_group.get(group, ()))
@@ -248,6 +270,7 @@ def decide(
         # The first covering grant in config order names the Vault role: the role's
         # Kubernetes rules are what the grant's modes need, and order makes it predictable.
         vault_role=covering[0].vault_role,
+        approval=ApprovalNeed.combine((g.name, g.approval) for g in covering if g.approval),
     )
     names = tuple(g.name for g in covering)
     if len(request.reason) > MAX_REASON_CHARS:

@@ -74,7 +74,8 @@ def test_unknown_key_lists_the_allowed_ones(write_config: WriteConfig) -> None:
     assert problems(write_config(edit)) == [
         "57: grants[1].namespace: unknown key 'namespace'; allowed keys here: name, users, "
         "groups, clusters, namespaces, pod_selector, modes, images, max_session, "
-        "idle_timeout, reason_required, record_input, vault_role, not_before, not_after"
+        "idle_timeout, reason_required, record_input, vault_role, not_before, not_after, "
+        "approval"
     ]
 
 

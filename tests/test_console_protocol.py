@@ -9,23 +9,32 @@ from hypothesis import strategies as st
 from bastion.console_protocol import (
     CONSOLE_SENDS,
     MAX_LINE,
+    ApprovalDecided,
+    ApprovalItem,
+    Approvals,
+    AwaitsApproval,
     ContainerInfo,
     DebugEnded,
     DebugProgress,
     DebugRefused,
     DebugRequest,
+    DecideApproval,
     EnvVar,
     EventRow,
     Handover,
     HiddenItem,
     KeyValue,
+    ListApprovals,
     Namespaces,
     Notice,
+    NoticeItem,
+    NoticesChanged,
     PodDetail,
     PodRow,
     PodsChanged,
     PodsPage,
     ProtocolError,
+    WatchNotices,
     Welcome,
     decode,
     encode,
@@ -53,7 +62,8 @@ def test_notices_round_trip(kind: str, seconds: float, message: str) -> None:
         (b'{"type": 3}', "a JSON object with a string 'type'"),
         (
             b'{"type": "launch"}',
-            "unknown message type; known: deadlines, debug, debug_options, ended, failed",
+            "unknown message type; known: approval_decided, approvals, awaits_approval, "
+            "deadlines, debug, debug_options",
         ),
         (b'{"type": "notice", "kind": "idle"}', "takes exactly the fields"),
         (
@@ -194,8 +204,60 @@ def test_pod_pages_take_exactly_their_fields(fields: dict[str, object], error: s
 def test_a_console_may_send_only_requests() -> None:
     names = sorted(cls.type for cls in CONSOLE_SENDS)
     assert names == [
-        "debug", "get_debug_options", "get_pod", "list_namespaces", "stop_watch", "watch_pods",
+        "debug", "decide_approval", "get_debug_options", "get_pod", "list_approvals",
+        "list_namespaces", "stop_watch", "watch_notices", "watch_pods",
     ]  # fmt: skip
+
+
+def _approval_item(**overrides: object) -> ApprovalItem:
+    fields: dict[str, object] = {
+        "id": "3f2a9c0d81e4", "requester": "alice", "cluster": "prod", "namespace": "shop",
+        "pod": "web-1", "container": "app", "mode": "ephemeral", "image": "img@sha256:" + "a" * 64,
+        "run_as_user": 65532, "duration_seconds": 1800.0, "reason": "INC-7 \x1b[2J",
+        "status": "pending",
+        "expires_at": 1_795_867_200.0, "approvers": "groups leads", "decided_by": "",
+        "decision_reason": "", "mine": False, "can_decide": True,
+    }  # fmt: skip
+    fields.update(overrides)
+    return ApprovalItem(**fields)  # type: ignore[arg-type]
+
+
+def test_approval_messages_round_trip() -> None:
+    for message in (
+        ListApprovals(7),
+        Approvals(7, [_approval_item(), _approval_item(id="b", mine=True, can_decide=False)]),
+        Approvals(8, []),
+        DecideApproval(9, "3f2a9c0d81e4", True, ""),
+        DecideApproval(10, "3f2a9c0d81e4", False, "not during the freeze"),
+        ApprovalDecided(9, "3f2a9c0d81e4", "approved", "request 3f2a9c0d81e4 of alice approved"),
+        AwaitsApproval("3f2a9c0d81e4", "this debug needs the approval of another operator"),
+    ):
+        assert decode(encode(message)) == message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("can_decide", 1, r"approvals.items\[\].can_decide has the wrong type"),
+        ("run_as_user", "0", r"approvals.items\[\].run_as_user has the wrong type"),
+        ("expires_at", None, r"approvals.items\[\].expires_at has the wrong type"),
+    ],
+)
+def test_approval_items_with_wrong_shapes_are_refused(
+    field: str, value: object, error: str
+) -> None:
+    import json  # noqa: PLC0415 - only this test builds raw lines
+
+    line = json.loads(encode(Approvals(1, [_approval_item()])))
+    line["items"][0][field] = value
+    with pytest.raises(ProtocolError, match=error):
+        decode(json.dumps(line).encode())
+
+
+def test_a_decision_must_say_approve_or_deny_as_a_boolean() -> None:
+    line = b'{"type":"decide_approval","id":1,"request_id":"x","approve":"yes","reason":""}'
+    with pytest.raises(ProtocolError, match=r"decide_approval\.approve has the wrong type"):
+        decode(line)
 
 
 def test_debug_messages_round_trip() -> None:
@@ -249,3 +311,34 @@ def test_debug_requests_with_wrong_shapes_are_refused(
     assert isinstance(decode(_request_line()), DebugRequest)
     with pytest.raises(ProtocolError, match=error):
         decode(_request_line(**overrides))
+
+
+@given(
+    user=st.text(max_size=64),
+    text=st.text(max_size=1000),
+    since=st.floats(0, 4e9, allow_nan=False),
+)
+def test_notice_feed_messages_round_trip(user: str, text: str, since: float) -> None:
+    changed = NoticesChanged(7, [NoticeItem("n1", "break_glass", user, since, text)])
+    line = encode(changed)
+    assert line.count(b"\n") == 1  # a reason with line breaks is still one message
+    assert decode(line) == changed
+    assert decode(encode(NoticesChanged(8, []))) == NoticesChanged(8, [])
+    assert decode(encode(WatchNotices(3))) == WatchNotices(3)
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        (b'{"type":"notices","id":1,"notices":[{"id":"n"}]}', "notices.notices\\[\\].*exactly"),
+        (
+            b'{"type":"notices","id":1,"notices":[{"id":"n","kind":"break_glass","user":"a",'
+            b'"since":"now","text":"t"}]}',
+            "notices.notices\\[\\].since has the wrong type",
+        ),
+        (b'{"type":"watch_notices"}', "takes exactly the fields id"),
+    ],
+)
+def test_malformed_notices_are_refused(line: bytes, error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        decode(line)

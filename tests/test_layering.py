@@ -20,7 +20,9 @@ PURE = ["bastion.policy", "bastion.labels", "bastion.audit.chain", "bastion.reda
         "bastion.kube_permissions", "bastion.totp", "bastion.enrolment",
         "bastion.console_protocol", "bastion.session.lifecycle",
         "bastion.session.deadlines", "bastion.debug_command", "bastion.terminal_text",
-        "bastion.debug_container", "bastion.audit.checkpoint"]  # fmt: skip
+        "bastion.debug_container", "bastion.audit.checkpoint", "bastion.keys.model",
+        "bastion.approval", "bastion.breakglass.codes", "bastion.breakglass.reason",
+        "bastion.recording.transcript"]  # fmt: skip
 
 
 def loaded_after_import(module: str) -> set[str]:

@@ -28,6 +28,7 @@ from textual.css.model import RuleSet
 
 from bastion.console_protocol import (
     BROKER_FD_ENV,
+    AwaitsApproval,
     DeadlinesChanged,
     DebugEnded,
     DebugProgress,
@@ -35,8 +36,19 @@ from bastion.console_protocol import (
     Handover,
     Message,
     Notice,
+    NoticeItem,
+    NoticesChanged,
     Welcome,
 )
+from tui.approvals import (
+    POLL_EVERY,
+    ApprovalBoard,
+    ApprovalsScreen,
+    AwaitingApprovalScreen,
+    decide,
+    refresh,
+)
+from tui.banners import banner_text
 from tui.broker import BrokerClient, BrokerGone, SocketTransport, Transport
 from tui.debug_screens import DebugProgressScreen
 from tui.safe_text import clean
@@ -49,6 +61,7 @@ KEYS: list[tuple[str, str, str]] = [
     ("everywhere", "?", "show these keys"),
     ("everywhere", "q / ctrl+c", "end the session"),
     ("everywhere", "escape", "back (on the pod list: clear the filter first)"),
+    ("everywhere", "a", "approval requests: yours, and those you may approve or deny"),
     ("lists", "up/down j/k", "move"),
     ("lists", "enter", "open"),
     ("namespaces", "h", "show what policy hides, and why"),
@@ -62,6 +75,8 @@ KEYS: list[tuple[str, str, str]] = [
     ("pod", "r", "reload the details"),
     ("confirmation", "ctrl+d / enter", "start the debug shell"),
     ("confirmation", "escape", "cancel"),
+    ("approvals", "y / n", "approve / deny the request (asks for a reason)"),
+    ("approvals", "enter", "follow your own request; when approved, start its debug shell"),
 ]
 
 
@@ -98,6 +113,7 @@ class ConsoleApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit_session", "Quit"),
         Binding("question_mark", "help", "Keys"),
+        Binding("a", "approvals", "Approvals"),
     ]
 
     # The CSS a console of this process parsed, kept by keep_parsed_css() with the theme
@@ -132,6 +148,8 @@ class ConsoleApp(App[int]):
         self.last_input = clock()
         self.debugging: DebugProgressScreen | None = None
         self.ended: DebugEnded | None = None
+        self.board = ApprovalBoard()
+        self.notices: list[NoticeItem] = []  # banners under the top line (break-glass)
 
     def keep_parsed_css(self) -> None:
         """Consoles created after this one in this process reuse the CSS it parsed (the
@@ -141,11 +159,13 @@ class ConsoleApp(App[int]):
     async def on_mount(self) -> None:
         try:
             self.welcome = await self.broker.start()
+            await self.broker.watch_notices()
         except BrokerGone as exc:
             self.exit(return_code=1, message=str(exc))
             return
         await self.push_screen(ClustersScreen())
         self.set_interval(1.0, self.update_bar)
+        self.set_interval(POLL_EVERY, self.poll_approvals)
         if len(self.welcome.clusters) == 1:
             await self.push_screen(NamespacesScreen(self.welcome.clusters[0]))
         await self._back_to()  # the broker tells a console started after a shell how it ended
@@ -167,15 +187,19 @@ class ConsoleApp(App[int]):
             self.where,
             self.welcome.hard_deadline - now,
             idle - (now - self.last_input) if idle else None,
+            self.board.to_decide,
         )
         for bar in self.screen.query(SessionBar):
-            bar.update(line)
+            bar.update(banner_text(line, self.notices, now))
 
     # ------------------------------------------------------------------ broker events
     def _event(self, message: Message) -> None:
         match message:
             case Notice():
                 self.notify(clean(message.message), severity="warning", markup=False)
+            case NoticesChanged():
+                self.notices = list(message.notices)
+                self.update_bar()
             case DeadlinesChanged():
                 self.welcome = Welcome(
                     self.welcome.user,
@@ -193,6 +217,11 @@ class ConsoleApp(App[int]):
                     self.pop_screen()
                 self.debugging = None
                 self.notify(clean(message.message), severity="error", markup=False, timeout=10)
+            case AwaitsApproval():
+                if self.debugging is not None and self.screen is self.debugging:
+                    self.pop_screen()
+                self.debugging = None
+                self.push_screen(AwaitingApprovalScreen(message.request_id, message.message))
             case Handover():
                 # Textual restores the terminal on the way out; the broker attaches it next.
                 self.exit(0)
@@ -230,10 +259,22 @@ class ConsoleApp(App[int]):
     def _gone(self, reason: str) -> None:
         self.exit(return_code=1, message=reason)
 
+    # ------------------------------------------------------------------ approvals
+    def poll_approvals(self) -> None:
+        """Ask the broker for the approval requests now (also every POLL_EVERY seconds)."""
+        self.run_worker(refresh(self), group="approvals", exclusive=True)
+
+    def send_decision(self, request_id: str, approve: bool, reason: str) -> None:
+        self.run_worker(decide(self, request_id, approve, reason), group="decision")
+
     # ------------------------------------------------------------------ keys
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(KEYS))
+
+    def action_approvals(self) -> None:
+        if isinstance(self.screen, PodsScreen | PodScreen | NamespacesScreen | ClustersScreen):
+            self.push_screen(ApprovalsScreen())
 
     def action_quit_session(self) -> None:
         if isinstance(self.screen, PodsScreen | PodScreen | NamespacesScreen | ClustersScreen):

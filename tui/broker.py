@@ -2,7 +2,8 @@
 
 Requests are answered by ``id``; a pod watch is an async iterator of its pages and changes;
 everything else the broker sends on its own (``Notice``, ``DeadlinesChanged``,
-``DebugProgress``, ``DebugRefused``, ``Handover``, ``DebugEnded``) goes to one callback.
+``NoticesChanged``, ``DebugProgress``, ``DebugRefused``, ``Handover``, ``DebugEnded``) goes
+to one callback.
 A broker that closes the socket, sends a line that is not a message, or does not answer a
 request in time is gone: every waiter gets :class:`BrokerGone` and ``on_gone`` is told once.
 
@@ -21,11 +22,16 @@ from typing import Protocol, TypeVar
 
 from bastion.console_protocol import (
     MAX_LINE,
+    ApprovalDecided,
+    ApprovalItem,
+    Approvals,
     DebugOptions,
     DebugRequest,
+    DecideApproval,
     Failed,
     GetDebugOptions,
     GetPod,
+    ListApprovals,
     ListNamespaces,
     Message,
     Namespaces,
@@ -34,6 +40,7 @@ from bastion.console_protocol import (
     PodsPage,
     ProtocolError,
     StopWatch,
+    WatchNotices,
     WatchPods,
     Welcome,
     decode,
@@ -291,6 +298,22 @@ class BrokerClient:
     def forget_watch(self, watch_id: int) -> None:
         self._watches.pop(watch_id, None)
 
+    async def watch_notices(self) -> None:
+        """Ask for the notices every operator sees (break-glass sessions): the broker sends
+        ``NoticesChanged`` events, at once and at every change, while the console runs.
+        Id 0, outside the requests' count from 1: a console has one notices watch."""
+        await self.send(WatchNotices(0))
+
     async def debug(self, request: DebugRequest) -> None:
-        """Ask for a debug shell; progress, refusal and handover arrive as events."""
+        """Ask for a debug shell; progress, refusal, handover (or that it awaits approval)
+        arrive as events."""
         await self.send(request)
+
+    async def approvals(self) -> list[ApprovalItem]:
+        """The operator's own approval requests, and those they may decide."""
+        return (await self._ask(ListApprovals(self.next_id()), Approvals)).items
+
+    async def decide_approval(self, request_id: str, *, approve: bool, reason: str) -> str:
+        """Approve or deny a request; the broker's sentence (RequestFailed: refused)."""
+        request = DecideApproval(self.next_id(), request_id, approve, reason)
+        return (await self._ask(request, ApprovalDecided)).message

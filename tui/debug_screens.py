@@ -74,6 +74,11 @@ class DebugConfirmation(ModalScreen[DebugChoice | None]):
             yield Static(_field("time limit", clock_text(options.max_session_seconds)))
             if options.recorded:
                 yield Static(Text("This session is recorded.", style="bold yellow"))
+            if options.approval:
+                needs = Text("Needs another operator's approval (", style="bold yellow", end="")
+                needs.append_text(safe(options.approval, "bold yellow"))
+                needs.append("): confirming asks for it, or uses it once given.")
+                yield Static(needs)
             if options.reason_required:
                 yield Input(placeholder="reason (required)", id="reason", max_length=500)
             yield Label("", id="confirm-error")

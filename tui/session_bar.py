@@ -18,8 +18,10 @@ def clock_text(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def session_line(user: str, where: str, session_left: float, idle_left: float | None) -> Text:
-    """``user  cluster/namespace   session 1:59:00 left   idle 1:30 left``."""
+def session_line(
+    user: str, where: str, session_left: float, idle_left: float | None, to_approve: int = 0
+) -> Text:
+    """``user  cluster/namespace   session 1:59:00 left   idle 1:30 left   2 to approve (a)``."""
     line = Text(no_wrap=True, end="")
     line.append(" ")
     line.append_text(safe(user, "bold"))
@@ -32,10 +34,16 @@ def session_line(user: str, where: str, session_left: float, idle_left: float | 
     if idle_left is not None and idle_left < IDLE_SHOWN_UNDER:
         line.append("   idle ")
         line.append(f"{clock_text(idle_left)} left", "bold yellow")
+    if to_approve:
+        line.append("   ")
+        line.append(f"{to_approve} to approve (a)", "bold reverse")
     return line
 
 
 class SessionBar(Static):
     DEFAULT_CSS = """
-    SessionBar { height: 1; background: $primary; color: $text; }
+    SessionBar {
+        height: auto; max-height: 6; background: $primary; color: $text;
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
     """

@@ -11,7 +11,9 @@ A chain alone cannot show that lines were cut from its end. The writer therefore
 ends before its head is reported as truncated. Signed checkpoints
 (:mod:`bastion.audit.checkpoint`) are lines of the chain; given the bastion's public key,
 :func:`verify` checks each one, and checks the log against checkpoints that were shipped
-off-host, which are what shows a tail cut by someone who could also rewrite the head.
+off-host, which are what shows a tail cut by someone who could also rewrite the head. Key
+rotation lines hand the signing over to a new key: from the key the log started with,
+:func:`verify` follows them, and a rotation the key in force did not sign is a forgery.
 
 Pure: no I/O. :mod:`bastion.audit.log` does the writing.
 """
@@ -26,7 +28,13 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bastion.audit.checkpoint import check_checkpoint, is_checkpoint
+from bastion.audit.checkpoint import (
+    check_checkpoint,
+    check_rotation,
+    is_rotation,
+    is_signed,
+)
+from bastion.recording.keys import fingerprint, raw_public
 
 __all__ = [
     "ENVELOPE",
@@ -49,7 +57,7 @@ _TRAILER = ("prev", "hash")
 RESERVED = frozenset(ENVELOPE + _TRAILER)
 
 # What a verdict found, one word each; the command line maps each to its exit status.
-VerdictKind = Literal["ok", "broken", "forged", "truncated", "diverged", "unsigned"]
+VerdictKind = Literal["ok", "broken", "forged", "truncated", "diverged", "unsigned", "bad_rotation"]
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,7 @@ def verify(
     hash_at_head: str | None = None
     checkpoints = 0
     last_signed: Mapping[str, Any] | None = None
+    keys = _KeysInForce(public_key) if public_key is not None else None
     for raw in lines:
         try:
             event = reader.feed(raw)
@@ -182,12 +191,13 @@ def verify(
             seen[number] = event["hash"]
         if head is not None and number == head.seq:
             hash_at_head = event["hash"]
-        if is_checkpoint(event):
+        if is_signed(event):
             checkpoints += 1
-            if public_key is not None:
-                problem = check_checkpoint(event, public_key)
-                if problem is not None:
-                    return Verdict(False, number, f"line {number}: {problem}", number, "forged")
+            if keys is not None:
+                failed = keys.check(event)
+                if failed is not None:
+                    kind, problem = failed
+                    return Verdict(False, number, f"line {number}: {problem}", number, kind)
                 last_signed = event
     count = reader.last.seq
     if head is not None:
@@ -210,35 +220,124 @@ def verify(
                 head.seq,
                 "broken",
             )
-    if public_key is not None:
-        for checkpoint in shipped:
-            mismatch = _check_shipped(checkpoint, public_key, count, seen)
+    if keys is not None:
+        # In the order they were written, so that shipped rotations past the log's end
+        # hand over to the keys of the shipped checkpoints after them.
+        beyond = _KeysInForce.after(keys)
+        for checkpoint in sorted(shipped, key=_shipped_order):
+            seq = checkpoint.get("seq")
+            within = isinstance(seq, int) and seq <= count
+            mismatch = _check_shipped(checkpoint, keys if within else beyond, count, seen)
             if mismatch is not None:
                 return mismatch
         unsigned = _unsigned(count, last_signed)
         if unsigned is not None:
             return unsigned
-    return Verdict(True, count, _summary(count, checkpoints, last_signed, public_key, shipped))
+    summary = _summary(count, checkpoints, last_signed, public_key, shipped)
+    if keys is not None and keys.rotations:
+        summary += f"; {keys.describe_rotations()}"
+    return Verdict(True, count, summary)
+
+
+class _KeysInForce:
+    """Which signing key is in force at each line: the key the log started with, then each
+    key a verified rotation line handed over to."""
+
+    def __init__(self, first: Ed25519PublicKey) -> None:
+        self.first = first
+        self.current = first
+        # (line of the rotation, the new key): the new key signs the lines after it.
+        self.rotations: list[tuple[int, Ed25519PublicKey, bool]] = []
+        self._retired: dict[str, int] = {}
+
+    @classmethod
+    def after(cls, keys: _KeysInForce) -> _KeysInForce:
+        """A walk that continues from where ``keys`` ended (for lines past the log's end)."""
+        walk = cls(keys.first)
+        walk.current = keys.current
+        walk.rotations = list(keys.rotations)
+        walk._retired = dict(keys._retired)
+        return walk
+
+    def key_at(self, seq: int) -> Ed25519PublicKey:
+        key = self.first
+        for line, new_key, _ in self.rotations:
+            if line < seq:
+                key = new_key
+        return key
+
+    def check(self, event: Mapping[str, Any]) -> tuple[VerdictKind, str] | None:
+        """Check a signed line against the key in force at it; advance on a rotation."""
+        seq = int(event["seq"])
+        key = self.key_at(seq)
+        if is_rotation(event):
+            problem, new_key = check_rotation(event, key)
+            if problem is not None or new_key is None:
+                retired = self._retired.get(str(event.get("key_id")))
+                if retired is not None:
+                    problem = (
+                        f"key rotation record signed by key {event.get('key_id')}, which was "
+                        f"retired at line {retired}: a forged rotation"
+                    )
+                return "bad_rotation", str(problem)
+            if seq > self._last_rotation():
+                self._retired[_key_id(key)] = seq
+                self.rotations.append((seq, new_key, bool(event["compromised"])))
+                self.current = new_key
+            return None
+        name = "the key given" if key is self.first else "the key in force"
+        retired = self._retired.get(str(event.get("key_id")))
+        problem = check_checkpoint(event, key, key_name=name)
+        if problem is not None and retired is not None and retired < seq:
+            problem = (
+                f"checkpoint signed by key {event.get('key_id')}, which was retired at line "
+                f"{retired}: a checkpoint forged with an old key"
+            )
+        return None if problem is None else ("forged", problem)
+
+    def _last_rotation(self) -> int:
+        return self.rotations[-1][0] if self.rotations else 0
+
+    def describe_rotations(self) -> str:
+        parts = []
+        for line, key, compromised in self.rotations:
+            note = " (the old key declared compromised)" if compromised else ""
+            parts.append(f"line {line} to {_key_id(key)}{note}")
+        count = len(self.rotations)
+        return f"{count} key rotation{'s' if count > 1 else ''} followed: " + ", ".join(parts)
+
+
+def _key_id(key: Ed25519PublicKey) -> str:
+    return fingerprint(raw_public(key))
+
+
+def _shipped_order(checkpoint: Mapping[str, Any]) -> int:
+    seq = checkpoint.get("seq")
+    return seq if isinstance(seq, int) else -1
 
 
 def _check_shipped(
     checkpoint: Mapping[str, Any],
-    public_key: Ed25519PublicKey,
+    keys: _KeysInForce,
     count: int,
     seen: Mapping[int, str],
 ) -> Verdict | None:
     seq = checkpoint.get("seq")
-    where = f"the checkpoint shipped as line {seq} at {checkpoint.get('time')}"
+    what = "key rotation" if is_rotation(checkpoint) else "checkpoint"
+    where = f"the {what} shipped as line {seq} at {checkpoint.get('time')}"
     missing = [k for k in (*ENVELOPE, *_TRAILER) if k not in checkpoint]
-    problem = (
-        f"missing member(s) {', '.join(missing)}"
+    if not isinstance(seq, int):
+        missing.append("seq")
+    failed: tuple[VerdictKind, str] | None = (
+        ("forged", f"missing member(s) {', '.join(missing)}")
         if missing
-        else "its hash does not match its content"
+        else ("forged", "its hash does not match its content")
         if not shipped_hash_ok(checkpoint)
-        else check_checkpoint(checkpoint, public_key)
+        else keys.check(checkpoint)
     )
-    if problem is not None or not isinstance(seq, int):
-        return Verdict(False, count, f"{where} does not verify: {problem}", None, "forged")
+    if failed is not None or not isinstance(seq, int):
+        kind, problem = failed or ("forged", "no line number")
+        return Verdict(False, count, f"{where} does not verify: {problem}", None, kind)
     if count < seq:
         return Verdict(
             False,

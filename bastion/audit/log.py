@@ -21,6 +21,13 @@ while the log is open, even when nothing happens. The last checkpoint's line num
 time live in the head record, which every writer reads under the lock: however many
 processes write, there is one schedule. Closing the log signs what is not yet signed.
 
+**Key rotation** (:meth:`AuditLog.rotate_signing_key_now`, run by ``bastion keys rotate``):
+under the lock, a rotation line signed by the key in use and naming the new key is written
+and synced, and only then is the new key (staged beside the old one) installed. The head
+record names the key the chain expects next, so every writer, in any process, signs its
+next checkpoint with the new key; a writer finding the key file replaced any other way
+refuses to sign (its checkpoints could not be verified) rather than sign with it.
+
 Secrets never reach the log: values wrapped in :class:`Secret`, and values of fields whose
 names say they are secret, are stored as keyed HMACs; every other string is passed through
 :func:`bastion.redact.redact`.
@@ -50,11 +57,21 @@ from bastion.audit.checkpoint import (
     CHECKPOINT_ACTOR,
     CHECKPOINT_EVENT,
     CHECKPOINT_OUTCOME,
+    ROTATION_EVENT,
     CheckpointPolicy,
     checkpoint_fields,
+    rotation_fields,
 )
 from bastion.errors import AuditUnavailable
-from bastion.recording.key_files import SigningKeyFile, load_or_create_signing_key
+from bastion.recording.key_files import (
+    SigningKeyFile,
+    discard_staged_signing_key,
+    install_staged_signing_key,
+    load_or_create_signing_key,
+    read_signing_key,
+    read_staged_signing_key,
+)
+from bastion.recording.keys import fingerprint, raw_public
 from bastion.redact import redact
 
 if TYPE_CHECKING:
@@ -65,6 +82,7 @@ __all__ = [
     "AuditLog",
     "Checkpointer",
     "Secret",
+    "SigningKeyFiles",
     "head_path",
     "load_or_create_hmac_key",
     "read_head",
@@ -88,33 +106,76 @@ _HEAD_SIZE = 256  # one fixed-size record, rewritten in place: a single sector w
 _SECRET_NAMES = ("token", "password", "secret", "credential", "private_key", "lease_id")
 
 
+def key_id(key: Ed25519PrivateKey) -> str:
+    return fingerprint(raw_public(key.public_key()))
+
+
+@dataclass(frozen=True)
+class SigningKeyFiles:
+    """The bastion's checkpoint key on disk (``<state_dir>/audit-signing.key``), read under
+    the log's lock at each checkpoint so that a rotation made by another process is
+    followed."""
+
+    state_dir: Path
+    kind: SigningKeyFile = AUDIT_SIGNING_KEY
+
+    def current(self, expected: str | None) -> Ed25519PrivateKey:
+        """The key to sign with when the chain expects key ``expected`` (None: any).
+
+        A staged key that the chain already names is a rotation whose last step (the
+        rename) did not happen: it is completed here. Any other key is refused.
+        """
+        key = read_signing_key(self.state_dir, self.kind)
+        if expected is None or key_id(key) == expected:
+            return key
+        staged = read_staged_signing_key(self.state_dir, self.kind)
+        if staged is not None and key_id(staged) == expected:
+            log.warning("completing an interrupted rotation of %s", self.kind.what)
+            return install_staged_signing_key(self.state_dir, self.kind)
+        raise AuditUnavailable(
+            f"{self.kind.what} in {self.state_dir} is {key_id(key)}, but the audit log's last "
+            f"signature hands over to {expected}: the key was replaced outside 'bastion keys "
+            "rotate', and checkpoints signed with it could not be verified",
+            hint="put the right key back; or keep the log as evidence, move it and its .head "
+            "aside, and start a new log with the new key",
+        )
+
+
 @dataclass(frozen=True)
 class Checkpointer:
-    """How this writer signs checkpoints: the bastion's key and the policy."""
+    """How this writer signs checkpoints: the bastion's key and the policy. With ``files``
+    the key is read from there at each checkpoint (rotations are followed); without, ``key``
+    signs every checkpoint (tools and tests)."""
 
     key: Ed25519PrivateKey
     policy: CheckpointPolicy
+    files: SigningKeyFiles | None = None
 
 
 @dataclass(frozen=True)
 class _HeadRecord:
-    """The head file: the chain's last durable line, and the last checkpoint's line and
-    time (epoch seconds), shared by every process that writes the log."""
+    """The head file: the chain's last durable line, the last checkpoint's line and time
+    (epoch seconds), and the id of the key the next checkpoint must be signed with, shared
+    by every process that writes the log."""
 
     seq: int
     hash: str
     checkpoint_seq: int = 0
     checkpoint_at: float = 0.0
+    key_id: str | None = None
 
     def encode(self) -> bytes:
-        record = json.dumps(
-            {
-                "seq": self.seq,
-                "hash": self.hash,
-                "checkpoint_seq": self.checkpoint_seq,
-                "checkpoint_at": self.checkpoint_at,
-            }
-        ).encode()
+        fields: dict[str, Any] = {
+            "seq": self.seq,
+            "hash": self.hash,
+            "checkpoint_seq": self.checkpoint_seq,
+            "checkpoint_at": self.checkpoint_at,
+        }
+        if self.key_id is not None:
+            fields["key_id"] = self.key_id
+        record = json.dumps(fields).encode()
+        if len(record) >= _HEAD_SIZE:
+            raise ValueError(f"an audit head record is at most {_HEAD_SIZE - 1} bytes")
         return record.ljust(_HEAD_SIZE - 1) + b"\n"
 
     @classmethod
@@ -127,6 +188,7 @@ class _HeadRecord:
                 hash=str(data["hash"]),
                 checkpoint_seq=int(data.get("checkpoint_seq", 0)),
                 checkpoint_at=float(data.get("checkpoint_at", 0.0)),
+                key_id=str(data["key_id"]) if data.get("key_id") is not None else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a valid audit head record ({exc})") from None
@@ -202,6 +264,16 @@ class _Pending:
 _Item = tuple[str, str | None, str, str, dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class _Rotation:
+    """A signing key handover to write: the new key, who asked, and how to install it."""
+
+    new_key: Ed25519PrivateKey
+    actor: str
+    compromised: bool
+    install: Callable[[], object]
+
+
 class AuditLog:
     """Append events to one hash-chained JSON-lines file; see the module docstring."""
 
@@ -235,6 +307,8 @@ class AuditLog:
         # The last checkpoint (line, epoch seconds), from the head record like the above.
         self._checkpoint_seq = 0
         self._checkpoint_at = 0.0
+        # The key the chain expects the next signature from (from the head record).
+        self._key_id: str | None = None
         # Since when writes fail, why, and how many events were refused (the actions they
         # recorded were refused, or their sessions ended): written once the log works again.
         self._outage: dict[str, Any] | None = None
@@ -247,6 +321,7 @@ class AuditLog:
         checkpointer = Checkpointer(
             load_or_create_signing_key(config.paths.state_dir, AUDIT_SIGNING_KEY),
             CheckpointPolicy(audit.checkpoint_every, audit.checkpoint_interval.total_seconds()),
+            files=SigningKeyFiles(config.paths.state_dir),
         )
         background: list[Background] = []
         if audit.ship is not None:
@@ -367,6 +442,27 @@ class AuditLog:
         """Blocking twin of :meth:`record` for the command-line tools."""
         return self._write([(event, session, actor, outcome, self._clean(fields))])[0]
 
+    def rotate_signing_key_now(
+        self,
+        new_key: Ed25519PrivateKey,
+        *,
+        actor: str,
+        compromised: bool = False,
+        install: Callable[[], object] | None = None,
+    ) -> dict[str, Any]:
+        """Hand checkpoint signing over to ``new_key`` (blocking; the keys command).
+
+        Under the log's lock: the rotation line, signed by the key in use and by
+        ``new_key``, is written and synced with the head; then ``install`` makes ``new_key``
+        the key in use (on disk: renames the staged key), before any other writer can sign.
+        If ``install`` fails, the next checkpoint of any writer completes it (the head names
+        the new key). Returns the rotation line.
+        """
+        if self._checkpoints is None:
+            raise AuditUnavailable("this audit log has no signing key to rotate")
+        rotation = _Rotation(new_key, actor, compromised, install or (lambda: None))
+        return self._write([], rotation=rotation)[0]
+
     async def _submit(self, item: _Item | None, *, final: bool = False) -> dict[str, Any]:
         """Queue an event (or, with None, a checkpoint check) for the flusher; its result."""
         loop = asyncio.get_running_loop()
@@ -431,9 +527,14 @@ class AuditLog:
                 await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ the write
-    def _write(self, items: list[_Item], *, final: bool = False) -> list[dict[str, Any]]:
+    def _write(
+        self, items: list[_Item], *, final: bool = False, rotation: _Rotation | None = None
+    ) -> list[dict[str, Any]]:
         """Append ``items`` (and a checkpoint when one is due) in one write and one fsync;
-        the sealed events, in order. ``final``: also sign a tail that is not due yet."""
+        the sealed events, in order. ``final``: also sign a tail that is not due yet.
+        ``rotation``: end with that key rotation line (it signs like a checkpoint) and
+        install the new key before the lock is released; the rotation line is returned
+        after the events."""
         fd, head_fd = self._fd, self._head_fd
         if fd is None or head_fd is None:
             raise AuditUnavailable(f"the audit log {self.path} is not open")
@@ -449,19 +550,23 @@ class AuditLog:
                 self._catch_up(start, head_fd)
             now = self._clock()
             sealed, chunks, last = _seal_all(items, self._last, rfc3339(now))
-            checkpoint_seq, checkpoint_at = self._checkpoint_seq, self._checkpoint_at
-            if self._checkpoints is not None and self._checkpoint_due(last.seq, now, final=final):
-                entry = _checkpoint(self._checkpoints, last, now)
+            head = _HeadRecord(
+                last.seq, last.hash, self._checkpoint_seq, self._checkpoint_at, self._key_id
+            )
+            signed = self._signed_line(last, now, final=final, rotation=rotation)
+            if signed is not None:
+                entry, signer = signed
+                if rotation is not None:
+                    sealed.append(entry)
                 chunks.append(render(entry) + b"\n")
-                last = Head(entry["seq"], entry["hash"])
-                checkpoint_seq, checkpoint_at = last.seq, now.timestamp()
+                seq = entry["seq"]
+                head = _HeadRecord(seq, entry["hash"], seq, now.timestamp(), signer)
             if not chunks:
                 return sealed
             _write_all(fd, b"".join(chunks))
             os.fsync(fd)
             old_head = os.pread(head_fd, _HEAD_SIZE, 0)
-            record = _HeadRecord(last.seq, last.hash, checkpoint_seq, checkpoint_at)
-            os.pwrite(head_fd, record.encode(), 0)
+            os.pwrite(head_fd, head.encode(), 0)
             os.fsync(head_fd)
         except OSError as exc:
             # Never leave a torn line behind: cut the file back to the last whole event,
@@ -479,11 +584,73 @@ class AuditLog:
             ) from None
         else:
             self._known_size = start + sum(len(c) for c in chunks)
-            self._last = last
-            self._checkpoint_seq, self._checkpoint_at = checkpoint_seq, checkpoint_at
+            self._last = Head(head.seq, head.hash)
+            self._checkpoint_seq, self._checkpoint_at = head.checkpoint_seq, head.checkpoint_at
+            self._key_id = head.key_id
+            if rotation is not None:
+                self._install(rotation)
             return sealed
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def settle_signing_key_now(self) -> str | None:
+        """Before a rotation (blocking): finish or undo one that was interrupted.
+
+        Under the log's lock, a staged key that the chain already hands over to is
+        installed (its rotation line is in the log); a staged key it does not name is
+        removed (its rotation never happened). Returns a sentence saying which, or None.
+        """
+        fd, head_fd = self._fd, self._head_fd
+        files = self._checkpoints.files if self._checkpoints is not None else None
+        if fd is None or head_fd is None or files is None:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            if size != self._known_size:
+                self._catch_up(size, head_fd)
+                self._known_size = size
+            staged = read_staged_signing_key(files.state_dir, files.kind)
+            if staged is None:
+                return None
+            if self._key_id == key_id(staged):
+                install_staged_signing_key(files.state_dir, files.kind)
+                return f"completed an interrupted rotation to {key_id(staged)}"
+            discard_staged_signing_key(files.state_dir, files.kind)
+            return f"removed the staged key {key_id(staged)} of a rotation that did not happen"
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _signed_line(
+        self, last: Head, now: datetime, *, final: bool, rotation: _Rotation | None
+    ) -> tuple[dict[str, Any], str] | None:
+        """The checkpoint (or rotation) line to follow ``last`` when one is due, and the id
+        of the key the chain expects next; None when none is due."""
+        checkpoints = self._checkpoints
+        if checkpoints is None or (
+            rotation is None and not self._checkpoint_due(last.seq, now, final=final)
+        ):
+            return None
+        key = self._signing_key(checkpoints)
+        if rotation is not None:
+            return _rotation(checkpoints, key, rotation, last, now), key_id(rotation.new_key)
+        return _checkpoint(checkpoints.policy, key, last, now), key_id(key)
+
+    def _signing_key(self, checkpoints: Checkpointer) -> Ed25519PrivateKey:
+        if checkpoints.files is None:
+            return checkpoints.key
+        return checkpoints.files.current(self._key_id)
+
+    def _install(self, rotation: _Rotation) -> None:
+        """The rotation line is durable: make the new key the one in use. A failure leaves
+        it staged, and the next checkpoint (of any writer) installs it."""
+        try:
+            rotation.install()
+        except Exception as exc:  # noqa: BLE001 - the rotation itself is done and recorded
+            log.error("the new audit signing key is recorded but not installed yet: %s", exc)  # noqa: TRY400
+        if self._checkpoints is not None and self._checkpoints.files is None:
+            # A key held in memory (tools, tests): this writer signs with the new one now.
+            self._checkpoints = Checkpointer(rotation.new_key, self._checkpoints.policy)
 
     def _catch_up(self, size: int, head_fd: int) -> None:
         """Another process wrote (or someone changed the file): read the chain's end from
@@ -506,6 +673,7 @@ class AuditLog:
         self._last = last
         if head is not None:
             self._checkpoint_seq, self._checkpoint_at = head.checkpoint_seq, head.checkpoint_at
+            self._key_id = head.key_id
 
     def _checkpoint_due(self, seq: int, now: datetime, *, final: bool) -> bool:
         if self._checkpoints is None:
@@ -603,18 +771,49 @@ def _seal_all(
     return sealed, chunks, last
 
 
-def _checkpoint(checkpointer: Checkpointer, last: Head, now: datetime) -> dict[str, Any]:
+def _checkpoint(
+    policy: CheckpointPolicy, key: Ed25519PrivateKey, last: Head, now: datetime
+) -> dict[str, Any]:
     """The checkpoint line that follows ``last``, signing it."""
     time = rfc3339(now)
-    fields = checkpoint_fields(
-        checkpointer.key, checkpointer.policy, covers=last.seq, hash=last.hash, time=time
-    )
+    fields = checkpoint_fields(key, policy, covers=last.seq, hash=last.hash, time=time)
     return seal(
         seq=last.seq + 1,
         time=time,
         event=CHECKPOINT_EVENT,
         session=None,
         actor=CHECKPOINT_ACTOR,
+        outcome=CHECKPOINT_OUTCOME,
+        fields=fields,
+        prev=last.hash,
+    )
+
+
+def _rotation(
+    checkpoints: Checkpointer,
+    key: Ed25519PrivateKey,
+    rotation: _Rotation,
+    last: Head,
+    now: datetime,
+) -> dict[str, Any]:
+    """The key rotation line that follows ``last``: signed by ``key``, naming the new key."""
+    time = rfc3339(now)
+    fields = rotation_fields(
+        key,
+        rotation.new_key,
+        checkpoints.policy,
+        covers=last.seq,
+        hash=last.hash,
+        time=time,
+        actor=rotation.actor,
+        compromised=rotation.compromised,
+    )
+    return seal(
+        seq=last.seq + 1,
+        time=time,
+        event=ROTATION_EVENT,
+        session=None,
+        actor=rotation.actor,
         outcome=CHECKPOINT_OUTCOME,
         fields=fields,
         prev=last.hash,

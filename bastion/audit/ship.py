@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
-from bastion.audit.checkpoint import CHECKPOINT_EVENT
+from bastion.audit.checkpoint import is_signed
 from bastion.audit.log import head_path, read_head
 from bastion.errors import AuditUnavailable, ConfigError
 
@@ -116,8 +116,11 @@ def _header_token(text: str, limit: int) -> str:
     return cleaned or "-"
 
 
-def rfc5424(line: bytes, *, hostname: str, app: str = "bastion") -> bytes:
-    """One audit line as an RFC 5424 message (without the octet-count frame)."""
+def rfc5424(
+    line: bytes, *, hostname: str, app: str = "bastion", severity: int | None = None
+) -> bytes:
+    """One audit line as an RFC 5424 message (without the octet-count frame). The severity
+    follows the line's outcome unless given (break-glass alerts are sent as 2, crit)."""
     body = line.rstrip(b"\n")
     try:
         parsed: Any = json.loads(body)
@@ -125,7 +128,8 @@ def rfc5424(line: bytes, *, hostname: str, app: str = "bastion") -> bytes:
         parsed = None
     event: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
     outcome = str(event.get("outcome", ""))
-    severity = _ALERT_SEVERITY.get(outcome, 4 if outcome in _WARNING_OUTCOMES else 6)
+    if severity is None:
+        severity = _ALERT_SEVERITY.get(outcome, 4 if outcome in _WARNING_OUTCOMES else 6)
     stamp = str(event.get("time", ""))
     header = " ".join(
         (
@@ -147,19 +151,29 @@ class SyslogTls:
     name = "syslog"
 
     def __init__(
-        self, host: str, port: int, ca_file: Path, *, timeout: float = 10.0, hostname: str = ""
+        self,
+        host: str,
+        port: int,
+        ca_file: Path,
+        *,
+        timeout: float = 10.0,
+        hostname: str = "",
+        severity: int | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.where = f"syslog {host}:{port}"
         self._context = tls_context(ca_file)
         self._timeout = timeout
         self._hostname = hostname or socket.gethostname()
+        self._severity = severity  # None: from each line's outcome
         self._stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def send(self, lines: Sequence[bytes]) -> None:
         frames = b"".join(
             b"%d %s" % (len(message), message)
-            for message in (rfc5424(line, hostname=self._hostname) for line in lines)
+            for message in (
+                rfc5424(line, hostname=self._hostname, severity=self._severity) for line in lines
+            )
         )
         try:
             _, writer = await self._connected()
@@ -211,13 +225,20 @@ class Webhook:
     name = "webhook"
 
     def __init__(
-        self, url: str, ca_file: Path, *, token: str | None = None, timeout: float = 10.0
+        self,
+        url: str,
+        ca_file: Path,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        content_type: str = "application/x-ndjson",
     ) -> None:
         self.url = url
         self.where = f"webhook {url}"
         self._context = tls_context(ca_file)
         self._timeout = timeout
-        self._headers = {"Content-Type": "application/x-ndjson"}
+        # One JSON object per request (break-glass alerts) is sent as application/json.
+        self._headers = {"Content-Type": content_type}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._session: aiohttp.ClientSession | None = None
@@ -499,7 +520,8 @@ def _parse(raw: bytes, end: int) -> _Line:
         end,
         seq if isinstance(seq, int) else -1,
         str(event.get("hash", "")),
-        checkpoint=event.get("event") == CHECKPOINT_EVENT,
+        # Key rotation lines sign the chain too, and name the next key: shipped alike.
+        checkpoint=is_signed(event),
     )
 
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bastion.audit.chain import ChainBroken, ChainReader, Verdict, VerdictKind
 from bastion.audit.chain import verify as verify_chain
-from bastion.audit.checkpoint import is_checkpoint
+from bastion.audit.checkpoint import is_signed
 from bastion.audit.log import head_path, read_head, rfc3339
 from bastion.audit.ship import ShipFailed, SyslogTls
 from bastion.durations import parse_duration
@@ -46,6 +46,7 @@ EXIT: dict[VerdictKind, int] = {
     "truncated": 4,
     "diverged": 5,
     "unsigned": 6,
+    "bad_rotation": 7,
 }
 CANNOT_CHECK = 2
 _WORD: dict[VerdictKind, str] = {
@@ -55,6 +56,7 @@ _WORD: dict[VerdictKind, str] = {
     "truncated": "TRUNCATED",
     "diverged": "REWRITTEN",
     "unsigned": "UNSIGNED",
+    "bad_rotation": "FORGED ROTATION",
 }
 _FOLLOW_POLL = 0.5
 _READ = 1 << 20
@@ -79,7 +81,8 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         "--pubkey",
         type=Path,
         metavar="FILE",
-        help="the bastion's audit-signing.pub: check every checkpoint's signature",
+        help="the audit-signing.pub the log started with: check every checkpoint's "
+        "signature, following key rotations recorded in the log",
     )
     v.add_argument(
         "--checkpoints",
@@ -211,7 +214,7 @@ def _shipped(path: Path) -> list[dict[str, Any]]:
             item = json.loads(line[start : end + 1])
         except ValueError:
             continue
-        if isinstance(item, dict) and is_checkpoint(item):
+        if isinstance(item, dict) and is_signed(item):
             found.append(item)
     if not found:
         raise BastionError(

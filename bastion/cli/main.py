@@ -14,7 +14,16 @@ from types import ModuleType
 from typing import Any
 
 from bastion import __version__
-from bastion.cli import audit, check_config, recordings, sessions, user
+from bastion.cli import (
+    approvals,
+    audit,
+    breakglass,
+    check_config,
+    keys,
+    recordings,
+    sessions,
+    user,
+)
 from bastion.errors import BastionError
 
 __all__ = ["main"]
@@ -33,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=lambda a: check_config.run(a.path))
 
     audit.add_commands(commands, _config_option)
+    keys.add_commands(commands, _config_option)
 
     p = commands.add_parser("serve", help="run the SSH front door (one worker per core)")
     _config_option(p)
@@ -76,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     u.set_defaults(run=lambda a: user.list_users(a.config))
 
     _add_sessions(commands)
+    _add_approvals(commands)
     _add_recordings(commands)
+    _add_breakglass(commands)
 
     p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
     p.add_argument(
@@ -104,6 +116,61 @@ def _add_sessions(commands: Any) -> None:
     s.add_argument("session_id", metavar="ID")
     _config_option(s)
     s.set_defaults(run=lambda a: sessions.kill(a.config, a.session_id))
+
+
+def _add_approvals(commands: Any) -> None:
+    p = commands.add_parser("approvals", help="four-eyes approval requests: list, approve, deny")
+    actions = p.add_subparsers(dest="approvals_command", required=True, metavar="ACTION")
+    a = actions.add_parser("list", help="open requests (pending, or approved and unused)")
+    a.add_argument("--json", action="store_true", help="one JSON array, every field")
+    a.add_argument("--all", action="store_true", help="every request of the last week")
+    _config_option(a)
+    a.set_defaults(
+        run=lambda a: approvals.list_approvals(a.config, as_json=a.json, everything=a.all)
+    )
+    a = actions.add_parser("approve", help="approve a request (never your own)")
+    a.add_argument("request_id", metavar="ID")
+    a.add_argument("--reason", default="", help="why, for the record")
+    _config_option(a)
+    a.set_defaults(
+        run=lambda a: approvals.decide(a.config, a.request_id, approve=True, reason=a.reason)
+    )
+    a = actions.add_parser("deny", help="deny a request, saying why")
+    a.add_argument("request_id", metavar="ID")
+    a.add_argument("--reason", required=True, help="why, for the requester")
+    _config_option(a)
+    a.set_defaults(
+        run=lambda a: approvals.decide(a.config, a.request_id, approve=False, reason=a.reason)
+    )
+
+
+def _add_breakglass(commands: Any) -> None:
+    p = commands.add_parser(
+        "breakglass", help="emergency accounts: issue one-time codes, count them, report a use"
+    )
+    actions = p.add_subparsers(dest="breakglass_command", required=True, metavar="ACTION")
+    b = actions.add_parser("issue", help="a new batch of one-time codes, shown once")
+    b.add_argument("name", metavar="NAME")
+    b.add_argument("--count", type=int, default=5, help="codes in the batch (default: 5)")
+    _config_option(b)
+    b.set_defaults(run=lambda a: breakglass.issue(a.config, a.name, a.count))
+    b = actions.add_parser("codes", help="how many codes an account has left")
+    b.add_argument("name", metavar="NAME")
+    _config_option(b)
+    b.set_defaults(run=lambda a: breakglass.codes(a.config, a.name))
+    b = actions.add_parser("report", help="the incident record of a break-glass session")
+    b.add_argument("session", metavar="SESSION")
+    b.add_argument("--json", action="store_true", help="one JSON document")
+    b.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help="the auditors' private key: include the commands' output from the recordings",
+    )
+    _config_option(b)
+    b.set_defaults(
+        run=lambda a: breakglass.report(a.config, a.session, as_json=a.json, key_file=a.key)
+    )
 
 
 def _add_recordings(commands: Any) -> None:

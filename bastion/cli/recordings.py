@@ -33,6 +33,7 @@ from bastion.cli.user import as_service_user, invoking_actor, open_audit, servic
 from bastion.config import load_config
 from bastion.durations import parse_duration
 from bastion.errors import BastionError
+from bastion.keys.signers import check_retired_signer, retired_recording_signers
 from bastion.recording.asciicast import events, parse_header
 from bastion.recording.errors import RecordingInvalid
 from bastion.recording.key_files import (
@@ -83,7 +84,7 @@ def _new_passphrase() -> bytes:
     return first.encode()
 
 
-def _auditor_key(path: Path) -> X25519PrivateKey:
+def read_auditor_key(path: Path) -> X25519PrivateKey:
     secret: bytes | None = None
     if needs_passphrase(path):
         if not sys.stdin.isatty():
@@ -150,7 +151,7 @@ def _opened(
     """The recording, verified up to its header, with the access recorded in the audit log."""
     config = load_config(config_path, check_files=False)
     # As the invoking user: the key is theirs, and the service user need not read it.
-    key = _auditor_key(key_file)
+    key = read_auditor_key(key_file)
     pinned = read_signer_public_key(signer) if signer is not None else None
     service = service_identity(config)
     actor, extra = invoking_actor()
@@ -162,20 +163,27 @@ def _opened(
             raise BastionError(f"cannot open the recording {path}: {exc.strerror}") from None
         try:
             audit = open_audit(config)
+            retired_signers = retired_recording_signers(config.paths.state_dir)
             if pinned is None:
                 pinned = read_signing_public_key(config.paths.state_dir)
         except BaseException:
             stream.close()
             raise
     fields: dict[str, Any] = {"path": str(path), **extra}
+    notes: list[str] = []
     try:
         reader = SealedReader(stream, str(path))
         header = reader.header
         fields |= {"recording": header.recording_id, "key_id": header.auditor_key_id}
         if pinned is not None:
-            reader.check_signer({pinned})
+            # On the bastion itself, a key retired by 'bastion keys rotate' still vouches
+            # for the recordings made before it was retired.
+            retired = retired_signers if signer is None else {}
+            reader.check_signer({pinned, *retired})
+            if header.signer_key in retired:
+                notes.append(check_retired_signer(header, retired[header.signer_key], str(path)))
         audit.record_now(event, actor=actor, outcome="allowed", session=header.session_id, **fields)
-        access = _Access(reader, key, path, pinned is not None)
+        access = _Access(reader, key, path, pinned is not None, notes)
         if pinned is None:
             access.notes.append(
                 f"signed by {header.signer_key_id}, not checked against a known bastion key "

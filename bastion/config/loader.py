@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, SequenceNode
 
+from bastion.config.approval_checks import approval_problems
 from bastion.config.models import Config, User
 from bastion.errors import ConfigError, SecretFileError
 from bastion.globs import compile_glob
@@ -283,6 +284,35 @@ def _cross_check(config: Config) -> list[ConfigIssue]:
                         f"{pattern!r} matches no cluster; configured: {', '.join(cluster_names)}",
                     )
                 )
+    issues.extend(ConfigIssue(loc, message) for loc, message in approval_problems(config))
+    return issues + _break_glass_issues(config, cluster_names)
+
+
+def _break_glass_issues(config: Config, cluster_names: list[str]) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    section = config.break_glass
+    if section is None:
+        for i, user in enumerate(config.users):
+            if user.break_glass:
+                file = config.user_file(user.name)
+                issues.append(
+                    ConfigIssue(
+                        ("break_glass",) if file else ("users", i, "break_glass"),
+                        f"user {user.name!r} is a break-glass account but the config has no "
+                        "break_glass section (its grant, time box and alert destinations)",
+                        file=file,
+                    )
+                )
+        return issues
+    for j, pattern in enumerate(section.grant.clusters):
+        regex = compile_glob(pattern)
+        if not any(regex.fullmatch(name) for name in cluster_names):
+            issues.append(
+                ConfigIssue(
+                    ("break_glass", "grant", "clusters", j),
+                    f"{pattern!r} matches no cluster; configured: {', '.join(cluster_names)}",
+                )
+            )
     return issues
 
 
@@ -387,6 +417,8 @@ def _check_files(config: Config, owner: str, owner_uid: int) -> list[ConfigIssue
     hook = ship.webhook if ship is not None else None
     if hook is not None and hook.token_file is not None:
         secret_files.append((hook.token_file, ("audit", "ship", "webhook", "token_file"), None))
+    alert_files, alert_cas = _break_glass_files(config)
+    secret_files += alert_files
     for path, loc, file in secret_files:
         found = _check_secret_file(path, loc, owner, owner_uid, file)
         if found:
@@ -399,6 +431,7 @@ def _check_files(config: Config, owner: str, owner_uid: int) -> list[ConfigIssue
         ca_files.append((ship.syslog.ca_file, ("audit", "ship", "syslog", "ca_file")))
     if hook is not None:
         ca_files.append((hook.ca_file, ("audit", "ship", "webhook", "ca_file")))
+    ca_files += alert_cas
     for path, loc in ca_files:
         found = _check_ca_file(path, loc)
         if found:
@@ -409,6 +442,24 @@ def _check_files(config: Config, owner: str, owner_uid: int) -> list[ConfigIssue
         if found:
             issues.append(found)
     return issues
+
+
+def _break_glass_files(
+    config: Config,
+) -> tuple[list[tuple[Path, Loc, Path | None]], list[tuple[Path, Loc]]]:
+    """The break-glass alerts' secret file (a webhook token) and CA files."""
+    alerts = config.break_glass.alerts if config.break_glass is not None else None
+    secrets: list[tuple[Path, Loc, Path | None]] = []
+    cas: list[tuple[Path, Loc]] = []
+    if alerts is not None and alerts.syslog is not None:
+        cas.append((alerts.syslog.ca_file, ("break_glass", "alerts", "syslog", "ca_file")))
+    if alerts is not None and alerts.webhook is not None:
+        hook = alerts.webhook
+        cas.append((hook.ca_file, ("break_glass", "alerts", "webhook", "ca_file")))
+        if hook.token_file is not None:
+            where: Loc = ("break_glass", "alerts", "webhook", "token_file")
+            secrets.append((hook.token_file, where, None))
+    return secrets, cas
 
 
 # ---------------------------------------------------------------------------- users_dir

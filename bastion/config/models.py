@@ -25,7 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from bastion.durations import parse_duration
+from bastion.approval import DEFAULT_EXPIRY, ApprovalRule
+from bastion.approval import Approvers as PolicyApprovers
+from bastion.durations import format_duration, parse_duration
 from bastion.globs import compile_glob
 from bastion.images import parse_pinned_image
 from bastion.labels import LabelSelector, SelectorError, parse_selector
@@ -35,10 +37,16 @@ from bastion.sshkeys import PublicKey, parse_public_key
 
 __all__ = [
     "AppRole",
+    "Approval",
+    "Approvers",
     "Audit",
+    "BreakGlass",
+    "BreakGlassAlerts",
+    "BreakGlassGrant",
     "Cluster",
     "Config",
     "Grant",
+    "Keys",
     "Limits",
     "Listener",
     "Paths",
@@ -195,6 +203,49 @@ class Cluster(_Strict):
     browse_account_namespace: DnsLabel = "default"
 
 
+class Approvers(_Strict):
+    users: list[UserName] = []
+    groups: list[Identifier] = []
+
+    @model_validator(mode="after")
+    def _someone(self) -> Approvers:
+        if not self.users and not self.groups:
+            raise ValueError("approvers names nobody: list at least one user or group")
+        return self
+
+
+# A request must live long enough to be seen and decided; a day is a standing permission
+# rather than a four-eyes check. Seconds are allowed for tests of expiry.
+_APPROVAL_EXPIRY = (timedelta(seconds=5), timedelta(hours=24))
+
+
+def _approval_expiry(value: timedelta) -> timedelta:
+    low, high = _APPROVAL_EXPIRY
+    if not low <= value <= high:
+        raise ValueError(
+            f"expected a duration from {format_duration(low)} to {format_duration(high)}"
+        )
+    return value
+
+
+class Approval(_Strict):
+    """A grant's four-eyes rule (docs/approvals.md)."""
+
+    required: bool = True  # false keeps the section but switches it off
+    approvers: Approvers
+    # A request nobody decides, and then an approval nobody uses, lapses after this.
+    expires_after: Annotated[Duration, AfterValidator(_approval_expiry)] = DEFAULT_EXPIRY
+
+    def rule(self) -> ApprovalRule | None:
+        """The policy engine's view; None when switched off."""
+        if not self.required:
+            return None
+        approvers = PolicyApprovers(
+            frozenset(self.approvers.users), frozenset(self.approvers.groups)
+        )
+        return ApprovalRule(approvers, self.expires_after)
+
+
 class Grant(_Strict):
     name: Identifier
     users: list[UserName] = []
@@ -211,6 +262,7 @@ class Grant(_Strict):
     vault_role: Identifier
     not_before: AwareTime | None = None
     not_after: AwareTime | None = None
+    approval: Approval | None = None
 
     @model_validator(mode="after")
     def _coherent(self) -> Grant:
@@ -355,6 +407,92 @@ class Audit(_Strict):
     ship: Shipping | None = None
 
 
+def _max_key_age(value: timedelta) -> timedelta:
+    if not timedelta(days=1) <= value <= timedelta(days=3650):
+        raise ValueError("expected a duration from 1d to 3650d (the default is 365d)")
+    return value
+
+
+def _host_key_overlap(value: timedelta) -> timedelta:
+    if not timedelta(minutes=1) <= value <= timedelta(days=90):
+        raise ValueError("expected a duration from 1m to 90d (the default is 7d)")
+    return value
+
+
+class Keys(_Strict):
+    # check-config warns about a key in use for longer than this (docs/keys.md).
+    max_age: Annotated[Duration, AfterValidator(_max_key_age)] = timedelta(days=365)
+    # How long `bastion keys rotate --kind host` offers the new host key next to the old
+    # one, for clients to learn it (UpdateHostKeys), before the old one retires.
+    host_key_overlap: Annotated[Duration, AfterValidator(_host_key_overlap)] = timedelta(days=7)
+
+
+def _time_box(value: timedelta) -> timedelta:
+    if not timedelta(seconds=5) <= value <= timedelta(hours=4):
+        raise ValueError("expected a duration from 5s to 4h (the default is 30m)")
+    return value
+
+
+class BreakGlassGrant(_Strict):
+    """What a break-glass session may debug: a grant's scope. It names nobody (the users
+    marked ``break_glass`` get it, after their one-time code and a reason) and has no limits
+    of its own: the section's time box is its limit, and input is always recorded."""
+
+    clusters: list[Glob] = Field(min_length=1)
+    namespaces: list[Glob] = Field(min_length=1)
+    pod_selector: Selector = LabelSelector()
+    modes: list[Mode] = Field(default=[Mode.EPHEMERAL], min_length=1)
+    images: list[PinnedImage] = Field(min_length=1)
+    vault_role: Identifier
+
+
+class BreakGlassAlerts(_Strict):
+    # Where every break-glass login and start is announced at once: a syslog message of
+    # severity crit and/or an HTTPS POST of a JSON body (docs/break-glass.md).
+    syslog: SyslogDestination | None = None
+    webhook: WebhookDestination | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> BreakGlassAlerts:
+        if self.syslog is None and self.webhook is None:
+            raise ValueError(
+                "break-glass alerts need a destination: set 'syslog', 'webhook' or both"
+            )
+        return self
+
+
+class BreakGlass(_Strict):
+    grant: BreakGlassGrant
+    # The time box, from the session's start: a hard end that nothing extends.
+    max_session: Annotated[Duration, AfterValidator(_time_box)] = timedelta(minutes=30)
+    idle_timeout: Duration = timedelta(minutes=10)
+    # The reason asked before anything else: at least this many characters (and 3 words).
+    min_reason_length: int = Field(20, ge=10, le=200)
+    alerts: BreakGlassAlerts
+
+    @model_validator(mode="after")
+    def _coherent(self) -> BreakGlass:
+        if self.idle_timeout > self.max_session:
+            raise ValueError("idle_timeout cannot be longer than max_session")
+        return self
+
+    def policy_grant(self) -> PolicyGrant:
+        g = self.grant
+        return PolicyGrant(
+            name="break-glass",
+            clusters=tuple(g.clusters),
+            namespaces=tuple(g.namespaces),
+            pod_selector=g.pod_selector,
+            modes=frozenset(g.modes),
+            images=frozenset(g.images),
+            max_session=self.max_session,
+            idle_timeout=self.idle_timeout,
+            record_input=True,
+            vault_role=g.vault_role,
+            break_glass=True,
+        )
+
+
 class Limits(_Strict):
     max_sessions: int = Field(100, ge=1)
     max_sessions_per_user: int = Field(3, ge=1)
@@ -392,6 +530,9 @@ class Config(_Strict):
     # None: no recording can be started, so nothing that must be recorded can start.
     recording: Recording | None = None
     audit: Audit = Field(default_factory=Audit)
+    keys: Keys = Field(default_factory=Keys)
+    # None: no account can break the glass (a user marked break_glass is a config error).
+    break_glass: BreakGlass | None = None
 
     # Set by the loader: the file this config came from, and for each user read from
     # paths.users_dir, its file there (users of the config file itself are not listed).
@@ -440,9 +581,10 @@ class Config(_Strict):
                 vault_role=g.vault_role,
                 not_before=g.not_before,
                 not_after=g.not_after,
+                approval=g.approval.rule() if g.approval is not None else None,
             )
             for g in self.grants
-        )
+        ).with_grants([self.break_glass.policy_grant()] if self.break_glass else [])
 
     def cluster(self, name: str) -> Cluster | None:
         """The configured cluster called ``name``; None when there is none."""

@@ -13,6 +13,10 @@
 The audit log's checkpoint key (``audit-signing.key``/``.pub``) is kept the same way: the
 functions for the bastion's key take a :class:`SigningKeyFile` saying which key, its name in
 messages and the error that stops what needs it; the recording key is the default.
+
+Rotating one of these keys stages the new key first as ``<name>.next.key`` (complete or
+absent, like the key itself), then installs it by renaming it over ``<name>.key``: whoever
+reads the key sees the old one or the new one, never a mix (``bastion keys rotate``).
 """
 
 from __future__ import annotations
@@ -48,14 +52,20 @@ __all__ = [
     "RECORDING_SIGNING_KEY",
     "SIGNING_KEY_NAME",
     "SigningKeyFile",
+    "discard_staged_signing_key",
     "generate_auditor_keys",
+    "install_staged_signing_key",
     "load_auditor_private_key",
     "load_or_create_signing_key",
     "needs_passphrase",
     "read_signer_public_key",
+    "read_signing_key",
     "read_signing_public_key",
+    "read_staged_signing_key",
     "signing_key_path",
     "signing_public_key_path",
+    "stage_signing_key",
+    "staged_signing_key_path",
 ]
 
 
@@ -81,6 +91,11 @@ def signing_key_path(state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_K
 
 def signing_public_key_path(state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY) -> Path:
     return state_dir / f"{kind.name}.pub"
+
+
+def staged_signing_key_path(state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY) -> Path:
+    """Where a rotation puts the new key until it is installed."""
+    return state_dir / f"{kind.name}.next.key"
 
 
 # ------------------------------------------------------------------------------ auditors
@@ -230,12 +245,25 @@ def _read_seed(path: Path, kind: SigningKeyFile) -> bytes:
     return seed
 
 
+def _new_seed() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        Encoding.Raw, PrivateFormat.Raw, NoEncryption()
+    )
+
+
 def _create_seed(state_dir: Path, path: Path, kind: SigningKeyFile) -> bytes:
     """Write a new seed atomically: a complete file appears under its name, or none. When
     another worker wins the race, its key is used."""
-    seed = Ed25519PrivateKey.generate().private_bytes(
-        Encoding.Raw, PrivateFormat.Raw, NoEncryption()
-    )
+    seed = _new_seed()
+    try:
+        _link_new(state_dir, path, seed, kind)
+    except FileExistsError:
+        return _read_seed(path, kind)
+    return seed
+
+
+def _link_new(state_dir: Path, path: Path, seed: bytes, kind: SigningKeyFile) -> None:
+    """Make ``path`` a complete 0600 file holding ``seed``; FileExistsError if it exists."""
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, temp = tempfile.mkstemp(dir=state_dir, prefix=f".{kind.name}.")
@@ -247,16 +275,98 @@ def _create_seed(state_dir: Path, path: Path, kind: SigningKeyFile) -> bytes:
             os.close(fd)
         try:
             os.link(temp, path)
-        except FileExistsError:
-            return _read_seed(path, kind)
         finally:
             Path(temp).unlink()
+        _fsync_dir(state_dir)
+    except FileExistsError:
+        raise
     except OSError as exc:
         raise kind.error(
             f"cannot create {kind.what} in {state_dir}: {exc.strerror or exc}",
             hint="state_dir must be writable by the service user",
         ) from None
-    return seed
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_signing_key(
+    state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY
+) -> Ed25519PrivateKey:
+    """The key in use, checked as a secret file; ``kind.error`` when missing or unsafe."""
+    path = signing_key_path(state_dir, kind)
+    try:
+        return Ed25519PrivateKey.from_private_bytes(_read_seed(path, kind))
+    except FileNotFoundError:
+        raise kind.error(
+            f"{kind.what} {path} does not exist",
+            hint="restore it from backup, or rotate it with 'bastion keys rotate'",
+        ) from None
+    except OSError as exc:
+        raise kind.error(f"cannot read {kind.what} {path}: {exc.strerror or exc}") from None
+
+
+def stage_signing_key(
+    state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY
+) -> Ed25519PrivateKey:
+    """A new key, written (complete, 0600) as ``<name>.next.key``; the key in use stays.
+    ``kind.error`` when a staged key is already there (a rotation under way)."""
+    seed = _new_seed()
+    path = staged_signing_key_path(state_dir, kind)
+    try:
+        _link_new(state_dir, path, seed, kind)
+    except FileExistsError:
+        raise kind.error(
+            f"a new {kind.what} is already staged at {path}",
+            hint="another rotation is under way, or one was interrupted: run the rotation "
+            "again once the other has finished",
+        ) from None
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def read_staged_signing_key(
+    state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY
+) -> Ed25519PrivateKey | None:
+    """The staged key, if there is one (checked like the key in use)."""
+    try:
+        seed = _read_seed(staged_signing_key_path(state_dir, kind), kind)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise kind.error(f"cannot read the staged {kind.what}: {exc.strerror or exc}") from None
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def install_staged_signing_key(
+    state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY
+) -> Ed25519PrivateKey:
+    """Make the staged key the key in use (one rename) and publish its ``.pub``."""
+    key = read_staged_signing_key(state_dir, kind)
+    if key is None:
+        raise kind.error(f"there is no staged {kind.what} to install in {state_dir}")
+    try:
+        staged_signing_key_path(state_dir, kind).replace(signing_key_path(state_dir, kind))
+        _fsync_dir(state_dir)
+        _write_public(
+            signing_public_key_path(state_dir, kind), public_key_line(key.public_key()), kind
+        )
+    except OSError as exc:
+        raise kind.error(
+            f"cannot install the new {kind.what} in {state_dir}: {exc.strerror or exc}"
+        ) from None
+    return key
+
+
+def discard_staged_signing_key(
+    state_dir: Path, kind: SigningKeyFile = RECORDING_SIGNING_KEY
+) -> None:
+    """Remove a staged key that will not be used (a rotation that did not happen)."""
+    staged_signing_key_path(state_dir, kind).unlink(missing_ok=True)
 
 
 def _write_public(path: Path, line: str, kind: SigningKeyFile) -> None:

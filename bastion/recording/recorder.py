@@ -68,6 +68,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from bastion.config import Config
+from bastion.keys.recipients import current_recipient
 from bastion.recording import wire
 from bastion.recording.asciicast import CastHeader
 from bastion.recording.errors import RecordingUnavailable
@@ -670,8 +671,10 @@ def _settings(config: Config) -> tuple[X25519PublicKey, float]:
             hint="run 'bastion recordings keygen NAME' on an auditor's machine and put the "
             "line it prints in the config's recording section",
         )
+    # The configured key, or the key a rotation handed over to (bastion/keys/recipients.py).
+    recipient = current_recipient(config.paths.state_dir, settings.auditor_public_key)
     try:
-        auditor_key = parse_auditor_public_key(settings.auditor_public_key)
+        auditor_key = parse_auditor_public_key(recipient)
     except ValueError as exc:
         raise RecordingUnavailable(f"recording.auditor_public_key: {exc}") from None
     return auditor_key, settings.flush_interval.total_seconds()

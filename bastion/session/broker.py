@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 
 from bastion.audit.log import AuditLog
 from bastion.config import Config
+from bastion.session.approvals import ApprovalDesk
 from bastion.session.deadlines import Deadlines
 from bastion.session.lifecycle import Ending
 from bastion.session.session import Session, SessionInfo
+from bastion.state.approvals import SqliteApprovalStore
 from bastion.state.journal import Journal, Owner
 
 __all__ = ["SHUTDOWN_GRACE", "SessionBroker"]
@@ -42,6 +44,9 @@ class SessionBroker:
         self._db = ThreadPoolExecutor(1, thread_name_prefix="journal")
         path = journal_path(config)
         self._journal: Journal = self._db.submit(Journal, path).result()
+        # Four-eyes approval requests live in the same file, on the same thread.
+        store = self._db.submit(SqliteApprovalStore, path).result()
+        self.approvals = ApprovalDesk(store, in_db=self.in_db, audit=audit, clock=clock)
         self._owner = Owner.current()
         self.sessions: dict[str, Session] = {}
         self.temp_root = config.paths.state_dir / "sessions"
@@ -61,9 +66,13 @@ class SessionBroker:
         self._kill_watch = asyncio.get_running_loop().create_task(
             self._watch_kill_requests(), name="session-kill-requests"
         )
+        self.approvals.start()
 
     # ------------------------------------------------------------------ sessions
-    async def open(self, *, user: str, source: str, connection: str) -> Session:
+    async def open(
+        self, *, user: str, source: str, connection: str, marks: dict[str, Any] | None = None
+    ) -> Session:
+        """``marks``: fields every audit event of the session carries (see Session)."""
         limits = self.config.limits
         now = self._clock()
         session = Session(
@@ -77,6 +86,7 @@ class SessionBroker:
             ),
             temp_root=self.temp_root,
             clock=self._clock,
+            marks=marks,
         )
         await session.open()
         self.sessions[session.id] = session
@@ -107,6 +117,7 @@ class SessionBroker:
 
     async def shutdown(self) -> None:
         """Wipe every live session (SIGTERM), within SHUTDOWN_GRACE seconds."""
+        await self.approvals.stop()
         if self._kill_watch is not None:
             self._kill_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -123,6 +134,7 @@ class SessionBroker:
                 )
 
     def close(self) -> None:
+        self._db.submit(self.approvals.store.close).result()
         self._db.submit(self._journal.close).result()
         self._db.shutdown()
 

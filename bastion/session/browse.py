@@ -40,10 +40,12 @@ from bastion.config.models import Cluster
 from bastion.console_protocol import (
     MAX_ITEMS,
     DebugOptions,
+    DecideApproval,
     Failed,
     GetDebugOptions,
     GetPod,
     HiddenItem,
+    ListApprovals,
     ListNamespaces,
     Message,
     Namespaces,
@@ -69,6 +71,7 @@ from bastion.policy import (
     approved_images,
     decide,
 )
+from bastion.session.approvals import ApprovalDesk
 from bastion.session.pod_view import (
     PodList,
     container_infos,
@@ -182,8 +185,9 @@ def _selector_text(selector: LabelSelector) -> str:
 
 class Browser:
     """Answers one session's console requests (ListNamespaces, WatchPods, StopWatch, GetPod,
-    GetDebugOptions). Use :meth:`submit` for each request; :meth:`stop_all` when the console
-    ends; :meth:`close` when the session does."""
+    GetDebugOptions; ListApprovals and DecideApproval go to the approvals desk). Use
+    :meth:`submit` for each request; :meth:`stop_all` when the console ends; :meth:`close`
+    when the session does."""
 
     def __init__(
         self,
@@ -192,9 +196,11 @@ class Browser:
         config: Config,
         vault: VaultClient | None,
         principal: Principal,
+        approvals: ApprovalDesk | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._session = session
+        self._approvals = approvals
         self._config = config
         self._vault = vault
         self._principal = principal
@@ -265,6 +271,9 @@ class Browser:
                     await self.send(reply, await self._pod(request))
                 case GetDebugOptions():
                     await self.send(reply, await self._debug_options(request))
+                case ListApprovals() | DecideApproval() if self._approvals is not None:
+                    answer = await self._approvals.answer(self._session, self._principal, request)
+                    await self.send(reply, answer)
                 case _:
                     await self.send(reply, Failed(request_id, f"{request.type} is not a request"))
         except asyncio.CancelledError:
@@ -466,6 +475,7 @@ class Browser:
             max_session_seconds=min(lim.max_session for _, _, lim in usable).total_seconds(),
             reason_required=any(lim.reason_required for _, _, lim in usable),
             recorded=True,
+            approval=next((lim.approval.describe() for _, _, lim in usable if lim.approval), ""),
         )
 
     # ------------------------------------------------------------------ Kubernetes

@@ -7,10 +7,14 @@ Order, and why:
 1. decide with the labels the console reported (untrusted, but only used to pick the Vault
    role and refuse early), or without pod selectors when no labels are known yet;
 2. journal, then ask Vault for a credential for exactly the target namespace, valid for the
-   grant's ``max_session`` (at least 10 minutes, Kubernetes' minimum; the session's own
-   deadline ends it sooner when the grant says so, and the wipe revokes it);
+   grant's ``max_session`` or the session's time left, whichever is shorter (at least 10
+   minutes, Kubernetes' minimum; the session's own deadline ends it sooner when the grant
+   says so, and the wipe revokes it);
 3. read the pod with that credential and decide again with its real labels: a console that
-   lied about labels gets nothing.
+   lied about labels gets nothing;
+4. when a covering grant requires another operator's approval, spend the approval of
+   exactly this debug, or leave a request for one (:mod:`bastion.session.approvals`) and
+   stop here: ``ApprovalPending``, whose credential is revoked like any other.
 
 Any failure after step 1 revokes the credential at once (no half-started debug is left),
 moves the session back to ``browsing`` and raises one sentence for the operator.
@@ -25,14 +29,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bastion.approval import ApprovalRequest, DebugKey
 from bastion.audit.log import Secret
 from bastion.config import Config
 from bastion.config.models import Cluster
+from bastion.debug_command import DEFAULT_UID
 from bastion.debug_container import target_container
-from bastion.errors import BastionError, PolicyDenied
+from bastion.errors import BackendUnavailable, BastionError, PolicyDenied
 from bastion.images import parse_pinned_image
 from bastion.kube import KubeApi
-from bastion.policy import DebugRequest, DebugTarget, Limits, Principal, decide
+from bastion.policy import DebugRequest, DebugTarget, Decision, Limits, Principal, decide
+from bastion.session.approvals import ApprovalDesk, ApprovalPending
 from bastion.session.lifecycle import State
 from bastion.session.session import Session
 from bastion.terminal_text import printable
@@ -56,6 +63,9 @@ class DebugAccess:
     # Where the time went (seconds): reported with the attach, measured by bench/.
     vault_seconds: float = 0.0
     pod_read_seconds: float = 0.0
+    # The approval this debug spent, when a grant required one: what a rule that approved
+    # sessions must be watched (issue 9, live oversight) will look at before the attach.
+    approval: ApprovalRequest | None = None
 
 
 def _cluster(config: Config, name: str) -> Cluster:
@@ -74,10 +84,15 @@ async def start_debug(
     target: DebugTarget,
     request: DebugRequest,
     labels_known: bool = True,
+    run_as_user: int = DEFAULT_UID,
+    approvals: ApprovalDesk | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> DebugAccess:
     """``labels_known=False`` when the operator named the pod without the console's listing
-    (``ssh bastion debug NS/POD``): pod selectors wait for the pod's real labels."""
+    (``ssh bastion debug NS/POD``): pod selectors wait for the pod's real labels.
+
+    ``run_as_user`` is part of what an approval covers; ``approvals`` takes the requests of
+    grants that require approval (without it, such a debug is refused)."""
     policy = config.policy()
     first = decide(policy, principal, target, request, now(), labels_known=labels_known)
     if not first.allowed or first.limits is None:
@@ -99,12 +114,21 @@ async def start_debug(
             request=request,
             cluster=cluster,
             limits=first.limits,
+            run_as_user=run_as_user,
+            approvals=approvals,
             now=now,
         )
     except (BastionError, ValueError) as exc:
         outcomes = await session.release("lease", purpose=DEBUG_PURPOSE)
         reason = exc.message if isinstance(exc, BastionError) else str(exc)
-        await _refused(session, target, reason, released=outcomes)
+        await _refused(
+            session,
+            target,
+            reason,
+            released=outcomes,
+            # Not refused: waiting for someone's approval (approval.requested says more).
+            outcome="awaiting_approval" if isinstance(exc, ApprovalPending) else "refused",
+        )
         if session.ending is None:
             await session.move(State.BROWSING)
         raise
@@ -120,9 +144,14 @@ async def _credential_and_check(
     request: DebugRequest,
     cluster: Cluster,
     limits: Limits,
+    run_as_user: int,
+    approvals: ApprovalDesk | None,
     now: Callable[[], datetime],
 ) -> DebugAccess:
-    ttl = max(limits.max_session, MIN_KUBE_TTL)
+    # No longer than the grant allows, nor than the session has left (a break-glass time box
+    # half used): the wipe revokes it anyway, and a lease that dies on its own is better.
+    left = timedelta(seconds=max(session.deadlines.hard_deadline - session.now(), 0))
+    ttl = max(min(limits.max_session, left), MIN_KUBE_TTL)
     mount, role, namespace = cluster.vault_mount, limits.vault_role, target.namespace
 
     async def revoke(credential: KubeCredential) -> str:
@@ -183,6 +212,16 @@ async def _credential_and_check(
         raise PolicyDenied(
             "the pod's labels changed the grant that applies; refresh the list and try again"
         )
+    approval = await _approval(
+        session,
+        approvals,
+        principal=principal,
+        target=checked,
+        request=request,
+        pod=pod,
+        decision=final,
+        run_as_user=run_as_user,
+    )
     # What an investigator needs to name exactly what was debugged, by whose grant, with
     # which image: written before anything is made in the pod.
     await session.record(
@@ -198,8 +237,58 @@ async def _credential_and_check(
         image_digest=_digest(request.image),
         grants=list(final.grants),
         vault_role=final.limits.vault_role,
+        **({"approval": approval.id, "approved_by": approval.decided_by} if approval else {}),
     )
-    return DebugAccess(cluster, credential, final.limits, pod, issued - started, read - recorded)
+    return DebugAccess(
+        cluster, credential, final.limits, pod, issued - started, read - recorded, approval
+    )
+
+
+async def _approval(
+    session: Session,
+    approvals: ApprovalDesk | None,
+    *,
+    principal: Principal,
+    target: DebugTarget,
+    request: DebugRequest,
+    pod: dict[str, Any],
+    decision: Decision,
+    run_as_user: int,
+) -> ApprovalRequest | None:
+    """The approval this debug spends; None when no covering grant requires one. Raises
+    ApprovalPending when it has none yet (a request waits for it)."""
+    limits = decision.limits
+    need = limits.approval if limits is not None else None
+    if need is None or limits is None:
+        return None
+    if approvals is None:
+        raise PolicyDenied(
+            f"grant {need.grants[0]!r} requires another operator's approval, which this "
+            "bastion does not take here; ask an administrator"
+        )
+    uid = str((pod.get("metadata") or {}).get("uid") or "")
+    if not uid:
+        # The UID tells a pod from its replacement of the same name: without it, no approval.
+        raise BackendUnavailable(
+            f"the cluster sent pod {target.pod} without a UID, so no approval can name it",
+            hint="see the API server's logs",
+        )
+    key = DebugKey(
+        cluster=target.cluster,
+        namespace=target.namespace,
+        pod=target.pod,
+        pod_uid=uid,
+        # Resolved, so that "the only container" and its name are one approval.
+        container=target_container(pod, target.container),
+        mode=str(request.mode),
+        image=request.image,
+        run_as_user=run_as_user,
+        duration_seconds=round(limits.max_session.total_seconds()),
+        approvers=need.canonical(),
+    )
+    return await approvals.admit(
+        session, principal=principal, key=key, reason=request.reason, need=need
+    )
 
 
 def _target_container(pod: dict[str, Any], requested: str | None) -> str | None:
@@ -219,11 +308,16 @@ def _digest(image: str) -> str | None:
 
 
 async def _refused(
-    session: Session, target: DebugTarget, reason: str, *, released: Any = None
+    session: Session,
+    target: DebugTarget,
+    reason: str,
+    *,
+    released: Any = None,
+    outcome: str = "refused",
 ) -> None:
     await session.record(
         "session.debug_refused",
-        outcome="refused",
+        outcome=outcome,
         cluster=target.cluster,
         namespace=target.namespace,
         pod=target.pod,

@@ -5,7 +5,8 @@ Steps (each failure is one sentence for the operator, and nothing of the attempt
 1. refuse privileges beyond the restricted profile, before anything else;
 2. pick the cluster and image when the operator named none (only when there is one choice);
 3. :func:`bastion.session.debug.start_debug`: policy, a Vault credential for exactly the
-   namespace (journalled), the pod re-read with it and the policy decided again;
+   namespace (journalled), the pod re-read with it and the policy decided again (and, when
+   a grant requires it, another operator's approval spent, or asked for);
 4. reattach to this session's running debug container in the pod, or journal and create
    one (an ephemeral container, a copy of the pod, or a toolbox pod);
 5. wait for it to run, attach (websocket), hand the terminal over, state ``attached``;
@@ -51,6 +52,7 @@ from bastion.policy import DebugRequest, DebugTarget, Mode, Principal, approved_
 from bastion.recording.asciicast import title_for
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
+from bastion.session.approvals import ApprovalDesk
 from bastion.session.debug import DEBUG_PURPOSE, DebugAccess, start_debug
 from bastion.session.lifecycle import Ending, State
 from bastion.session.session import Session
@@ -104,6 +106,7 @@ async def run_debug_shell(
     vault: VaultClient,
     principal: Principal,
     terminal: Terminal,
+    approvals: ApprovalDesk | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> DebugOutcome:
     """Run one debug shell for ``session``; raises BastionError (one sentence) when it could
@@ -134,6 +137,8 @@ async def run_debug_shell(
         target=target,
         request=DebugRequest(command.mode, image, command.reason),
         labels_known=False,
+        run_as_user=command.run_as_user,
+        approvals=approvals,
         now=now,
     )
     try:

@@ -5,6 +5,9 @@ audit, the Vault client). ``_Connection`` is asyncssh's per-connection server ob
 drives the two-factor login; :class:`bastion.ssh.operator_session.OperatorSession` is the one
 session channel it allows.
 
+A break-glass account answers a third prompt, one of its one-time codes, after its TOTP
+code on the same connection; its login is announced at once (an alert, in the background).
+
 Everything a client may ask for beyond a PTY with a shell or the ``debug`` command is
 refused, and each refusal is an audit event: other commands (answered with a line on stderr
 and exit status 1), subsystems (sftp, scp), env, agent and X11 forwarding, TCP and
@@ -25,11 +28,14 @@ import asyncssh
 from asyncssh.auth import KbdIntChallenge
 
 from bastion.audit.log import AuditLog
+from bastion.breakglass.alerts import AlertDispatcher
 from bastion.config import Config
 from bastion.session.broker import SessionBroker
+from bastion.session.notices import NoticeFeed
 from bastion.ssh import asyncssh_ext
 from bastion.ssh.algorithms import algorithms
-from bastion.ssh.login import LoginService, Peer, Verdict
+from bastion.ssh.key_watch import Refusal
+from bastion.ssh.login import BREAK_GLASS_METHOD, LoginService, Peer, Verdict
 from bastion.ssh.operator_session import EXEC_REFUSAL, OperatorSession
 from bastion.ssh.throttle import SourceThrottle, source_key
 from bastion.sshkeys import PublicKey
@@ -40,6 +46,11 @@ __all__ = ["EXEC_REFUSAL", "FrontDoor", "Identity"]
 log = logging.getLogger(__name__)
 
 PROMPT = "Verification code: "
+BREAK_GLASS_PROMPT = "Break-glass code: "
+BREAK_GLASS_INSTRUCTIONS = (
+    "This is a break-glass account: give one of its one-time codes. Its use alerts "
+    "security at once and everything is recorded."
+)
 # Advertised in server-sig-algs; anything else is refused by asyncssh_ext.
 SIGNATURE_ALGORITHMS = (
     "ssh-ed25519",
@@ -63,9 +74,12 @@ class Identity:
     method: str
     connection: str
     peer: Peer
+    break_glass: bool = False  # logged in with a break-glass code (docs/break-glass.md)
 
 
 ConsoleCommand = Callable[[Identity], Sequence[str]]
+# Why a login must be refused before its code is checked (a lockdown, a retired host key).
+LoginGate = Callable[[asyncssh.SSHServerConnection | None], Refusal | None]
 
 
 class FrontDoor:
@@ -75,23 +89,30 @@ class FrontDoor:
         self,
         config: Config,
         *,
-        host_key: asyncssh.SSHKey,
+        host_keys: Sequence[asyncssh.SSHKey],
         login: LoginService,
         throttle: SourceThrottle,
         audit: AuditLog,
         broker: SessionBroker,
         console_command: ConsoleCommand,
         vault: VaultClient | None = None,
+        gate: LoginGate | None = None,
+        alerts: AlertDispatcher | None = None,
+        notices: NoticeFeed | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.vault = vault
+        self.alerts = alerts  # break-glass alerts; None when there is no break_glass section
+        self.notices = notices  # what every console shows (break-glass banners)
         self.broker = broker
         self.login = login
         self.throttle = throttle
         self.console_command = console_command
         self._audit = audit
-        self._host_key = host_key
+        # The first does the key exchange; all are announced after login (hostkeys-00).
+        self._host_keys = list(host_keys)
+        self.gate = gate
         self._clock = clock
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[_Connection] = set()
@@ -108,7 +129,9 @@ class FrontDoor:
             port,
             reuse_port=reuse_port,
             server_factory=lambda: _Connection(self),
-            server_host_keys=[self._host_key],
+            server_host_keys=self._host_keys,
+            # Clients using OpenSSH's UpdateHostKeys learn a rotation's next key from this.
+            send_server_host_keys=True,
             server_version="bastion",
             kex_algs=list(algs.kex),
             encryption_algs=list(algs.ciphers),
@@ -133,6 +156,12 @@ class FrontDoor:
         )
         sockets = self._acceptor.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def update_host_keys(self, keys: Sequence[asyncssh.SSHKey]) -> None:
+        """Offer ``keys`` to connections accepted from now on (a host key rotation)."""
+        self._host_keys = list(keys)
+        if self._acceptor is not None:
+            self._acceptor.update(server_host_keys=self._host_keys, send_server_host_keys=True)
 
     async def stop_accepting(self) -> None:
         if self._acceptor is not None:
@@ -208,6 +237,8 @@ class _Connection(asyncssh.SSHServer):
         self._offered = ""  # fingerprint of the last key offered, for the failure event
         self._key: PublicKey | None = None
         self._code_attempts = 0
+        # A break-glass account's second factor, once accepted: its code is asked next.
+        self._second_factor: str | None = None
         self._closed_for_auth = False  # no method is offered any more on this connection
         self._failure_recorded = False
         self._identity: Identity | None = None
@@ -287,6 +318,7 @@ class _Connection(asyncssh.SSHServer):
             self._candidate = self._key = None
             self._offered = ""
             self._code_attempts = 0
+            self._second_factor = None
         return True
 
     def password_auth_supported(self) -> bool:
@@ -319,9 +351,21 @@ class _Connection(asyncssh.SSHServer):
     def kbdint_auth_supported(self) -> bool:
         return not self._closed_for_auth and self._key is not None
 
+    def _refused(self) -> str | None:
+        """The gate's refusal (a lockdown, a retired host key), recorded; its message."""
+        refusal = self._door.gate(self._conn) if self._door.gate is not None else None
+        if refusal is None:
+            return None
+        self._closed_for_auth = True
+        self._record_failure(refusal.message, mfa=refusal.mfa)
+        return refusal.message
+
     async def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str
     ) -> KbdIntChallenge:
+        refused = self._refused()
+        if refused is not None:
+            return "", refused, "", []
         lock = await self._door.login.lock_state(username)
         if lock.locked:
             self._closed_for_auth = True
@@ -334,12 +378,27 @@ class _Connection(asyncssh.SSHServer):
     ) -> KbdIntChallenge | bool:
         if self._closed_for_auth or self._key is None:
             return False
+        refused = self._refused()
+        if refused is not None:
+            return "", refused, "", []
+        prompt = PROMPT if self._second_factor is None else BREAK_GLASS_PROMPT
         if len(responses) != 1:
-            return "", "answer with one verification code", "", [(PROMPT, False)]
+            return "", "answer with one code", "", [(prompt, False)]
+        login = self._door.login
+        if self._second_factor is not None:
+            result = await login.check_break_glass_code(username, responses[0], connection=self.id)
+            if result.accepted:
+                method = f"{self._second_factor}+{BREAK_GLASS_METHOD}"
+                return await self._logged_in(username, method, break_glass=True)
+        else:
+            user = login.user(username)
+            break_glass = user is not None and user.break_glass
+            result = await login.check_code(username, responses[0], final=not break_glass)
+            if result.accepted and not break_glass:
+                return await self._logged_in(username, result.method)
+            if result.accepted:
+                return self._ask_break_glass_code(username, result.method)
         self._code_attempts += 1
-        result = await self._door.login.check_code(username, responses[0])
-        if result.accepted:
-            return await self._logged_in(username, result.method)
         self._record_failure(result.message or result.verdict, mfa=result.verdict)
         left = self._door.config.limits.code_attempts_per_connection - self._code_attempts
         final = (Verdict.LOCKED, Verdict.NOT_ENROLLED, Verdict.UNAVAILABLE)
@@ -347,14 +406,28 @@ class _Connection(asyncssh.SSHServer):
             self._closed_for_auth = True
             # No prompt: the client shows the message, answers nothing, and is refused.
             return "", result.message, "", []
-        return "", f"{result.message}; {left} attempt(s) left", "", [(PROMPT, False)]
+        return "", f"{result.message}; {left} attempt(s) left", "", [(prompt, False)]
 
-    async def _logged_in(self, username: str, method: str) -> bool:
+    def _ask_break_glass_code(self, username: str, second_factor: str) -> KbdIntChallenge:
+        if self._door.config.break_glass is None:
+            # A users_dir file marked the account after start-up; the config cannot serve it.
+            message = "this break-glass account cannot log in here; tell an administrator"
+            self._closed_for_auth = True
+            self._record_failure("no break_glass section in the config", mfa="unavailable")
+            return "", message, "", []
+        self._second_factor = second_factor
+        return "", BREAK_GLASS_INSTRUCTIONS, "", [(BREAK_GLASS_PROMPT, False)]
+
+    async def _logged_in(self, username: str, method: str, *, break_glass: bool = False) -> bool:
         if self._key is None:  # asyncssh offers the code only after the key
             return False
         fields = self._fields()
-        if method == "scratch_code":
+        if method.startswith("scratch_code"):
             fields["scratch_codes_left"] = await self._door.login.scratch_codes_left(username)
+        if break_glass:
+            fields["break_glass"] = True
+            left = await self._door.login.break_glass_codes_left(username)
+            fields["break_glass_codes_left"] = left
         # Audit before action: no event on disk, no login.
         if not await self._door.audit(
             "login.succeeded", actor=username, outcome="allowed", mfa=method, **fields
@@ -370,7 +443,19 @@ class _Connection(asyncssh.SSHServer):
             method=method,
             connection=self.id,
             peer=self.peer,
+            break_glass=break_glass,
         )
+        if break_glass and self._door.alerts is not None:
+            self._door.alerts.send(
+                "breakglass.login",
+                user=username,
+                session=None,
+                connection=self.id,
+                source=self.peer.address,
+                source_port=self.peer.port,
+                key=self._key.fingerprint,
+                codes_left=fields["break_glass_codes_left"],
+            )
         return True
 
     def auth_completed(self) -> None:
@@ -388,6 +473,11 @@ class _Connection(asyncssh.SSHServer):
             return False
         if self._session is not None:
             self.refuse("session", "a second session on one connection")
+            return False
+        # A login that came through just before a lockdown opens nothing during it.
+        refusal = self._door.gate(None) if self._door.gate is not None else None
+        if refusal is not None:
+            self.refuse("session", refusal.message)
             return False
         if self._session_timer is not None:
             self._session_timer.cancel()

@@ -1,15 +1,41 @@
-"""The server's ed25519 host key: created with mode 0600 on first start, checked after."""
+"""The server's ed25519 host keys: the active one, created with mode 0600 on first start and
+checked after, and during a rotation the next one beside it (``<host_key>.next``), offered
+to clients so that they learn it before it becomes active (see bastion/keys/host.py)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
 
 from bastion.errors import SecretFileError
 
-__all__ = ["load_or_create_host_key"]
+__all__ = ["HostKeySet", "load_host_keys", "load_or_create_host_key"]
+
+
+@dataclass(frozen=True)
+class HostKeySet:
+    """The keys a worker offers: ``active`` does the key exchange; ``upcoming`` (a rotation's
+    next key) is only announced, for clients using OpenSSH's UpdateHostKeys to learn."""
+
+    active: asyncssh.SSHKey
+    upcoming: asyncssh.SSHKey | None = None
+
+    @property
+    def offered(self) -> list[asyncssh.SSHKey]:
+        return [self.active] if self.upcoming is None else [self.active, self.upcoming]
+
+
+def load_host_keys(path: Path) -> HostKeySet:
+    """The active key (created if missing) and the next key, if a rotation is under way."""
+    active = load_or_create_host_key(path)
+    upcoming = path.with_name(path.name + ".next")
+    try:
+        return HostKeySet(active, _load(upcoming))
+    except FileNotFoundError:
+        return HostKeySet(active)
 
 
 def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:

@@ -21,9 +21,11 @@ import selectors
 import socket
 import sys
 import termios
+from datetime import UTC, datetime
 
 from bastion.console_protocol import (
     BROKER_FD_ENV,
+    AwaitsApproval,
     DeadlinesChanged,
     DebugEnded,
     DebugProgress,
@@ -32,7 +34,10 @@ from bastion.console_protocol import (
     Handover,
     Message,
     Notice,
+    NoticeItem,
+    NoticesChanged,
     ProtocolError,
+    WatchNotices,
     Welcome,
     decode,
     encode,
@@ -71,14 +76,48 @@ class _Broker:
         return [decode(line) for line in lines]
 
 
-def _show(message: Message) -> bool:
+class _Banners:
+    """The notices in force (break-glass sessions): each printed when it goes up, and once
+    more when it comes down, since a line console cannot keep a banner on screen."""
+
+    def __init__(self) -> None:
+        self.shown: dict[str, NoticeItem] = {}
+
+    def update(self, notices: list[NoticeItem]) -> None:
+        now = {n.id: n for n in notices}
+        for notice in now.values():
+            if notice.id not in self.shown:
+                since = datetime.fromtimestamp(notice.since, UTC)
+                _say(
+                    f"\a*** {_label(notice.kind)}: {notice.user} since {since:%H:%M:%S} UTC: "
+                    f"{notice.text}"
+                )
+        for notice in self.shown.values():
+            if notice.id not in now:
+                _say(f"*** {_label(notice.kind)} of {notice.user} is over")
+        self.shown = now
+
+
+def _label(kind: str) -> str:
+    return "BREAK-GLASS session" if kind == "break_glass" else kind.replace("_", " ")
+
+
+def _show(message: Message, banners: _Banners) -> bool:
     """Print a broker message; True when the console must exit (the handover)."""
-    if isinstance(message, Notice):
+    if isinstance(message, NoticesChanged):
+        banners.update(message.notices)
+    elif isinstance(message, Notice):
         _say(f"\a*** {message.message}")
     elif isinstance(message, DebugProgress):
         _say(f"  ... {message.message}")
     elif isinstance(message, (DebugRefused, DebugEnded)):
         _say(f"bastion: {message.message}")
+    elif isinstance(message, AwaitsApproval):
+        # This console cannot follow the request: the operator asks again once approved.
+        _say(
+            f"bastion: {message.message}",
+            "  once it is approved, type the same debug command again to start the shell",
+        )
     elif isinstance(message, Handover):
         _say(f"bastion: {message.message}")
         return True
@@ -95,6 +134,8 @@ def _run(broker: _Broker) -> int:
     events.register(sys.stdin.fileno(), selectors.EVENT_READ, "operator")
     events.register(broker.sock, selectors.EVENT_READ, "broker")
     waiting = False  # a debug was asked for: no prompt until it is refused (or handed over)
+    banners = _Banners()
+    broker.send(WatchNotices(0))
     _prompt()
     while True:
         for key, _ in events.select():
@@ -110,9 +151,9 @@ def _run(broker: _Broker) -> int:
                     continue
                 sys.stdout.write("\r")  # over the prompt, which comes back below
                 for message in messages:
-                    if _show(message):
+                    if _show(message, banners):
                         return 0
-                    waiting = waiting and not isinstance(message, DebugRefused)
+                    waiting = waiting and not isinstance(message, DebugRefused | AwaitsApproval)
                 if not waiting:
                     _prompt()
                 continue

@@ -12,6 +12,11 @@ and audits. Rules:
 * A time step is accepted once per user: the SQLite guard's conditional write decides, so of
   two connections racing with one code exactly one wins, and the loser is told "replayed".
 * Success is reported only after the accepted step and the audit event are on disk.
+* A break-glass account needs a third factor, one of its one-time codes
+  (:meth:`LoginService.check_break_glass_code`): its TOTP code alone resets nothing (with
+  ``final=False``), so a wrong break-glass code counts towards the lock like a wrong TOTP
+  code, and a good TOTP code does not wipe the count. Using a code is one conditional
+  write: of racing connections exactly one gets in with it.
 
 SQLite calls run on one dedicated thread: the replay guard fsyncs, and an fsync on the event
 loop would stall every other session's keystrokes in this worker.
@@ -30,18 +35,22 @@ from typing import Any, TypeVar
 
 from bastion import totp
 from bastion.audit.log import AuditLog
+from bastion.breakglass.code_key import load_or_create_code_key
+from bastion.breakglass.codes import code_digest, normalize_code
 from bastion.config import Config
 from bastion.config.models import User
 from bastion.config.users import UserDirectory
 from bastion.enrolment import normalize_scratch_code, scratch_code_digest
 from bastion.errors import AuditUnavailable, SecretFileError
 from bastion.sshkeys import PublicKey
+from bastion.state.breakglass_codes import SqliteBreakGlassCodes
 from bastion.state.logins import LoginGuard
 
-__all__ = ["CodeCheck", "LoginService", "Peer", "Verdict"]
+__all__ = ["BREAK_GLASS_METHOD", "CodeCheck", "LoginService", "Peer", "Verdict"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+BREAK_GLASS_METHOD = "break_glass_code"
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,13 @@ class LoginService:
         self._db = ThreadPoolExecutor(1, thread_name_prefix="login-guard")
         # The guard's SQLite connection belongs to the thread that uses it.
         self._guard: LoginGuard = self._db.submit(LoginGuard, config.login_db_path()).result()
+        self._codes: SqliteBreakGlassCodes = self._db.submit(
+            SqliteBreakGlassCodes, config.login_db_path()
+        ).result()
 
     def close(self) -> None:
         self._db.submit(self._guard.close).result()
+        self._db.submit(self._codes.close).result()
         self._db.shutdown()
 
     async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -124,8 +137,11 @@ class LoginService:
             hard_lock_after=limits.hard_lock_after_failures,
         )
 
-    async def check_code(self, name: str, code: str) -> CodeCheck:
-        """Verify a TOTP or scratch code and record the outcome; see the module docstring."""
+    async def check_code(self, name: str, code: str, *, final: bool = True) -> CodeCheck:
+        """Verify a TOTP or scratch code and record the outcome; see the module docstring.
+
+        ``final=False`` when another factor follows (a break-glass account): success then
+        leaves the failure count alone, for the last factor to clear."""
         user = self.user(name)
         if user is None:  # removed from the directory after its key was accepted
             return CodeCheck(Verdict.NOT_ENROLLED, "this account is not enrolled")
@@ -134,7 +150,7 @@ class LoginService:
             return CodeCheck(Verdict.LOCKED, locked.message())
         scratch = normalize_scratch_code(code)
         if scratch is not None:
-            return await self._check_scratch(name, scratch)
+            return await self._check_scratch(name, scratch, final=final)
         try:
             secret = self._users.totp_secret(user)
         except SecretFileError as exc:
@@ -153,20 +169,54 @@ class LoginService:
             return CodeCheck(Verdict.MALFORMED, "a verification code is six digits (0-9)")
         if result.accepted and result.step is not None:
             if await self._in_db(self._guard.accept_step, name, result.step):
-                return await self._succeeded(name, "totp")
+                return await self._succeeded(name, "totp", final=final)
             # Another connection accepted this step between our read and our write.
             result = totp.Verification(totp.Outcome.REPLAYED, result.step)
         verdict = Verdict.REPLAYED if result.outcome is totp.Outcome.REPLAYED else Verdict.WRONG
         return await self._failed(name, verdict)
 
-    async def _check_scratch(self, name: str, code: str) -> CodeCheck:
+    async def _check_scratch(self, name: str, code: str, *, final: bool) -> CodeCheck:
         digest = scratch_code_digest(name, code)
         if await self._in_db(self._guard.use_scratch_code, name, digest, self._clock()):
-            return await self._succeeded(name, "scratch_code")
+            return await self._succeeded(name, "scratch_code", final=final)
         return await self._failed(name, Verdict.WRONG, method="scratch_code")
 
-    async def _succeeded(self, name: str, method: str) -> CodeCheck:
-        await self._in_db(self._guard.reset_failures, name)
+    async def check_break_glass_code(self, name: str, code: str, *, connection: str) -> CodeCheck:
+        """Verify and burn one of a break-glass account's one-time codes (the last factor,
+        asked after its TOTP code on the same connection)."""
+        locked = await self.lock_state(name)
+        if locked.locked:
+            return CodeCheck(Verdict.LOCKED, locked.message(), BREAK_GLASS_METHOD)
+        normalized = normalize_code(code)
+        if normalized is None:
+            return CodeCheck(
+                Verdict.MALFORMED,
+                "a break-glass code is 20 letters and digits (xxxxx-xxxxx-xxxxx-xxxxx)",
+                BREAK_GLASS_METHOD,
+            )
+        try:
+            # Read and checked at each use, as TOTP seeds are: a key replaced by an
+            # administrator (with new batches) takes effect at the next login.
+            key = await self._in_db(load_or_create_code_key, self._config)
+        except SecretFileError as exc:
+            log.error("break-glass login of %s refused: %s", name, exc)  # noqa: TRY400
+            unavailable = "login is unavailable; tell an administrator"
+            return CodeCheck(Verdict.UNAVAILABLE, unavailable, BREAK_GLASS_METHOD)
+        digest = code_digest(key, name, normalized)
+        if await self._in_db(self._burn, name, digest, connection):
+            return await self._succeeded(name, BREAK_GLASS_METHOD, final=True)
+        return await self._failed(name, Verdict.WRONG, method=BREAK_GLASS_METHOD)
+
+    def _burn(self, name: str, digest: str, connection: str) -> bool:
+        return self._codes.use(name, digest, now=self._clock(), connection=connection)
+
+    async def break_glass_codes_left(self, name: str) -> int:
+        state = await self._in_db(self._codes.batch, name)
+        return 0 if state is None else state.remaining
+
+    async def _succeeded(self, name: str, method: str, *, final: bool = True) -> CodeCheck:
+        if final:
+            await self._in_db(self._guard.reset_failures, name)
         return CodeCheck(Verdict.ACCEPTED, method=method)
 
     async def _failed(self, name: str, verdict: Verdict, *, method: str = "totp") -> CodeCheck:

@@ -9,10 +9,14 @@ told how it ended. ``ssh -t bastion debug NS/POD`` skips the console: the shell 
 once and its exit status is the connection's.
 
 Every console is greeted with ``Welcome`` (who, which clusters, the deadlines) and told
-``DeadlinesChanged`` when a grant narrows them; its other requests (namespaces, pods,
+``DeadlinesChanged`` when a grant narrows them; ``WatchNotices`` subscribes it to the
+worker's notices feed (break-glass banners); its other requests (namespaces, pods,
 details, debug options) are answered by the session's :class:`Browser`. Messages to a
 console go through one writer per console, in order, and a page-heavy answer waits while
 the console is behind rather than losing lines.
+
+A break-glass session (:mod:`bastion.breakglass.activation`) asks its reason on the raw
+terminal before its first console or its ``debug`` command: nothing else starts before.
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from bastion.attach_bridge import AttachBridge
+from bastion.breakglass.activation import activate
+from bastion.breakglass.prompt import TerminalPrompt
 from bastion.console_protocol import (
     BROKER_FD_ENV,
     CONSOLE_SENDS,
     MAX_LINE,
+    AwaitsApproval,
     DeadlinesChanged,
     DebugEnded,
     DebugProgress,
@@ -40,7 +47,9 @@ from bastion.console_protocol import (
     DebugRequest,
     Handover,
     Message,
+    NoticesChanged,
     ProtocolError,
+    WatchNotices,
     Welcome,
     decode,
     encode,
@@ -51,6 +60,7 @@ from bastion.errors import AuditUnavailable, BackendUnavailable, BastionError
 from bastion.policy import Mode, Principal
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
+from bastion.session.approvals import ApprovalPending
 from bastion.session.browse import Browser
 from bastion.session.deadlines import Deadlines, Notice
 from bastion.session.debug_shell import (
@@ -108,6 +118,8 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         self._lost = False
         self._typeahead = bytearray()
         self._recorder: Recorder | None = None  # the consoles' recording, one per session
+        self._prompt: TerminalPrompt | None = None  # a question on the raw terminal
+        self._notice_watches: list[Callable[[], None]] = []  # the console's subscriptions
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
@@ -171,6 +183,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 user=identity.user,
                 source=f"{identity.peer.address}:{identity.peer.port}",
                 connection=identity.connection,
+                marks={"break_glass": True} if identity.break_glass else None,
             )
         except (AuditUnavailable, OSError) as exc:
             log.error("session of %s not opened: %s", identity.user, exc)  # noqa: TRY400
@@ -184,14 +197,17 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         session.on_end(lambda _: self._close_console())
         session.on_deadlines(self._deadlines_changed)
         try:
-            if self._debug_command is not None:
+            if identity.break_glass and not await self._break_glass(session):
+                code = 1
+            elif self._debug_command is not None:
                 code = await self._run_direct_debug(session, self._debug_command)
             else:
                 self._browser = Browser(
                     session,
                     config=self._door.config,
                     vault=self._door.vault,
-                    principal=Principal(identity.user, frozenset(identity.groups)),
+                    principal=self._principal(),
+                    approvals=self._door.broker.approvals,
                 )
                 code = await self._run_consoles(session)
         finally:
@@ -207,6 +223,44 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         with contextlib.suppress(OSError, asyncssh.Error):  # the client may be gone already
             chan.exit(code)
 
+    def _principal(self) -> Principal:
+        identity = self._identity
+        return Principal(identity.user, frozenset(identity.groups), identity.break_glass)
+
+    async def _break_glass(self, session: Session) -> bool:
+        """The reason, the record, the banner and the alert, before anything else."""
+        chan = self._chan
+        config = self._door.config.break_glass
+        if chan is None or config is None:
+            return False
+
+        def write(data: bytes) -> None:
+            with contextlib.suppress(OSError, asyncssh.Error):  # the client may be gone
+                chan.write(data)
+
+        self._prompt = TerminalPrompt(write)
+
+        async def ask(prompt: str, within: float) -> str | None:
+            assert self._prompt is not None  # noqa: S101 - set above, cleared after
+            typed, self._typeahead = bytes(self._typeahead), bytearray()
+            return await self._prompt.ask(prompt, within, typed=typed)
+
+        def say(text: str) -> None:
+            write(f"{text}\r\n".encode())
+
+        try:
+            return await activate(
+                session,
+                config=config,
+                source=self._identity.peer.address,
+                ask=ask,
+                say=say,
+                alerts=self._door.alerts,
+                notices=self._door.notices,
+            )
+        finally:
+            self._prompt = None
+
     async def _run_direct_debug(self, session: Session, command: DebugCommand) -> int:
         chan = self._chan
         assert chan is not None  # noqa: S101 - _run checked it
@@ -218,12 +272,29 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 chan.write(f"bastion: {printable(message)}\r\n".encode())
 
         try:
-            outcome = await self._debug(session, command, progress, self._attach)
+            while True:
+                try:
+                    outcome = await self._debug(session, command, progress, self._attach)
+                    break
+                except ApprovalPending as pending:
+                    # Waiting is the operator's confirmation: once approved, the same
+                    # debug is asked for again and spends the approval.
+                    progress(pending.message)
+                    await self._door.broker.approvals.wait(
+                        session, pending.request, progress=progress, stop=self._interrupted
+                    )
         except BastionError as exc:
             with contextlib.suppress(OSError, asyncssh.Error):
                 chan.write_stderr(f"bastion: {printable(exc.message)}\r\n".encode())
             return 1
         return outcome.exit_status
+
+    def _interrupted(self) -> bool:
+        """Ctrl-C typed while no shell runs (it would otherwise wait for the shell)."""
+        if b"\x03" not in self._typeahead:
+            return False
+        self._typeahead.clear()
+        return True
 
     async def _run_consoles(self, session: Session) -> int:
         """Consoles one after the other: each one ends at logout, or hands the terminal to
@@ -341,6 +412,9 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                     chan.write_stderr(b"the console could not start; tell an administrator\r\n")
         finally:
             self._console = self._outbox = None
+            for unsubscribe in self._notice_watches:
+                unsubscribe()
+            self._notice_watches.clear()
             console.close()
             theirs.close()
             outbox.close()
@@ -361,6 +435,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             connection=identity.connection,
             exit_status=code,
             handed_over=debug is not None,
+            **session.marks,
         )
         return code, debug
 
@@ -381,6 +456,9 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 buffer += data
                 lines, buffer = _lines(buffer)
                 for message in lines:
+                    if isinstance(message, WatchNotices):
+                        self._watch_notices(message.id, outbox)
+                        continue
                     if not isinstance(message, DebugRequest):
                         if self._browser is not None:
                             self._browser.submit(message, outbox.write)
@@ -399,6 +477,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 outcome="refused",
                 session=session.id,
                 error=str(exc)[:200],
+                **session.marks,
             )
             console.close()
         except (OSError, asyncio.CancelledError):
@@ -451,6 +530,9 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             outcome = await self._debug(
                 session, command, lambda m: outbox.send(DebugProgress(m)), attach
             )
+        except ApprovalPending as pending:
+            outbox.send(AwaitsApproval(pending.request.id, pending.message))
+            return None
         except BastionError as exc:
             if not handed:
                 outbox.send(DebugRefused(exc.message))
@@ -473,13 +555,12 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             raise BackendUnavailable("debug shells need Vault, which this bastion does not use")
         chan = self._chan
         assert chan is not None  # noqa: S101 - a session exists only with its channel
-        identity = self._identity
         return await run_debug_shell(
             session,
             command,
             config=self._door.config,
             vault=vault,
-            principal=Principal(identity.user, frozenset(identity.groups)),
+            principal=self._principal(),
             terminal=Terminal(
                 progress=progress,
                 size=lambda: (self._size.cols, self._size.rows),
@@ -487,6 +568,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 write=chan.write,
                 pause_input=self._pause_input,
             ),
+            approvals=self._door.broker.approvals,
         )
 
     async def _attach(self, bridge: AttachBridge) -> int:
@@ -536,7 +618,25 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 session.watch_deadlines(self._notify)
             )
 
+    def _watch_notices(self, request_id: int, outbox: _Outbox) -> None:
+        # One subscription per console: asking again replaces it (a console cannot pile
+        # them up in the worker).
+        for unsubscribe in self._notice_watches:
+            unsubscribe()
+        self._notice_watches.clear()
+        feed = self._door.notices
+        if feed is None:
+            outbox.send(NoticesChanged(request_id, []))
+            return
+        self._notice_watches.append(
+            feed.subscribe(
+                self._identity.user, lambda items: outbox.send(NoticesChanged(request_id, items))
+            )
+        )
+
     def _close_console(self) -> None:
+        if self._prompt is not None:
+            self._prompt.cancel()
         if self._console is not None:
             self._console.close()
 
@@ -552,7 +652,9 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self._session is not None:
             self._session.touch()
-        if self._bridge is not None:
+        if self._prompt is not None and self._prompt.open:
+            self._prompt.feed(data)
+        elif self._bridge is not None:
             self._bridge.feed(data)
         elif self._console is not None and not self._handing_over:
             self._console.feed(data)

@@ -19,22 +19,26 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 from bastion.audit.log import AuditLog
+from bastion.breakglass.alerts import AlertDispatcher, destinations_for
 from bastion.config import Config, load_config
 from bastion.config.users import UserDirectory
 from bastion.errors import BastionError
+from bastion.keys.rotate import adopt_keys
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import recording_process, stop_recording_processes
-from bastion.session.broker import SessionBroker
+from bastion.session.broker import SessionBroker, journal_path
 from bastion.session.cleaners import debug_cleaner, lease_cleaner
+from bastion.session.notices import NoticeFeed
 from bastion.session.reaper import Reaper, temp_dir_cleaner
 from bastion.ssh.console import python_argv
 from bastion.ssh.front_door import FrontDoor, Identity
-from bastion.ssh.host_key import load_or_create_host_key
+from bastion.ssh.key_watch import HostKeyWatch
 from bastion.ssh.login import LoginService
 from bastion.ssh.throttle import SourceThrottle
 from bastion.ssh.zygote import Zygote
@@ -94,11 +98,17 @@ class Worker:
             login_timeout=limits.login_timeout.total_seconds(),
         )
         self.vault = VaultClient(config.vault)  # logs in on first use, not here
+        # Made here, not at start: a break-glass destination that cannot be used (its token
+        # file unsafe, its CA unreadable) stops the worker before it listens.
+        self.alerts_to = destinations_for(config.break_glass.alerts) if config.break_glass else []
+        self.alerts: AlertDispatcher | None = None
+        self.notices: NoticeFeed | None = None
         self.login: LoginService | None = None
         self.broker: SessionBroker | None = None
         self.reaper: Reaper | None = None
         self._reaping: asyncio.Task[None] | None = None
         self.door: FrontDoor | None = None
+        self.host_keys: HostKeyWatch | None = None
         self.zygote: Zygote | None = None
         self.port = 0
 
@@ -108,6 +118,10 @@ class Worker:
         self.login = LoginService(config, UserDirectory(config), self.audit)
         self.broker = SessionBroker(config, self.audit)
         self.broker.start()
+        # After the broker: the notice board lives in the journal's database.
+        self.notices = NoticeFeed(journal_path(config))
+        if config.break_glass is not None:
+            self.alerts = AlertDispatcher(self.alerts_to, self.audit)
         # Sessions of a worker that died (even by kill -9) are wiped from the journal: at
         # start and then every minute.
         self.reaper = Reaper(
@@ -133,20 +147,31 @@ class Worker:
             self.zygote = Zygote(console_modules())
             if not await self.zygote.start():
                 log.warning("the console template is not ready; consoles start fresh until it is")
+        # Host keys follow rotations without a restart (bastion/ssh/key_watch.py); the keys
+        # in use are recorded in the key registry so that their age can be told.
+        self.host_keys = HostKeyWatch(config, self.audit)
+        try:
+            await asyncio.to_thread(adopt_keys, config, time.time())
+        except BastionError as exc:  # only the ages shown by `bastion keys list` miss it
+            log.error("the keys in use could not be recorded in the key registry: %s", exc)  # noqa: TRY400
         self.door = FrontDoor(
             config,
-            host_key=load_or_create_host_key(config.listener.host_key),
+            host_keys=self.host_keys.keys.offered,
+            gate=self.host_keys.refusal,
             login=self.login,
             throttle=self.throttle,
             audit=self.audit,
             broker=self.broker,
             console_command=self._console_command,
             vault=self.vault,
+            alerts=self.alerts,
+            notices=self.notices,
         )
         listen_port = config.listener.port if port is None else port
         self.port = await self.door.listen(
             config.listener.address, listen_port, reuse_port=reuse_port
         )
+        self.host_keys.start(self.door.update_host_keys)
         return self.port
 
     def _console_command(self, identity: Identity) -> Sequence[str]:
@@ -160,6 +185,8 @@ class Worker:
         """Stop accepting, wipe every session (within 20 s), close connections, flush."""
         if self.door is not None:
             await self.door.stop_accepting()
+        if self.host_keys is not None:
+            await self.host_keys.aclose()
         if self.broker is not None:
             await self.broker.shutdown()
         if self.door is not None:
@@ -174,6 +201,10 @@ class Worker:
                 await self._reaping
         if self.reaper is not None:
             await self.reaper.aclose()
+        if self.notices is not None:
+            await self.notices.aclose()
+        if self.alerts is not None:
+            await self.alerts.aclose()  # its last events go to the audit log, still open
         if self.broker is not None:
             self.broker.close()
         await self.vault.close()

@@ -33,11 +33,13 @@ The server opens this database at ``<state_dir>/journal.db``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
 import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +54,7 @@ __all__ = [
     "Owner",
     "ResourceRecord",
     "SessionRecord",
+    "open_state_db",
 ]
 
 CLOSED = "closed"
@@ -262,6 +265,39 @@ def _json(value: Mapping[str, Any], what: str) -> str:
     return json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
 
 
+# ---------------------------------------------------------------------------- the file
+def open_state_db(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection to the state database at ``path`` (created 0600 in a 0700 directory,
+    never through a symbolic link), durable and in autocommit mode, with ``schema`` applied.
+    The journal and the approvals store (:mod:`bastion.state.approvals`) share the file."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Create the file 0600 ourselves, so it is never readable by others, not even
+    # between SQLite creating it and a chmod; SQLite gives -wal and -shm the same mode.
+    # Only a file that does not exist yet is opened here: closing any descriptor of the
+    # database would drop the POSIX locks this process's SQLite connections hold on it, and
+    # another process closing its last connection would then delete the WAL under them
+    # (their later commits lost to everyone else).
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        # A symbolic link in its place is refused (ELOOP), not followed.
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from None
+    path.chmod(0o600)
+    # Autocommit: every statement is its own transaction; timeout is the busy timeout.
+    db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(schema)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 # ---------------------------------------------------------------------------- the journal
 class Journal:
     """Sessions and their resources; see the module docstring (one thread per object)."""
@@ -269,23 +305,7 @@ class Journal:
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Create the file 0600 ourselves, so it is never readable by others, not even
-        # between SQLite creating it and a chmod; SQLite gives -wal and -shm the same mode.
-        # A symbolic link in its place is refused (ELOOP), not followed.
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        os.close(os.open(path, flags, 0o600))
-        path.chmod(0o600)
-        # Autocommit: every statement is its own transaction; timeout is the busy timeout.
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_state_db(path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

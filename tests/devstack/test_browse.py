@@ -338,6 +338,7 @@ async def test_pods_and_details_are_filtered_and_masked(
         "max_session_seconds": 1800.0,
         "reason_required": False,
         "recorded": True,
+        "approval": "",  # no grant here requires approval
     }
 
 

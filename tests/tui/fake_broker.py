@@ -6,16 +6,21 @@ and a scripted debug. Every line goes through the protocol's real encode and dec
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bastion.console_protocol import (
     CONSOLE_SENDS,
+    ApprovalDecided,
+    ApprovalItem,
+    Approvals,
+    AwaitsApproval,
     ContainerInfo,
     DebugEnded,
     DebugOptions,
     DebugProgress,
     DebugRefused,
     DebugRequest,
+    DecideApproval,
     EnvVar,
     EventRow,
     Failed,
@@ -24,14 +29,18 @@ from bastion.console_protocol import (
     Handover,
     HiddenItem,
     KeyValue,
+    ListApprovals,
     ListNamespaces,
     Message,
     Namespaces,
+    NoticeItem,
+    NoticesChanged,
     PodDetail,
     PodRow,
     PodsChanged,
     PodsPage,
     StopWatch,
+    WatchNotices,
     WatchPods,
     Welcome,
     decode,
@@ -121,9 +130,15 @@ class Script:
     pods_hidden: int = 2
     hidden_reason: str = "grant 'shop-oncall' shows only pods with app in (web,db)"
     reason_required: bool = True
-    debug_outcome: str = "handover"  # or "refused"
+    debug_outcome: str = "handover"  # or "refused", or "approval" (AwaitsApproval)
+    # What ListApprovals answers; DecideApproval changes it as the broker would (or refuses
+    # the request ids in ``refuse``, with the sentence given).
+    approvals: list[ApprovalItem] = field(default_factory=list)
+    approval_needed: str = ""  # DebugOptions.approval: who must approve a debug there
+    refuse: dict[str, str] = field(default_factory=dict)
     ended: DebugEnded | None = None
     silent: bool = False  # stops answering requests
+    notices: list[NoticeItem] = field(default_factory=list)  # banners: what WatchNotices gets
     hard_deadline: float = HARD_DEADLINE
 
 
@@ -136,6 +151,7 @@ class FakeBroker:
         self.to_console: asyncio.Queue[Message | bytes] = asyncio.Queue()
         self.received: list[Message] = []
         self.watches: set[int] = set()
+        self.notice_watch: int | None = None
         self.closed = False
 
     def transport(self) -> MemoryTransport:
@@ -166,6 +182,9 @@ class FakeBroker:
                 self._pages(request_id, self.script.pods.get(namespace, []))
             case StopWatch(id=request_id):
                 self.watches.discard(request_id)
+            case WatchNotices(id=request_id):
+                self.notice_watch = request_id
+                self.push(NoticesChanged(request_id, list(self.script.notices)))
             case GetPod(id=request_id, namespace=namespace, pod=name):
                 if name.startswith("gone"):
                     self.push(Failed(request_id, f"pod {namespace}/{name} is gone; refresh"))
@@ -173,14 +192,34 @@ class FakeBroker:
                     self.push(detail(request_id, namespace, name))
             case GetDebugOptions(id=request_id, container=container):
                 self.push(DebugOptions(request_id, [IMAGE], ["ephemeral", "copy"], container,
-                                       3600.0, self.script.reason_required, True))  # fmt: skip
+                                       3600.0, self.script.reason_required, True,
+                                       self.script.approval_needed))  # fmt: skip
+            case ListApprovals(id=request_id):
+                self.push(Approvals(request_id, list(self.script.approvals)))
+            case DecideApproval(id=request_id, request_id=wanted, approve=approve, reason=why):
+                self._decide(request_id, wanted, approve=approve, reason=why)
             case DebugRequest():
                 self.push(DebugProgress("asking Vault for a credential"))
+                if self.script.debug_outcome == "approval":
+                    self.push(AwaitsApproval("3f2a9c0d81e4", "this debug needs approval"))
+                    return
                 self.push(DebugProgress("starting the debug container"))
                 if self.script.debug_outcome == "refused":
                     self.push(DebugRefused("image pull failed; try again or pick another image"))
                 else:
                     self.push(Handover("attaching your terminal to the debug shell"))
+
+    def _decide(self, request_id: int, wanted: str, *, approve: bool, reason: str) -> None:
+        if wanted in self.script.refuse:
+            self.push(Failed(request_id, self.script.refuse[wanted]))
+            return
+        status = "approved" if approve else "denied"
+        self.script.approvals = [
+            replace(item, status=status, decided_by="alice", decision_reason=reason,
+                    can_decide=False) if item.id == wanted else item
+            for item in self.script.approvals
+        ]  # fmt: skip
+        self.push(ApprovalDecided(request_id, wanted, status, f"request {wanted} {status}"))
 
     def _pages(self, request_id: int, rows: list[PodRow]) -> None:
         size = self.script.page
@@ -192,6 +231,11 @@ class FakeBroker:
 
     def change(self, watch_id: int, upserts: list[PodRow], deletes: list[str]) -> None:
         self.push(PodsChanged(watch_id, upserts, deletes))
+
+    def notices_changed(self, notices: list[NoticeItem]) -> None:
+        """What the broker's feed sends when a notice goes up or comes down."""
+        assert self.notice_watch is not None, "the console never asked for notices"
+        self.push(NoticesChanged(self.notice_watch, notices))
 
 
 class MemoryTransport:

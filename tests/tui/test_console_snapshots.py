@@ -84,3 +84,25 @@ def test_help(snap_compare: Any) -> None:
 
     broker = FakeBroker(Script())
     assert snap_compare(make_app(broker), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_break_glass_banners_with_a_hostile_reason(
+    snap_compare: Any, size: tuple[int, int]
+) -> None:
+    from bastion.console_protocol import NoticeItem  # noqa: PLC0415
+    from tests.tui.conftest import NOW  # noqa: PLC0415
+
+    notices = [
+        NoticeItem("n1", "break_glass", "emergency", NOW - 300, "INC-42 payments are down"),
+        NoticeItem(
+            "n2", "break_glass", "oncall2", NOW - 7300,
+            "db-0 \x1b[2J[@click=app.quit]x[/] \u202eevil " + "very long reason " * 12,
+        ),
+    ]  # fmt: skip
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _to_namespace(pilot, 1)
+
+    app = make_app(FakeBroker(Script(notices=notices)))
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
