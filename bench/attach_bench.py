@@ -166,6 +166,7 @@ class Run:
     bench_cpu: float
     kubesim_cpu: float
     recorder_cpu: float = 0.0  # the recording process's, in the recorded rows
+    lag_p99: float = 0.0  # ms: how late a 1 ms timer of this loop fired (see probe_loop)
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,16 @@ def recorded_bridge(directory: Path) -> Sink:
     return sink
 
 
+async def probe_loop(lags: list[float]) -> None:
+    """What another session's keystroke would wait for: a timer due every 1 ms on the
+    bridge's loop, and how late it fires (the bridge's passes, and anything holding the
+    GIL, such as a recorder thread in this process)."""
+    while True:
+        due = time.perf_counter() + 0.001
+        await asyncio.sleep(0.001)
+        lags.append(max(time.perf_counter() - due, 0.0))
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -342,13 +353,20 @@ async def _attach_run(
             rec_cpu = 0.0 if recorder is None else cpu_seconds(recorder)
             kube_cpu, cpu = kubesim.cpu_seconds(), time.process_time()
             started = time.perf_counter()
-            received = await sink(stream)
+            lags: list[float] = []
+            probe = asyncio.create_task(probe_loop(lags))
+            try:
+                received = await sink(stream)
+            finally:
+                probe.cancel()
             seconds = time.perf_counter() - started
             cpu, kube_cpu = time.process_time() - cpu, kubesim.cpu_seconds() - kube_cpu
             if recorder is not None:
                 rec_cpu = cpu_seconds(recorder) - rec_cpu
     check(received == nbytes + len(ECHO), f"{received} bytes arrived, not {nbytes + 2}")
-    return Run(seconds, received, cpu, kube_cpu, rec_cpu)
+    lags.sort()
+    lag = lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000 if lags else 0.0
+    return Run(seconds, received, cpu, kube_cpu, rec_cpu, lag)
 
 
 def measure(kubesim: KubesimChild, nbytes: int, runs: int, workdir: Path) -> list[Row]:
@@ -390,9 +408,13 @@ def print_table(rows: list[Row], nbytes: int, runs: int) -> None:
     width = max(len(row.what) for row in rows)
     print(
         f"{'path':{width}}  {'seconds':>7}  {'MB/s':>6}  {'vs PTY':>6}  "
-        f"{'bench CPU s':>11}  {'kubesim CPU s':>13}  {'recorder CPU s':>14}"
+        f"{'bench CPU s':>11}  {'kubesim CPU s':>13}  {'recorder CPU s':>14}  "
+        f"{'loop lag p99 ms':>15}"
     )
-    print(f"{'-' * width}  -------  ------  ------  -----------  -------------  --------------")
+    print(
+        f"{'-' * width}  -------  ------  ------  -----------  -------------  --------------  "
+        "---------------"
+    )
     base = rows[0].median("seconds")
     for index, row in enumerate(rows):
         seconds = row.median("seconds")
@@ -402,7 +424,7 @@ def print_table(rows: list[Row], nbytes: int, runs: int) -> None:
         print(
             f"{row.what:{width}}  {seconds:7.3f}  {nbytes / seconds / 1e6:6.0f}  "
             f"{base / seconds:5.2f}x  {row.median('bench_cpu'):11.2f}  {kube_cpu:>13}  "
-            f"{rec_cpu:>14}"
+            f"{rec_cpu:>14}  " + (f"{row.median('lag_p99'):15.1f}" if index else f"{'-':>15}")
         )
 
 
