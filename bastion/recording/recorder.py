@@ -203,6 +203,7 @@ class Recorder:
                     hint="check the recordings filesystem's speed and the host's load",
                 ),
                 notify=False,
+                abandon=True,
             )
             raise self._error()
         self._process.send(kind, self._number, data, self._clock() - self._started)
@@ -229,15 +230,25 @@ class Recorder:
             self._pause(False)
 
     def fail(
-        self, exc: RecordingUnavailable, state: dict[str, Any] | None = None, *, notify: bool = True
+        self,
+        exc: RecordingUnavailable,
+        state: dict[str, Any] | None = None,
+        *,
+        notify: bool = True,
+        abandon: bool = False,
     ) -> None:
-        """The recording cannot go on: remembered, the session told once (``on_failure``)."""
+        """The recording cannot go on: remembered, the session told once (``on_failure``).
+        ``abandon``: the worker gave up on it, so the recording process closes the file
+        without its end (it ends the same way when the process itself fails or stops)."""
         if state:
             self._state = {**self._state, **state}
         if self._failure is not None or self._closed:
             return
         self._failure = exc
         self._process.forget(self._number)
+        if abandon:
+            with contextlib.suppress(RecordingUnavailable):  # a stopped process closed it
+                self._process.send(wire.ABANDON, self._number, b"")
         if self._closing is not None and not self._closing.done():
             self._closing.set_exception(self._error())
         elif notify and self._on_failure is not None:
@@ -281,7 +292,8 @@ class Recorder:
                     f"the recording process did not close the recording {self.path} "
                     f"within {CLOSE_TIMEOUT:.0f} s",
                     hint="check the recordings filesystem and the host's load",
-                )
+                ),
+                abandon=True,
             )
             return await asyncio.shield(self._closing)
 

@@ -137,6 +137,8 @@ class RecordingService:
         if number in self._failed:
             if kind == wire.CLOSE:
                 self._send_failure(number, self._failed.pop(number), None)
+            elif kind == wire.ABANDON:
+                del self._failed[number]
             return
         recording = self._recordings.get(number)
         if recording is None:
@@ -153,6 +155,10 @@ class RecordingService:
             writer.add_secret(item.payload.decode())
         elif kind == wire.CLOSE:
             self._close(number, recording)
+            return
+        elif kind == wire.ABANDON:
+            del self._recordings[number]
+            writer.abandon()
             return
         if kind in wire.DATA_KINDS:
             recording.received += len(item.payload)

@@ -13,7 +13,9 @@ does later never moves an event. Worker → recording process:
   signing key, the session's secrets...); answered by ``OPENED`` or ``REFUSED``;
 * ``OUTPUT``, ``INPUT``: the bytes; ``RESIZE``: ``b"COLSxROWS"``; ``SECRET``: a string to
   redact from everything not yet written;
-* ``CLOSE``: write the end; answered by ``CLOSED`` (or ``FAILED``).
+* ``CLOSE``: write the end; answered by ``CLOSED`` (or ``FAILED``);
+* ``ABANDON``: the worker gave up on the recording (it fell too far behind, or did not
+  close in time): write what was sent, no end, and close the file; not answered.
 
 Recording process → worker: ``READY`` (once, when it has confined itself and serves),
 ``OPENED``, ``REFUSED`` (JSON ``message``, ``hint``), ``TAKEN``
@@ -32,6 +34,7 @@ from typing import Any, Final
 import orjson
 
 __all__ = [
+    "ABANDON",
     "CLOSE",
     "CLOSED",
     "DATA_KINDS",
@@ -56,7 +59,7 @@ HEADER: Final = struct.Struct("!BIId")
 MAX_PAYLOAD: Final = 64 * 1024 * 1024  # a frame claiming more is a broken stream
 
 # worker -> recording process
-OPEN, OUTPUT, INPUT, RESIZE, SECRET, CLOSE = 1, 2, 3, 4, 5, 6
+OPEN, OUTPUT, INPUT, RESIZE, SECRET, CLOSE, ABANDON = 1, 2, 3, 4, 5, 6, 7
 # recording process -> worker
 READY, OPENED, REFUSED, TAKEN, FAILED, CLOSED = 10, 11, 12, 13, 14, 15
 # What the flow control counts: the recording process says how much of these it has written.

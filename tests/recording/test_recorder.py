@@ -4,6 +4,7 @@ process, and how it fails closed (a full disk, a recording process that dies).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -284,6 +285,15 @@ async def test_a_recorder_too_far_behind_ends_the_session(setup: Setup, processe
         recorder.append(b"x")
     with pytest.raises(RecordingUnavailable, match="fell more than 2 MiB behind"):
         await recorder.aclose()
+    # The recording process was told to give it up: what was handed over is written, the
+    # file closed without its end.
+    process = await recording_process(setup.recordings)
+    assert process.pid is not None
+    await until(lambda: recorder.path not in open_files(process.pid))
+    lines, reader = read(setup, recorder.path)
+    assert reader.verdict is not None
+    assert not reader.verdict.complete
+    assert output(lines) == "x" * 2_000_000
 
 
 async def test_a_fast_stream_is_held_until_the_process_has_written_it(
@@ -340,6 +350,14 @@ async def test_a_full_disk_in_the_process_fails_that_recording_and_tells_the_ses
     summary = await other.aclose()
     assert summary.complete
     assert output(read(setup, summary.path)[0]) == "still here\r\n"
+
+
+def open_files(pid: int) -> set[Path]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            found.add(fd.readlink())
+    return found
 
 
 def os_prlimit(pid: int, limit: int | None) -> None:
