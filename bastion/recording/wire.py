@@ -13,14 +13,18 @@ does later never moves an event. Worker → recording process:
   signing key, the session's secrets...); answered by ``OPENED`` or ``REFUSED``;
 * ``OUTPUT``, ``INPUT``: the bytes; ``RESIZE``: ``b"COLSxROWS"``; ``SECRET``: a string to
   redact from everything not yet written;
-* ``CLOSE``: write the end; answered by ``CLOSED`` (or ``FAILED``).
+* ``CLOSE``: write the end; answered by ``CLOSED`` (or ``FAILED``);
+* ``WATCH``: ``b"1"`` while someone watches the session live (issue 9), ``b"0"`` when nobody
+  does: the recording process then also sends the output it writes, as redacted, in
+  ``WATCHED`` frames, and writes it at once rather than at the flush interval.
 
 Recording process → worker: ``READY`` (once, when it has confined itself and serves),
 ``OPENED``, ``REFUSED`` (JSON ``message``, ``hint``), ``TAKEN``
 (JSON ``taken``: the bytes of ``OUTPUT``/``INPUT``/``RESIZE`` payloads written to the file so
 far, and the file's state: ``segments``, ``size``, ``digest``), ``FAILED`` (``message``,
 ``hint`` and the file's state; nothing more is written for that recording) and ``CLOSED``
-(the summary).
+(the summary), and ``WATCHED``: redacted output exactly as it goes into the recording's
+``"o"`` events, with the event's time.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ __all__ = [
     "RESIZE",
     "SECRET",
     "TAKEN",
+    "WATCH",
+    "WATCHED",
     "Frame",
     "FrameReader",
     "frame",
@@ -56,9 +62,9 @@ HEADER: Final = struct.Struct("!BIId")
 MAX_PAYLOAD: Final = 64 * 1024 * 1024  # a frame claiming more is a broken stream
 
 # worker -> recording process
-OPEN, OUTPUT, INPUT, RESIZE, SECRET, CLOSE = 1, 2, 3, 4, 5, 6
+OPEN, OUTPUT, INPUT, RESIZE, SECRET, CLOSE, WATCH = 1, 2, 3, 4, 5, 6, 7
 # recording process -> worker
-READY, OPENED, REFUSED, TAKEN, FAILED, CLOSED = 10, 11, 12, 13, 14, 15
+READY, OPENED, REFUSED, TAKEN, FAILED, CLOSED, WATCHED = 10, 11, 12, 13, 14, 15, 16
 # What the flow control counts: the recording process says how much of these it has written.
 DATA_KINDS: Final = frozenset({OUTPUT, INPUT, RESIZE})
 

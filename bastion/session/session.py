@@ -308,6 +308,11 @@ class Session:
         await self._in_db(self._journal.removed, resource.journal_id)
         return {**what, "outcome": result}
 
+    async def lookup(self, session_id: str) -> Any:
+        """Another session's journal record (a ``SessionRecord``), or None: for checks such
+        as who is watching this one (bastion.oversight)."""
+        return await self._in_db(self._journal.session, session_id)
+
     async def record(self, event: str, *, outcome: str, **fields: Any) -> None:
         """An audit event of this session; an unwritable log ends the session."""
         await self._record(event, outcome=outcome, **fields)

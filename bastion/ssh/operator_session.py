@@ -567,6 +567,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 attach=attach,
                 write=chan.write,
                 pause_input=self._pause_input,
+                give_up=self._interrupted,
             ),
             approvals=self._door.broker.approvals,
         )
