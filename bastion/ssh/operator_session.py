@@ -57,6 +57,7 @@ from bastion.console_protocol import (
 from bastion.console_protocol import Notice as NoticeMessage
 from bastion.debug_command import DebugCommand, parse_debug_command
 from bastion.errors import AuditUnavailable, BackendUnavailable, BastionError
+from bastion.oversight.watching import WatchTerminal, watch_session
 from bastion.policy import Mode, Principal
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
@@ -82,7 +83,10 @@ __all__ = ["EXEC_REFUSAL", "NEEDS_TERMINAL", "OperatorSession"]
 
 log = logging.getLogger(__name__)
 
-EXEC_REFUSAL = "this bastion offers only the interactive debug console and 'debug NAMESPACE/POD'"
+EXEC_REFUSAL = (
+    "this bastion offers only the interactive debug console, 'debug NAMESPACE/POD' and "
+    "(for auditors) 'watch SESSION_ID'"
+)
 NEEDS_TERMINAL = "this bastion offers only the interactive debug console: connect with a terminal"
 _TYPEAHEAD_MAX = 64 * 1024
 _TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -120,6 +124,8 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         self._recorder: Recorder | None = None  # the consoles' recording, one per session
         self._prompt: TerminalPrompt | None = None  # a question on the raw terminal
         self._notice_watches: list[Callable[[], None]] = []  # the console's subscriptions
+        self._watched: str | None = None  # `watch SESSION`: the session an auditor watches
+        self._watch: WatchTerminal | None = None
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
@@ -140,7 +146,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
 
     def exec_requested(self, command: str) -> bool:
         self._exec = command
-        if command.split(maxsplit=1)[:1] == ["debug"]:
+        if command.split(maxsplit=1)[:1] in (["debug"], ["watch"]):
             return True  # parsed, and refused with the reason if wrong, when the session starts
         self._connection.refuse("exec", command[:200])
         return True
@@ -161,6 +167,13 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 chan.write_stderr(f"bastion: {exc}\n".encode())
                 chan.exit(2)
                 return
+        elif self._exec is not None and self._exec.split()[:1] == ["watch"]:
+            words = self._exec.split()
+            if len(words) != 2:
+                chan.write_stderr(b"bastion: usage: watch SESSION_ID\n")
+                chan.exit(2)
+                return
+            self._watched = words[1]
         elif self._exec is not None:
             chan.write_stderr(f"{EXEC_REFUSAL}\n".encode())
             chan.exit(1)
@@ -201,6 +214,8 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 code = 1
             elif self._debug_command is not None:
                 code = await self._run_direct_debug(session, self._debug_command)
+            elif self._watched is not None:
+                code = await self._run_watch(session, self._watched)
             else:
                 self._browser = Browser(
                     session,
@@ -288,6 +303,35 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 chan.write_stderr(f"bastion: {printable(exc.message)}\r\n".encode())
             return 1
         return outcome.exit_status
+
+    async def _run_watch(self, session: Session, watched: str) -> int:
+        """An auditor watches another session's shell (bastion.oversight.watching)."""
+        chan = self._chan
+        assert chan is not None  # noqa: S101 - _run checked it
+        await session.move(State.BROWSING, term=self._term, command="watch")
+        self._watch_deadlines(session)
+        self._prompt = TerminalPrompt(chan.write)
+        prompt = self._prompt
+
+        async def ask(question: str, within: float) -> str | None:
+            return await prompt.ask(question, within)
+
+        self._watch = WatchTerminal(write=chan.write, ask=ask)
+        try:
+            return await watch_session(
+                session,
+                self._door.config,
+                groups=frozenset(self._identity.groups),
+                watched=watched,
+                terminal=self._watch,
+            )
+        except BastionError as exc:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                chan.write_stderr(f"bastion: {printable(exc.message)}\r\n".encode())
+            return 1
+        finally:
+            self._watch = None
+            self._prompt = None
 
     def _interrupted(self) -> bool:
         """Ctrl-C typed while no shell runs (it would otherwise wait for the shell)."""
@@ -655,6 +699,8 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             self._session.touch()
         if self._prompt is not None and self._prompt.open:
             self._prompt.feed(data)
+        elif self._watch is not None:
+            self._watch.keys.put_nowait(data)  # the watch's own keys; never the shell's
         elif self._bridge is not None:
             self._bridge.feed(data)
         elif self._console is not None and not self._handing_over:
@@ -675,12 +721,16 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                     self._recorder.resize(self._size.cols, self._size.rows)
 
     def pause_writing(self) -> None:
+        if self._watch is not None:
+            self._watch.writable.clear()
         if self._bridge is not None:
             self._bridge.pause_output(True)
         if self._console is not None:
             self._console.pause_output(True)
 
     def resume_writing(self) -> None:
+        if self._watch is not None:
+            self._watch.writable.set()
         if self._bridge is not None:
             self._bridge.pause_output(False)
         if self._console is not None:
