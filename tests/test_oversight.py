@@ -115,6 +115,7 @@ class FakeSession:
     id: str = "0123456789abcdef"
     info: _Info = field(default_factory=_Info)
     ending: Ending | None = None
+    ending_note: str | None = None
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     async def record(self, event: str, *, outcome: str, **fields: Any) -> None:
@@ -196,7 +197,7 @@ async def test_a_moderated_shell_waits_then_ends_when_its_last_watcher_leaves(
         writer.close()
         await _until(lambda: made.session.ending is not None)
         assert made.session.ending is Ending.ADMIN_KILL
-        assert made.told[-1] == (
+        assert made.session.ending_note == (
             "this session must be watched and its last watcher left, so it has ended"
         )
     finally:
@@ -224,7 +225,7 @@ async def test_terminate_is_recorded_then_ends_the_session_and_other_lines_do_no
                 },
             )
         ]
-        assert made.told[-1] == "auditor carol ended this session: INC-9 stop now"
+        assert made.session.ending_note == "auditor carol ended this session: INC-9 stop now"
         writer.close()
         await writer.wait_closed()
     finally:

@@ -1,8 +1,9 @@
 """``bastion sessions list`` and ``bastion sessions kill ID``.
 
-Both read the state journal that every worker writes. A kill is a request in the journal:
-the worker that owns the session sees it within about a second and wipes the session as
-for any other ending (the operator is told an administrator ended it).
+Both read the state journal that every worker writes. A kill is a request in the journal,
+with a mandatory reason (audited first, then noted beside the journal): the worker that
+owns the session sees it within about a second and wipes the session as for any other
+ending (the operator is told who ended it and why).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from bastion.cli.user import as_service_user, invoking_actor, open_audit, servic
 from bastion.config import Config, load_config
 from bastion.errors import BastionError
 from bastion.state.journal import Journal
+from bastion.state.kill_notes import KillNotes
 
 __all__ = ["kill", "list_sessions"]
 
 _WAIT_FOR_WIPE = 25.0
+MIN_REASON = 8
 
 
 def _journal_path(config: Config) -> Path:
@@ -76,8 +79,14 @@ def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
     return 0
 
 
-def kill(config_path: Path, session_id: str, *, out: TextIO | None = None) -> int:
+def kill(config_path: Path, session_id: str, reason: str, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    reason = " ".join(reason.split())
+    if len(reason) < MIN_REASON:
+        raise BastionError(
+            "a kill needs a reason of a few words, which its operator is shown",
+            hint='bastion sessions kill ID --reason "INC-4711: credential leak suspected"',
+        )
     config = load_config(config_path, check_files=False)
     path = _journal_path(config)
     service = service_identity(config)
@@ -85,22 +94,29 @@ def kill(config_path: Path, session_id: str, *, out: TextIO | None = None) -> in
     with as_service_user(service):
         audit = open_audit(config)
         journal = Journal(path)
+        notes = KillNotes(path)
         try:
             record = journal.session(session_id)
-            if record is None or not journal.request_kill(session_id):
+            if record is None or record.closed:
                 state = "has already ended" if record is not None else "does not exist"
                 raise BastionError(
                     f"session {session_id} {state}",
                     hint="bastion sessions list shows the live sessions and their IDs",
                 )
+            # Audit before action: the request exists only once it is on record.
             audit.record_now(
                 "session.kill_requested",
                 actor=actor,
                 outcome="requested",
                 session=session_id,
                 user=record.user,
+                reason=reason,
                 **extra,
             )
+            notes.write(session_id, by=actor, reason=reason)
+            if not journal.request_kill(session_id):
+                print(f"session {session_id} of {record.user} has already ended", file=out)
+                return 0
             deadline = time.monotonic() + _WAIT_FOR_WIPE
             while time.monotonic() < deadline:
                 now = journal.session(session_id)
@@ -109,6 +125,7 @@ def kill(config_path: Path, session_id: str, *, out: TextIO | None = None) -> in
                     return 0
                 time.sleep(0.2)
         finally:
+            notes.close()
             journal.close()
             audit.close()
     print(

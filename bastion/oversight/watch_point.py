@@ -281,7 +281,7 @@ class WatchPoint:
             by_session=watcher.session,
             reason=reason,
         )
-        self._tell(f"auditor {watcher.user} ended this session: {reason}")
+        session.ending_note = f"auditor {watcher.user} ended this session: {reason}"
         session.end_soon(Ending.ADMIN_KILL)
 
     def _left(self, writer: asyncio.StreamWriter, watcher: Watcher) -> None:
@@ -296,7 +296,7 @@ class WatchPoint:
                 with contextlib.suppress(Exception):
                     self._recorder.watch(None)
             if self.moderated and self._running:
-                self._tell(
+                session.ending_note = (
                     "this session must be watched and its last watcher left, so it has ended"
                 )
                 session.end_soon(Ending.ADMIN_KILL)

@@ -83,6 +83,9 @@ class Session:
         self.deadlines = deadlines
         self.last_input = clock()
         self.ending: Ending | None = None
+        # Who ended the session and why, when a person did (an auditor, an administrator's
+        # kill with its reason): what the operator is told instead of the ending's name.
+        self.ending_note: str | None = None
         self.temp_dir = temp_root / info.id
         self._journal = journal
         self._in_db = in_db

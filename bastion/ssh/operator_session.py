@@ -234,7 +234,8 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         ending = session.ending
         if ending is not None and ending is not Ending.LOGOUT and not self._lost:
             with contextlib.suppress(OSError, asyncssh.Error):
-                chan.write(f"\r\n\abastion: {_ENDINGS.get(ending, ending)}\r\n".encode())
+                told = printable(session.ending_note or _ENDINGS.get(ending, ending))
+                chan.write(f"\r\n\abastion: {told}\r\n".encode())
         with contextlib.suppress(OSError, asyncssh.Error):  # the client may be gone already
             chan.exit(code)
 
