@@ -17,6 +17,7 @@ from typing import TextIO
 from bastion.cli.user import as_service_user, invoking_actor, open_audit, service_identity
 from bastion.config import Config, load_config
 from bastion.errors import BastionError
+from bastion.oversight.watch_point import read_watchers
 from bastion.state.journal import Journal
 from bastion.state.kill_notes import KillNotes
 
@@ -38,6 +39,15 @@ def _when(moment: float | None, now: float) -> str:
     return f"{stamp} ({int(left // 60)}m{int(left % 60):02d}s)" if left > 0 else f"{stamp} (due)"
 
 
+def _watchers(config: Config, session_id: str) -> str:
+    """Who watches: names, "none" (a debug shell nobody watches), "-" (nothing to watch)."""
+    with as_service_user(service_identity(config)):
+        watchers = read_watchers(config.paths.state_dir, session_id)
+    if watchers is None:
+        return "-"
+    return ",".join(watchers) or "none"
+
+
 def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     config = load_config(config_path, check_files=False)
@@ -52,7 +62,13 @@ def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
         finally:
             journal.close()
     now = time.time()
-    rows = [("ID", "USER", "FROM", "STATE", "SINCE", "IDLE DEADLINE", "HARD DEADLINE", "TARGET")]
+    rows = [
+        (
+            "ID", "USER", "FROM", "STATE", "SINCE", "IDLE DEADLINE", "HARD DEADLINE", "TARGET",
+            "BREAK-GLASS", "WATCHERS",
+        )
+    ]  # fmt: skip
+    break_glass = {u.name for u in config.users if u.break_glass}
     for s in live:
         target = "-"
         if s.target:
@@ -68,6 +84,8 @@ def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
                 _when(s.idle_deadline, now),
                 _when(s.hard_deadline, now),
                 target,
+                "yes" if s.user in break_glass else "-",
+                _watchers(config, s.id),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

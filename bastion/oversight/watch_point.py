@@ -47,10 +47,12 @@ __all__ = [
     "Verify",
     "WatchPoint",
     "Watcher",
+    "read_watchers",
     "short_path",
     "tell_operator",
     "watch_dir",
     "watch_socket",
+    "watchers_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,22 @@ def short_path(path: Path) -> Iterator[str]:
         os.close(fd)
 
 
+def watchers_file(state_dir: Path, session_id: str) -> Path:
+    """Who watches the session now, one name a line, for ``bastion sessions list``."""
+    return watch_socket(state_dir, session_id).with_suffix(".watchers")
+
+
+def read_watchers(state_dir: Path, session_id: str) -> list[str] | None:
+    """The session's watchers; None when it has no debug shell to watch."""
+    if not watch_socket(state_dir, session_id).exists():
+        return None
+    try:
+        text = watchers_file(state_dir, session_id).read_text()
+    except FileNotFoundError:
+        return []
+    return [printable(line) for line in text.splitlines() if line]
+
+
 def peer_pid(sock: socket.socket) -> tuple[int, int]:
     """The connecting process's pid and uid, as the kernel saw them at ``connect``."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -121,6 +139,7 @@ class WatchPoint:
         self._joined = asyncio.Event()
         self._recorder: Recorder | None = None
         self._running = False  # the shell runs: losing the last watcher ends a moderated one
+        self._listed = self.path.with_suffix(".watchers")
 
     @property
     def watchers(self) -> list[str]:
@@ -151,8 +170,9 @@ class WatchPoint:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        for path in (self.path, self._listed):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         for writer in list(self._watchers):
             writer.close()
         self._watchers.clear()
@@ -199,6 +219,17 @@ class WatchPoint:
         if recorder is not None:
             with contextlib.suppress(Exception):  # a failed recording: nothing left to stop
                 recorder.watch(None)
+
+    def _publish(self) -> None:
+        """Who watches, for ``bastion sessions list`` (best effort: the socket is the truth)."""
+        temporary = self._listed.with_suffix(".tmp")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write("".join(f"{name}\n" for name in self.watchers))
+            temporary.replace(self._listed)
+        except OSError as exc:
+            log.warning("session %s: watchers not listed: %s", self._session.id, exc)
 
     def _broadcast(self, redacted: bytes) -> None:
         for writer, watcher in list(self._watchers.items()):
@@ -251,6 +282,7 @@ class WatchPoint:
         first = not self._watchers
         self._watchers[writer] = verdict
         self._joined.set()
+        self._publish()
         if first and self._recorder is not None:
             self._recorder.watch(self._broadcast)
         self._tell(f"auditor {verdict.user} is watching this session")
@@ -287,6 +319,7 @@ class WatchPoint:
     def _left(self, writer: asyncio.StreamWriter, watcher: Watcher) -> None:
         if self._watchers.pop(writer, None) is None:
             return
+        self._publish()
         session = self._session
         if session.ending is not None:
             return

@@ -151,6 +151,19 @@ def recorded_output(env: BastionEnv, recording: str, out: Path) -> bytes:
     return "".join(e[2] for e in events if e[1] == "o").encode()
 
 
+def listed_watchers(env: BastionEnv, session: str) -> str:
+    """The WATCHERS column of ``bastion sessions list`` for ``session``."""
+    listing = subprocess.run(
+        [sys.executable, "-m", "bastion.cli.main", "sessions", "list",
+         "--config", str(env.config_path)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    header, *rows = listing.stdout.splitlines()
+    assert header.split()[-2:] == ["BREAK-GLASS", "WATCHERS"]
+    (row,) = [r for r in rows if r.startswith(session)]
+    return row.split()[-1]
+
+
 def no_debug_container(info: dict[str, Any], session: str) -> bool:
     pod = read_pod(info, "payments", "api-1")
     assert pod is not None
@@ -186,6 +199,7 @@ def test_a_moderated_shell_waits_for_a_watcher_who_sees_the_recorded_bytes_and_t
         )
         wait_flat(auditor, f"watching session {session} of {OPERATOR} on local/payments/api-1")
         wait_flat(op, f"auditor {AUDITOR} is watching this session")
+        assert listed_watchers(env, session) == AUDITOR
         op.wait_for("attaching to dbg-")
         attached = env.wait_for_event("session.state", session=session, outcome="attached")
         assert not no_debug_container(stack, session)
