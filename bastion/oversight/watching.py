@@ -26,7 +26,7 @@ from bastion.oversight.watch_point import short_path, watch_socket
 from bastion.session.session import Session
 from bastion.terminal_text import printable
 
-__all__ = ["KEYS_HELP", "WatchTerminal", "watch_session"]
+__all__ = ["KEYS_HELP", "WatchTerminal", "check_watch", "watch_session"]
 
 KEYS_HELP: Final = "read-only; q leaves, t terminates the session (you give a reason)"
 REASON_TIME: Final = 120.0
@@ -63,20 +63,7 @@ async def watch_session(
 ) -> int:
     """Watch session ``watched`` until it ends or the auditor leaves; 0, or raises
     PolicyDenied (one sentence) when the watch cannot start."""
-    user = session.info.user
-    if not is_auditor(auditors_of(config), user, groups):
-        await session.record("oversight.refused", outcome="refused", watched=watched)
-        raise PolicyDenied(
-            "only auditors may watch sessions, and you are not one: ask an administrator "
-            "to add you to oversight.auditors"
-        )
-    record = await session.lookup(watched) if watched.isalnum() else None
-    if record is None or record.closed:
-        raise PolicyDenied(
-            f"there is no live session {watched[:40]!r}: 'bastion sessions list' shows them"
-        )
-    if watched == session.id:
-        raise PolicyDenied("you cannot watch your own session")
+    record = await check_watch(session, config, groups=groups, watched=watched)
     path = watch_socket(config.paths.state_dir, watched)
     # Audit before action: no byte of the session is read unless this is on record.
     await session.record(
@@ -90,6 +77,28 @@ async def watch_session(
         await session.record(
             "oversight.watch_ended", outcome="ended", watched=watched, watched_user=record.user
         )
+
+
+async def check_watch(
+    session: Session, config: Config, *, groups: frozenset[str], watched: str
+) -> Any:
+    """The watched session's journal record, if ``session``'s user may watch it now; else
+    PolicyDenied (a non-auditor's attempt is audited)."""
+    user = session.info.user
+    if not is_auditor(auditors_of(config), user, groups):
+        await session.record("oversight.refused", outcome="refused", watched=watched[:40])
+        raise PolicyDenied(
+            "only auditors may watch sessions, and you are not one: ask an administrator "
+            "to add you to oversight.auditors"
+        )
+    record = await session.lookup(watched) if watched.isalnum() else None
+    if record is None or record.closed:
+        raise PolicyDenied(
+            f"there is no live session {watched[:40]!r}: 'bastion sessions list' shows them"
+        )
+    if watched == session.id:
+        raise PolicyDenied("you cannot watch your own session")
+    return record
 
 
 async def _watch(session: Session, path: Any, watched: str, terminal: WatchTerminal) -> int:

@@ -45,11 +45,14 @@ from bastion.console_protocol import (
     DebugProgress,
     DebugRefused,
     DebugRequest,
+    Failed,
     Handover,
+    ListSessions,
     Message,
     NoticesChanged,
     ProtocolError,
     WatchNotices,
+    WatchSession,
     Welcome,
     decode,
     encode,
@@ -57,7 +60,10 @@ from bastion.console_protocol import (
 from bastion.console_protocol import Notice as NoticeMessage
 from bastion.debug_command import DebugCommand, parse_debug_command
 from bastion.errors import AuditUnavailable, BackendUnavailable, BastionError
-from bastion.oversight.watching import WatchTerminal, watch_session
+from bastion.oversight.admission import auditors_of
+from bastion.oversight.console import list_live_sessions
+from bastion.oversight.roles import is_auditor
+from bastion.oversight.watching import WatchTerminal, check_watch, watch_session
 from bastion.policy import Mode, Principal
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
@@ -305,12 +311,13 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             return 1
         return outcome.exit_status
 
-    async def _run_watch(self, session: Session, watched: str) -> int:
+    async def _run_watch(self, session: Session, watched: str, *, move: bool = True) -> int:
         """An auditor watches another session's shell (bastion.oversight.watching)."""
         chan = self._chan
         assert chan is not None  # noqa: S101 - _run checked it
-        await session.move(State.BROWSING, term=self._term, command="watch")
-        self._watch_deadlines(session)
+        if move:  # `ssh -t ... watch ID`; from a console, the session is browsing already
+            await session.move(State.BROWSING, term=self._term, command="watch")
+            self._watch_deadlines(session)
         self._prompt = TerminalPrompt(chan.write)
         prompt = self._prompt
 
@@ -504,6 +511,15 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                     if isinstance(message, WatchNotices):
                         self._watch_notices(message.id, outbox)
                         continue
+                    if isinstance(message, ListSessions):
+                        self._door.track(self._list_sessions(session, message, outbox))
+                        continue
+                    if isinstance(message, WatchSession):
+                        if debug is None or debug.done():
+                            debug = loop.create_task(
+                                self._watch_for_console(session, message, outbox, console, handed)
+                            )
+                        continue
                     if not isinstance(message, DebugRequest):
                         if self._browser is not None:
                             self._browser.submit(message, outbox.write)
@@ -534,6 +550,45 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 await debug
             return None
         return debug if handed else None
+
+    async def _list_sessions(
+        self, session: Session, request: ListSessions, outbox: _Outbox
+    ) -> None:
+        outbox.send(
+            await list_live_sessions(
+                request,
+                session,
+                config=self._door.config,
+                broker=self._door.broker,
+                groups=frozenset(self._identity.groups),
+            )
+        )
+
+    async def _watch_for_console(
+        self,
+        session: Session,
+        request: WatchSession,
+        outbox: _Outbox,
+        console: Console,
+        handed: list[bool],
+    ) -> DebugEnded | None:
+        """An auditor's console asked to watch: checked first (refusals go back to the
+        console), then the terminal is handed to the watch, as to a debug shell."""
+        groups = frozenset(self._identity.groups)
+        try:
+            await check_watch(session, self._door.config, groups=groups, watched=request.session)
+        except BastionError as exc:
+            outbox.send(Failed(request.id, exc.message))
+            return None
+        handed.append(True)
+        self._handing_over = True
+        outbox.send(Handover(f"watching session {request.session}"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(console.wait(), HANDOVER_GRACE)
+        console.close()
+        code = await self._run_watch(session, request.session, move=False)
+        said = "ended" if code == 0 else "could not start"
+        return DebugEnded("", code, f"the watch of session {request.session} {said}")
 
     async def _debug_for_console(
         self,
@@ -652,6 +707,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             clusters=self._browser.clusters() if self._browser is not None else [],
             hard_deadline=session.deadlines.hard_deadline,
             idle_timeout=session.deadlines.idle_timeout,
+            auditor=is_auditor(auditors_of(self._door.config), identity.user, identity.groups),
         )
 
     def _deadlines_changed(self, deadlines: Deadlines) -> None:
