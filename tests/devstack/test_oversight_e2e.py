@@ -58,13 +58,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     running.stop()
 
 
-def oversight_env(root: Path, info: dict[str, Any]) -> BastionEnv:
-    """op0 debugs payments under a grant whose approval (by op1, a lead) is moderated; op2
-    is an auditor."""
-    env = make_env(root, operators=3, console="line")
+def oversight_env(
+    root: Path, info: dict[str, Any], *, moderated: bool = True, console: str = "line"
+) -> BastionEnv:
+    """op0 debugs payments under a grant whose approval (by op1, a lead) is moderated (or,
+    with ``moderated=False``, that needs no approval); op2 is an auditor."""
+    env = make_env(root, operators=3, console=console)
     config = yaml.safe_load(env.config_path.read_text())
+    config["listener"]["console_zygote"] = console == "textual"
     config.update(
-        stack_sections(info),
+        stack_sections(info, browse=console == "textual"),
         grants=[
             {
                 "name": "payments-watched",
@@ -79,6 +82,8 @@ def oversight_env(root: Path, info: dict[str, Any]) -> BastionEnv:
         ],
         oversight={"auditors": {"groups": ["auditors"]}, "watcher_wait": "2m"},
     )
+    if not moderated:
+        del config["grants"][0]["approval"]
     for user in config["users"]:
         if user["name"] == LEAD:
             user["groups"] = ["oncall", "leads"]
@@ -281,3 +286,34 @@ def test_a_user_who_is_not_an_auditor_is_refused_and_that_is_audited(
     (refused,) = env.audit_events("oversight.refused")
     assert (refused["actor"], refused["watched"]) == (LEAD, "0123456789abcdef")
     assert not env.audit_events("oversight.watch_started")
+
+
+def test_an_auditor_watches_from_the_console_and_comes_back_to_it(
+    tmp_path: Path, stack: dict[str, Any], terminals: Terminals
+) -> None:
+    env = oversight_env(tmp_path, stack, moderated=False, console="textual")
+    bastion = ServedBastion(env, workers=2).start()
+    try:
+        op = terminals.login(env, bastion, env.operators[OPERATOR], "debug", "payments/api-1")
+        op.wait_for("attaching to dbg-")
+        session = env.wait_for_event("session.state", actor=OPERATOR, outcome="attached")["session"]
+        auditor = terminals.login(env, bastion, env.operators[AUDITOR])
+        # An auditor needs no grant of their own: the console has no cluster for them.
+        auditor.wait_for("o Sessions")
+        auditor.keys("o")
+        auditor.wait_for(lambda s: session in s and "unwatched" in s, "the live sessions")
+        auditor.keys("Enter")  # the operator's session is the oldest: the first row
+        wait_flat(auditor, f"watching session {session} of {OPERATOR}")
+        wait_flat(op, f"auditor {AUDITOR} is watching this session")
+        op.type("echo CONSOLE-$((6*7))")
+        op.keys("Enter")
+        auditor.wait_for("CONSOLE-42")
+        auditor.type("q")
+        auditor.wait_for(f"The watch of session {session} ended")
+        wait_flat(op, f"auditor {AUDITOR} stopped watching this session")
+        op.type("exit")
+        op.keys("Enter")
+        op.wait_for("SSH-EXIT=0")
+    finally:
+        assert bastion.stop() == 0
+    in_order(env, ("oversight.watch_started", AUDITOR), ("oversight.watch_ended", AUDITOR))
