@@ -238,3 +238,20 @@ async def _until(condition: Any, seconds: float = 5.0) -> None:
     while not condition():
         assert loop.time() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+async def test_a_watcher_who_left_before_the_shell_starts_does_not_let_it_start(
+    tmp_path: Path,
+) -> None:
+    made = Point(tmp_path, moderated=True)
+    await made.point.start()
+    try:
+        _, writer, _ = await made.join("feedfacefeedface")
+        await made.point.wait_for_watcher(5, reason="r")
+        writer.close()
+        await _until(lambda: not made.point.watchers)
+        with pytest.raises(PolicyDenied, match="the watcher left before the debug shell started"):
+            made.point.running()
+        assert made.session.ending is None  # nothing ran: the debug is refused, not the session
+    finally:
+        await made.point.close()

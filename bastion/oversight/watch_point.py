@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bastion.errors import PolicyDenied
+from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder
 from bastion.session.lifecycle import Ending
 from bastion.session.session import Session
@@ -204,7 +205,13 @@ class WatchPoint:
                 await asyncio.wait_for(self._joined.wait(), min(left, 0.25))
 
     def running(self) -> None:
-        """The shell is being created: from now on a moderated session needs its watcher."""
+        """The shell is being created: from now on a moderated session needs its watcher
+        (PolicyDenied if the one who came has left already)."""
+        if self.moderated and not self._watchers:
+            raise PolicyDenied(
+                "the watcher left before the debug shell started, so it did not start; "
+                "ask an auditor to watch, then try again"
+            )
         self._running = True
 
     # ------------------------------------------------------------------ the feed
@@ -212,13 +219,17 @@ class WatchPoint:
         """Feed watchers from this recording (as redacted for it) while any watch."""
         self._recorder = recorder
         if self._watchers:
-            recorder.watch(self._broadcast)
+            self._feed(on=True)
 
     def detach(self) -> None:
-        recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            with contextlib.suppress(Exception):  # a failed recording: nothing left to stop
-                recorder.watch(None)
+        self._feed(on=False)
+        self._recorder = None
+
+    def _feed(self, *, on: bool) -> None:
+        if self._recorder is not None:
+            # A recording that failed ends the session itself: nothing to feed or stop then.
+            with contextlib.suppress(RecordingUnavailable):
+                self._recorder.watch(self._broadcast if on else None)
 
     def _publish(self) -> None:
         """Who watches, for ``bastion sessions list`` (best effort: the socket is the truth)."""
@@ -283,8 +294,8 @@ class WatchPoint:
         self._watchers[writer] = verdict
         self._joined.set()
         self._publish()
-        if first and self._recorder is not None:
-            self._recorder.watch(self._broadcast)
+        if first:
+            self._feed(on=True)
         self._tell(f"auditor {verdict.user} is watching this session")
         return verdict
 
@@ -325,9 +336,7 @@ class WatchPoint:
             return
         self._tell(f"auditor {watcher.user} stopped watching this session")
         if not self._watchers:
-            if self._recorder is not None:
-                with contextlib.suppress(Exception):
-                    self._recorder.watch(None)
+            self._feed(on=False)
             if self.moderated and self._running:
                 session.ending_note = (
                     "this session must be watched and its last watcher left, so it has ended"

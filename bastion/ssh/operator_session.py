@@ -324,7 +324,9 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         async def ask(question: str, within: float) -> str | None:
             return await prompt.ask(question, within)
 
-        self._watch = WatchTerminal(write=chan.write, ask=ask)
+        self._watch = watch = WatchTerminal(write=chan.write, ask=ask)
+        # The auditor's own session ending (idle, hard limit, a kill) ends the watch.
+        session.on_end(lambda _: watch.keys.put_nowait(b"q"))
         try:
             return await watch_session(
                 session,
