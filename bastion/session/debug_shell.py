@@ -204,7 +204,8 @@ async def _attached(
         session, point, moderation, progress=terminal.progress, give_up=terminal.give_up
     )
     _still_open(session)
-    clock.mark("watcher")
+    if moderation is not None:
+        clock.mark("watcher")  # the wait is the auditor's time, not the bastion's
     left = timedelta(seconds=max(session.deadlines.hard_deadline - session.now(), 0))
     # Copy and toolbox pods run their own debug container; the target is for ephemeral mode
     # (process namespace) and for naming what was debugged.

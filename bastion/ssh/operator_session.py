@@ -90,8 +90,8 @@ __all__ = ["EXEC_REFUSAL", "NEEDS_TERMINAL", "OperatorSession"]
 log = logging.getLogger(__name__)
 
 EXEC_REFUSAL = (
-    "this bastion offers only the interactive debug console, 'debug NAMESPACE/POD' and "
-    "(for auditors) 'watch SESSION_ID'"
+    "this bastion offers only the interactive debug console, 'debug NAMESPACE/POD' and, "
+    "for auditors, 'watch SESSION_ID'"
 )
 NEEDS_TERMINAL = "this bastion offers only the interactive debug console: connect with a terminal"
 _TYPEAHEAD_MAX = 64 * 1024
