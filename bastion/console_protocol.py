@@ -69,6 +69,9 @@ __all__ = [
     "KeyValue",
     "ListApprovals",
     "ListNamespaces",
+    "ListSessions",
+    "LiveSessionItem",
+    "LiveSessions",
     "Message",
     "Namespaces",
     "Notice",
@@ -82,6 +85,7 @@ __all__ = [
     "StopWatch",
     "WatchNotices",
     "WatchPods",
+    "WatchSession",
     "Welcome",
     "decode",
     "encode",
@@ -195,6 +199,21 @@ class ApprovalItem:
 
 
 @dataclass(frozen=True)
+class LiveSessionItem:
+    """One live session as an auditor's console lists it (docs/oversight.md)."""
+
+    id: str
+    user: str
+    source: str
+    started: float  # epoch seconds
+    state: str
+    target: str  # CLUSTER/NAMESPACE/POD of its debug shell, or ""
+    break_glass: bool
+    watchers: list[str]
+    watchable: bool  # it runs a debug shell (or waits for a watcher to start one)
+
+
+@dataclass(frozen=True)
 class Message:
     type: ClassVar[str] = ""
 
@@ -210,6 +229,7 @@ class Welcome(Message):
     clusters: list[str]  # the clusters some grant of this operator covers
     hard_deadline: float  # epoch seconds
     idle_timeout: float  # seconds without input before the session ends
+    auditor: bool = False  # may list and watch live sessions (docs/oversight.md)
 
 
 @dataclass(frozen=True)
@@ -377,6 +397,15 @@ class ApprovalDecided(Message):
     message: str
 
 
+@dataclass(frozen=True)
+class LiveSessions(Message):
+    """The answer to ``ListSessions`` (auditors only)."""
+
+    type: ClassVar[str] = "live_sessions"
+    id: int
+    items: list[LiveSessionItem]
+
+
 # ---------------------------------------------------------------------------- console → broker
 @dataclass(frozen=True)
 class ListNamespaces(Message):
@@ -461,6 +490,25 @@ class DecideApproval(Message):
     reason: str
 
 
+@dataclass(frozen=True)
+class ListSessions(Message):
+    """Console → broker: the live sessions (refused unless the operator is an auditor)."""
+
+    type: ClassVar[str] = "list_sessions"
+    id: int
+
+
+@dataclass(frozen=True)
+class WatchSession(Message):
+    """Console → broker: watch ``session`` read-only. The broker checks the role, answers
+    ``Handover`` (the console exits, the watch gets the terminal) or ``Failed``; the next
+    console is told how the watch ended (``DebugEnded``)."""
+
+    type: ClassVar[str] = "watch_session"
+    id: int
+    session: str
+
+
 _MESSAGES: tuple[type[Message], ...] = (
     Welcome,
     DeadlinesChanged,
@@ -488,6 +536,9 @@ _MESSAGES: tuple[type[Message], ...] = (
     ListApprovals,
     DecideApproval,
     WatchNotices,
+    LiveSessions,
+    ListSessions,
+    WatchSession,
 )
 _TYPES: dict[str, type[Message]] = {cls.type: cls for cls in _MESSAGES}
 CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
@@ -501,11 +552,22 @@ CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
         ListApprovals,
         DecideApproval,
         WatchNotices,
+        ListSessions,
+        WatchSession,
     }
 )
 _RECORDS: dict[str, type[Any]] = {
     cls.__name__: cls
-    for cls in (HiddenItem, KeyValue, EnvVar, ContainerInfo, EventRow, ApprovalItem, NoticeItem)
+    for cls in (
+        HiddenItem,
+        KeyValue,
+        EnvVar,
+        ContainerInfo,
+        EventRow,
+        ApprovalItem,
+        NoticeItem,
+        LiveSessionItem,
+    )
 }
 _SCALARS: dict[str, tuple[type, ...]] = {
     "str": (str,),

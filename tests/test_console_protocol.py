@@ -205,7 +205,8 @@ def test_a_console_may_send_only_requests() -> None:
     names = sorted(cls.type for cls in CONSOLE_SENDS)
     assert names == [
         "debug", "decide_approval", "get_debug_options", "get_pod", "list_approvals",
-        "list_namespaces", "stop_watch", "watch_notices", "watch_pods",
+        "list_namespaces", "list_sessions", "stop_watch", "watch_notices", "watch_pods",
+        "watch_session",
     ]  # fmt: skip
 
 

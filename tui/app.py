@@ -33,6 +33,7 @@ from bastion.console_protocol import (
     DebugEnded,
     DebugProgress,
     DebugRefused,
+    Failed,
     Handover,
     Message,
     Notice,
@@ -51,6 +52,7 @@ from tui.approvals import (
 from tui.banners import banner_text
 from tui.broker import BrokerClient, BrokerGone, SocketTransport, Transport
 from tui.debug_screens import DebugProgressScreen
+from tui.oversight import SessionsScreen
 from tui.safe_text import clean
 from tui.screens import ClustersScreen, HelpScreen, NamespacesScreen, PodScreen, PodsScreen
 from tui.session_bar import SessionBar, session_line
@@ -78,6 +80,11 @@ KEYS: list[tuple[str, str, str]] = [
     ("approvals", "y / n", "approve / deny the request (asks for a reason)"),
     ("approvals", "enter", "follow your own request; when approved, start its debug shell"),
 ]
+# Shown to auditors only, as their key is.
+AUDITOR_KEYS: list[tuple[str, str, str]] = [
+    ("everywhere", "o", "live sessions; enter watches one, read-only as recorded"),
+]
+KEYS += AUDITOR_KEYS
 
 
 _ParsedCss = tuple[dict[str, str], LRUCache[tuple[Any, ...], list[RuleSet]]]
@@ -114,6 +121,7 @@ class ConsoleApp(App[int]):
         Binding("q", "quit_session", "Quit"),
         Binding("question_mark", "help", "Keys"),
         Binding("a", "approvals", "Approvals"),
+        Binding("o", "oversight", "Sessions"),
     ]
 
     # The CSS a console of this process parsed, kept by keep_parsed_css() with the theme
@@ -163,6 +171,7 @@ class ConsoleApp(App[int]):
         except BrokerGone as exc:
             self.exit(return_code=1, message=str(exc))
             return
+        self.refresh_bindings()  # the auditors' key shows once the broker said who this is
         await self.push_screen(ClustersScreen())
         self.set_interval(1.0, self.update_bar)
         self.set_interval(POLL_EVERY, self.poll_approvals)
@@ -207,6 +216,7 @@ class ConsoleApp(App[int]):
                     self.welcome.clusters,
                     message.hard_deadline,
                     message.idle_timeout,
+                    self.welcome.auditor,
                 )
                 self.update_bar()
             case DebugProgress():
@@ -222,6 +232,9 @@ class ConsoleApp(App[int]):
                     self.pop_screen()
                 self.debugging = None
                 self.push_screen(AwaitingApprovalScreen(message.request_id, message.message))
+            case Failed():
+                # A refused watch (other requests' refusals go to their own callers).
+                self.notify(clean(message.message), severity="error", markup=False, timeout=10)
             case Handover():
                 # Textual restores the terminal on the way out; the broker attaches it next.
                 self.exit(0)
@@ -270,11 +283,24 @@ class ConsoleApp(App[int]):
     # ------------------------------------------------------------------ keys
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(KEYS))
+            keys = KEYS if self.welcome.auditor else [k for k in KEYS if k not in AUDITOR_KEYS]
+            self.push_screen(HelpScreen(keys))
 
     def action_approvals(self) -> None:
         if isinstance(self.screen, PodsScreen | PodScreen | NamespacesScreen | ClustersScreen):
             self.push_screen(ApprovalsScreen())
+
+    def action_oversight(self) -> None:
+        if self.welcome.auditor and isinstance(
+            self.screen, PodsScreen | PodScreen | NamespacesScreen | ClustersScreen
+        ):
+            self.push_screen(SessionsScreen())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Only auditors see the sessions key, and only they can use it.
+        if action == "oversight":
+            return self.welcome.auditor
+        return True
 
     def action_quit_session(self) -> None:
         if isinstance(self.screen, PodsScreen | PodScreen | NamespacesScreen | ClustersScreen):

@@ -33,6 +33,9 @@ from bastion.console_protocol import (
     GetPod,
     ListApprovals,
     ListNamespaces,
+    ListSessions,
+    LiveSessionItem,
+    LiveSessions,
     Message,
     Namespaces,
     PodDetail,
@@ -42,6 +45,7 @@ from bastion.console_protocol import (
     StopWatch,
     WatchNotices,
     WatchPods,
+    WatchSession,
     Welcome,
     decode,
     encode,
@@ -308,6 +312,15 @@ class BrokerClient:
         """Ask for a debug shell; progress, refusal, handover (or that it awaits approval)
         arrive as events."""
         await self.send(request)
+
+    async def live_sessions(self) -> list[LiveSessionItem]:
+        """The live sessions (auditors only: RequestFailed for anyone else)."""
+        return (await self._ask(ListSessions(self.next_id()), LiveSessions)).items
+
+    async def watch_session(self, session: str) -> None:
+        """Ask to watch ``session``: the broker answers ``Handover`` (an event: the console
+        exits) or ``Failed`` (an event too, the refusal's sentence)."""
+        await self.send(WatchSession(self.next_id(), session))
 
     async def approvals(self) -> list[ApprovalItem]:
         """The operator's own approval requests, and those they may decide."""

@@ -115,7 +115,8 @@ def _add_sessions(commands: Any) -> None:
     s = session_commands.add_parser("kill", help="end a session and wipe what it created")
     s.add_argument("session_id", metavar="ID")
     _config_option(s)
-    s.set_defaults(run=lambda a: sessions.kill(a.config, a.session_id))
+    s.add_argument("--reason", required=True, help="why: the session's operator is shown it")
+    s.set_defaults(run=lambda a: sessions.kill(a.config, a.session_id, a.reason))
 
 
 def _add_approvals(commands: Any) -> None:

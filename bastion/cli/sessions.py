@@ -1,8 +1,9 @@
 """``bastion sessions list`` and ``bastion sessions kill ID``.
 
-Both read the state journal that every worker writes. A kill is a request in the journal:
-the worker that owns the session sees it within about a second and wipes the session as
-for any other ending (the operator is told an administrator ended it).
+Both read the state journal that every worker writes. A kill is a request in the journal,
+with a mandatory reason (audited first, then noted beside the journal): the worker that
+owns the session sees it within about a second and wipes the session as for any other
+ending (the operator is told who ended it and why).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import TextIO
 from bastion.cli.user import as_service_user, invoking_actor, open_audit, service_identity
 from bastion.config import Config, load_config
 from bastion.errors import BastionError
+from bastion.oversight.watch_point import read_watchers
 from bastion.state.journal import Journal
+from bastion.state.kill_notes import KillNotes
 
 __all__ = ["kill", "list_sessions"]
 
 _WAIT_FOR_WIPE = 25.0
+MIN_REASON = 8
 
 
 def _journal_path(config: Config) -> Path:
@@ -33,6 +37,15 @@ def _when(moment: float | None, now: float) -> str:
     stamp = datetime.fromtimestamp(moment, UTC).strftime("%H:%M:%S")
     left = moment - now
     return f"{stamp} ({int(left // 60)}m{int(left % 60):02d}s)" if left > 0 else f"{stamp} (due)"
+
+
+def _watchers(config: Config, session_id: str) -> str:
+    """Who watches: names, "none" (a debug shell nobody watches), "-" (nothing to watch)."""
+    with as_service_user(service_identity(config)):
+        watchers = read_watchers(config.paths.state_dir, session_id)
+    if watchers is None:
+        return "-"
+    return ",".join(watchers) or "none"
 
 
 def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
@@ -49,7 +62,13 @@ def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
         finally:
             journal.close()
     now = time.time()
-    rows = [("ID", "USER", "FROM", "STATE", "SINCE", "IDLE DEADLINE", "HARD DEADLINE", "TARGET")]
+    rows = [
+        (
+            "ID", "USER", "FROM", "STATE", "SINCE", "IDLE DEADLINE", "HARD DEADLINE", "TARGET",
+            "BREAK-GLASS", "WATCHERS",
+        )
+    ]  # fmt: skip
+    break_glass = {u.name for u in config.users if u.break_glass}
     for s in live:
         target = "-"
         if s.target:
@@ -65,6 +84,8 @@ def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
                 _when(s.idle_deadline, now),
                 _when(s.hard_deadline, now),
                 target,
+                "yes" if s.user in break_glass else "-",
+                _watchers(config, s.id),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -76,8 +97,14 @@ def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
     return 0
 
 
-def kill(config_path: Path, session_id: str, *, out: TextIO | None = None) -> int:
+def kill(config_path: Path, session_id: str, reason: str, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    reason = " ".join(reason.split())
+    if len(reason) < MIN_REASON:
+        raise BastionError(
+            "a kill needs a reason of a few words, which its operator is shown",
+            hint='bastion sessions kill ID --reason "INC-4711: credential leak suspected"',
+        )
     config = load_config(config_path, check_files=False)
     path = _journal_path(config)
     service = service_identity(config)
@@ -85,22 +112,29 @@ def kill(config_path: Path, session_id: str, *, out: TextIO | None = None) -> in
     with as_service_user(service):
         audit = open_audit(config)
         journal = Journal(path)
+        notes = KillNotes(path)
         try:
             record = journal.session(session_id)
-            if record is None or not journal.request_kill(session_id):
+            if record is None or record.closed:
                 state = "has already ended" if record is not None else "does not exist"
                 raise BastionError(
                     f"session {session_id} {state}",
                     hint="bastion sessions list shows the live sessions and their IDs",
                 )
+            # Audit before action: the request exists only once it is on record.
             audit.record_now(
                 "session.kill_requested",
                 actor=actor,
                 outcome="requested",
                 session=session_id,
                 user=record.user,
+                reason=reason,
                 **extra,
             )
+            notes.write(session_id, by=actor, reason=reason)
+            if not journal.request_kill(session_id):
+                print(f"session {session_id} of {record.user} has already ended", file=out)
+                return 0
             deadline = time.monotonic() + _WAIT_FOR_WIPE
             while time.monotonic() < deadline:
                 now = journal.session(session_id)
@@ -109,6 +143,7 @@ def kill(config_path: Path, session_id: str, *, out: TextIO | None = None) -> in
                     return 0
                 time.sleep(0.2)
         finally:
+            notes.close()
             journal.close()
             audit.close()
     print(

@@ -28,6 +28,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from bastion.config.approval_checks import approval_problems
 from bastion.config.models import Config, User
+from bastion.config.oversight_checks import oversight_problems
 from bastion.errors import ConfigError, SecretFileError
 from bastion.globs import compile_glob
 
@@ -285,6 +286,7 @@ def _cross_check(config: Config) -> list[ConfigIssue]:
                     )
                 )
     issues.extend(ConfigIssue(loc, message) for loc, message in approval_problems(config))
+    issues.extend(ConfigIssue(loc, message) for loc, message in oversight_problems(config))
     return issues + _break_glass_issues(config, cluster_names)
 
 

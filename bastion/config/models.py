@@ -49,6 +49,7 @@ __all__ = [
     "Keys",
     "Limits",
     "Listener",
+    "Oversight",
     "Paths",
     "Recording",
     "Shipping",
@@ -235,6 +236,8 @@ class Approval(_Strict):
     approvers: Approvers
     # A request nobody decides, and then an approval nobody uses, lapses after this.
     expires_after: Annotated[Duration, AfterValidator(_approval_expiry)] = DEFAULT_EXPIRY
+    # The approved shell starts only while an auditor watches it (docs/oversight.md).
+    moderated: bool = False
 
     def rule(self) -> ApprovalRule | None:
         """The policy engine's view; None when switched off."""
@@ -469,6 +472,8 @@ class BreakGlass(_Strict):
     # The reason asked before anything else: at least this many characters (and 3 words).
     min_reason_length: int = Field(20, ge=10, le=200)
     alerts: BreakGlassAlerts
+    # A break-glass shell starts only while an auditor watches it (docs/oversight.md).
+    moderated: bool = False
 
     @model_validator(mode="after")
     def _coherent(self) -> BreakGlass:
@@ -491,6 +496,20 @@ class BreakGlass(_Strict):
             vault_role=g.vault_role,
             break_glass=True,
         )
+
+
+def _watcher_wait(value: timedelta) -> timedelta:
+    if not timedelta(seconds=5) <= value <= timedelta(hours=1):
+        raise ValueError("expected a duration from 5s to 1h (the default is 10m)")
+    return value
+
+
+class Oversight(_Strict):
+    """Who may list, watch and terminate live sessions (docs/oversight.md)."""
+
+    auditors: Approvers
+    # How long a moderated shell waits for a watcher before it is refused.
+    watcher_wait: Annotated[Duration, AfterValidator(_watcher_wait)] = timedelta(minutes=10)
 
 
 class Limits(_Strict):
@@ -533,6 +552,8 @@ class Config(_Strict):
     keys: Keys = Field(default_factory=Keys)
     # None: no account can break the glass (a user marked break_glass is a config error).
     break_glass: BreakGlass | None = None
+    # None: nobody may watch sessions, and no shell may be moderated.
+    oversight: Oversight | None = None
 
     # Set by the loader: the file this config came from, and for each user read from
     # paths.users_dir, its file there (users of the config file itself are not listed).

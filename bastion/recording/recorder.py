@@ -163,6 +163,7 @@ class Recorder:
         self._closing: asyncio.Future[RecordingSummary] | None = None
         self._closed = False
         self._paused = False
+        self._feed: Callable[[bytes], None] | None = None
 
     @property
     def backlog(self) -> int:
@@ -186,6 +187,18 @@ class Recorder:
         """Redact this string too, from everything not written yet on."""
         if self._failure is None and self._closing is None:
             self._process.send(wire.SECRET, self._number, secret.encode())
+
+    def watch(self, feed: Callable[[bytes], None] | None) -> None:
+        """Give ``feed`` the output as the recording process redacts it for the file (the
+        live view of issue 9); None stops it. Never the bytes :meth:`append` was given."""
+        self._feed = feed
+        if self._failure is None and self._closing is None:
+            self._process.send(wire.WATCH, self._number, b"0" if feed is None else b"1")
+
+    def watched(self, redacted: bytes) -> None:
+        """Redacted output from the recording process, for the live view."""
+        if self._feed is not None:
+            self._feed(redacted)
 
     def _add(self, kind: int, data: bytes) -> None:
         if self._failure is not None or self._closing is not None:
@@ -527,6 +540,11 @@ class RecordingProcess:
         if kind == wire.READY:
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
+            return
+        if kind == wire.WATCHED:
+            watched = self._recorders.get(number)
+            if watched is not None:
+                watched.watched(item.payload)
             return
         body = item.json()
         if kind in (wire.OPENED, wire.REFUSED):

@@ -62,6 +62,8 @@ from bastion.recording.writer import (
 __all__ = ["RecordingService", "main"]
 
 READ_SIZE: Final = 1024 * 1024
+# While someone watches a session, its output is written (and shown to them) this often.
+WATCHED_INTERVAL: Final = 0.05
 
 
 class _Recording:
@@ -73,6 +75,11 @@ class _Recording:
         self.received = 0  # data payload bytes received
         self.taken = 0  # ... of which written (what TAKEN reports)
         self.due: float | None = None  # when what waits must be written at the latest
+        self.watched = False
+
+    def interval(self) -> float:
+        """How long output may wait before it is written: a watcher sees it only then."""
+        return min(self.flush_interval, WATCHED_INTERVAL) if self.watched else self.flush_interval
 
 
 class RecordingService:
@@ -159,11 +166,13 @@ class RecordingService:
         elif kind == wire.ABANDON:
             del self._recordings[number]
             writer.abandon()
+        elif kind == wire.WATCH:
+            self._watch(number, recording, item.payload == b"1")
             return
         if kind in wire.DATA_KINDS:
             recording.received += len(item.payload)
             if recording.due is None:
-                recording.due = time.monotonic() + recording.flush_interval
+                recording.due = time.monotonic() + recording.interval()
 
     def _write_due(self) -> None:
         now = time.monotonic()
@@ -185,6 +194,19 @@ class RecordingService:
                     {"taken": recording.taken, **_state(recording.writer.summary())},
                 )
             )
+
+    def _watch(self, number: int, recording: _Recording, on: bool) -> None:
+        """Someone watches this session live: send the output as it is redacted for the
+        file, never the worker's own bytes (docs/oversight.md)."""
+        recording.watched = on
+        if not on:
+            recording.writer.on_output = None
+            return
+
+        def send(moment: float, redacted: bytes) -> None:
+            self._send(wire.frame(wire.WATCHED, number, redacted, moment))
+
+        recording.writer.on_output = send
 
     def _open(self, number: int, request: dict[str, Any]) -> None:
         try:

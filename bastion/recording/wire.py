@@ -16,13 +16,17 @@ does later never moves an event. Worker → recording process:
 * ``CLOSE``: write the end; answered by ``CLOSED`` (or ``FAILED``);
 * ``ABANDON``: the worker gave up on the recording (it fell too far behind, or did not
   close in time): write what was sent, no end, and close the file; not answered.
+* ``WATCH``: ``b"1"`` while someone watches the session live (issue 9), ``b"0"`` when nobody
+  does: the recording process then also sends the output it writes, as redacted, in
+  ``WATCHED`` frames, and writes it at once rather than at the flush interval.
 
 Recording process → worker: ``READY`` (once, when it has confined itself and serves),
 ``OPENED``, ``REFUSED`` (JSON ``message``, ``hint``), ``TAKEN``
 (JSON ``taken``: the bytes of ``OUTPUT``/``INPUT``/``RESIZE`` payloads written to the file so
 far, and the file's state: ``segments``, ``size``, ``digest``), ``FAILED`` (``message``,
 ``hint`` and the file's state; nothing more is written for that recording) and ``CLOSED``
-(the summary).
+(the summary), and ``WATCHED``: redacted output exactly as it goes into the recording's
+``"o"`` events, with the event's time.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ __all__ = [
     "RESIZE",
     "SECRET",
     "TAKEN",
+    "WATCH",
+    "WATCHED",
     "Frame",
     "FrameReader",
     "frame",
@@ -59,9 +65,9 @@ HEADER: Final = struct.Struct("!BIId")
 MAX_PAYLOAD: Final = 64 * 1024 * 1024  # a frame claiming more is a broken stream
 
 # worker -> recording process
-OPEN, OUTPUT, INPUT, RESIZE, SECRET, CLOSE, ABANDON = 1, 2, 3, 4, 5, 6, 7
+OPEN, OUTPUT, INPUT, RESIZE, SECRET, CLOSE, ABANDON, WATCH = 1, 2, 3, 4, 5, 6, 7, 8
 # recording process -> worker
-READY, OPENED, REFUSED, TAKEN, FAILED, CLOSED = 10, 11, 12, 13, 14, 15
+READY, OPENED, REFUSED, TAKEN, FAILED, CLOSED, WATCHED = 10, 11, 12, 13, 14, 15, 16
 # What the flow control counts: the recording process says how much of these it has written.
 DATA_KINDS: Final = frozenset({OUTPUT, INPUT, RESIZE})
 

@@ -214,6 +214,9 @@ class RecordingWriter:
         self._waiting = header.line()  # plaintext not yet sealed: the header line goes first
         self._last_time = 0.0
         self._failure: RecordingUnavailable | None = None
+        # A live watcher's feed (issue 9): the redacted output of each "o" event as it is
+        # encoded, so that what is watched is byte for byte what is recorded.
+        self.on_output: Callable[[float, bytes], None] | None = None
 
     @property
     def path(self) -> Path:
@@ -317,7 +320,7 @@ class RecordingWriter:
         for moment, kind, data in events:
             self._last_time = moment
             if kind == _OUTPUT:
-                lines.append(cast.output(moment, self._output.feed(data)))
+                lines.append(cast.output(moment, self._watched(moment, self._output.feed(data))))
             elif kind == _INPUT:
                 lines.append(cast.input(moment, self._input.feed(data)))
             else:
@@ -326,11 +329,17 @@ class RecordingWriter:
         if final:
             # What the redactors held back, at the time of the last event, and the end of a
             # character cut short.
-            lines.append(cast.output(self._last_time, self._output.flush()))
+            held = self._watched(self._last_time, self._output.flush())
+            lines.append(cast.output(self._last_time, held))
             if self._record_input:
                 lines.append(cast.input(self._last_time, self._input.flush()))
             lines.append(cast.finish(self._last_time))
         return b"".join(lines)
+
+    def _watched(self, moment: float, redacted: bytes) -> bytes:
+        if redacted and self.on_output is not None:
+            self.on_output(moment, redacted)
+        return redacted
 
 
 def _batches(

@@ -25,6 +25,7 @@ from bastion.session.lifecycle import Ending
 from bastion.session.session import Session, SessionInfo
 from bastion.state.approvals import SqliteApprovalStore
 from bastion.state.journal import Journal, Owner
+from bastion.state.kill_notes import KillNotes
 
 __all__ = ["SHUTDOWN_GRACE", "SessionBroker"]
 
@@ -47,6 +48,7 @@ class SessionBroker:
         # Four-eyes approval requests live in the same file, on the same thread.
         store = self._db.submit(SqliteApprovalStore, path).result()
         self.approvals = ApprovalDesk(store, in_db=self.in_db, audit=audit, clock=clock)
+        self._kill_notes = self._db.submit(KillNotes, path).result()
         self._owner = Owner.current()
         self.sessions: dict[str, Session] = {}
         self.temp_root = config.paths.state_dir / "sessions"
@@ -113,6 +115,9 @@ class SessionBroker:
                 session = self.sessions.get(session_id)
                 if session is not None and session.ending is None:
                     log.info("session %s killed by an administrator", session_id)
+                    note = await self.in_db(self._kill_notes.read, session_id)
+                    if note is not None:
+                        session.ending_note = f"{note[0]} ended this session: {note[1]}"
                     session.end_soon(Ending.ADMIN_KILL)
 
     async def shutdown(self) -> None:
@@ -135,6 +140,7 @@ class SessionBroker:
 
     def close(self) -> None:
         self._db.submit(self.approvals.store.close).result()
+        self._db.submit(self._kill_notes.close).result()
         self._db.submit(self._journal.close).result()
         self._db.shutdown()
 

@@ -48,6 +48,10 @@ from bastion.debug_container import (
 from bastion.errors import BackendUnavailable, BastionError, PolicyDenied, SessionExpired
 from bastion.kube import KubeApi
 from bastion.kube_attach import open_attach
+from bastion.oversight.admission import moderation_for
+from bastion.oversight.gate import await_watcher, watch_point
+from bastion.oversight.roles import Moderation
+from bastion.oversight.watch_point import WatchPoint
 from bastion.policy import DebugRequest, DebugTarget, Mode, Principal, approved_images
 from bastion.recording.asciicast import title_for
 from bastion.recording.errors import RecordingUnavailable
@@ -89,6 +93,8 @@ class Terminal:
     attach: Callable[[AttachBridge], Awaitable[int]]
     write: Callable[[bytes], None]
     pause_input: Callable[[bool], None]
+    # Ctrl-C while waiting (for a watcher): the operator stops waiting.
+    give_up: Callable[[], bool] = lambda: False
 
 
 @dataclass(frozen=True)
@@ -147,16 +153,27 @@ async def run_debug_shell(
             idle_timeout=access.limits.idle_timeout.total_seconds(),
             hard_deadline=session.now() + access.limits.max_session.total_seconds(),
         )
-        return await _attached(
+        moderation = moderation_for(config, principal, access)
+        async with watch_point(
             session,
-            access=access,
-            command=command,
-            image=image,
-            config=config,
-            terminal=terminal,
-            where=where,
-            clock=_Clock(started, access),
-        )
+            config,
+            target=where,
+            moderation=moderation,
+            progress=terminal.progress,
+            write=terminal.write,
+        ) as point:
+            return await _attached(
+                session,
+                access=access,
+                command=command,
+                image=image,
+                config=config,
+                terminal=terminal,
+                where=where,
+                clock=_Clock(started, access),
+                point=point,
+                moderation=moderation,
+            )
     except BaseException as exc:
         # Whatever was made for this debug goes now, newest first; the session goes on.
         released = await session.release(CONTAINER) + await session.release(POD)
@@ -178,7 +195,17 @@ async def _attached(
     terminal: Terminal,
     where: str,
     clock: _Clock,
+    point: WatchPoint,
+    moderation: Moderation | None,
 ) -> DebugOutcome:
+    # The moderated-session gate: before anything of the shell exists in the cluster, for
+    # every way in (console, direct command, reattach). Nothing is created until it passes.
+    await await_watcher(
+        session, point, moderation, progress=terminal.progress, give_up=terminal.give_up
+    )
+    _still_open(session)
+    if moderation is not None:
+        clock.mark("watcher")  # the wait is the auditor's time, not the bastion's
     left = timedelta(seconds=max(session.deadlines.hard_deadline - session.now(), 0))
     # Copy and toolbox pods run their own debug container; the target is for ephemeral mode
     # (process namespace) and for naming what was debugged.
@@ -253,6 +280,7 @@ async def _attached(
         except BaseException:
             await stream.aclose()
             raise
+        point.attach(recorder)
         bridge = AttachBridge(
             stream,
             write=terminal.write,
@@ -285,6 +313,7 @@ async def _attached(
                 status = await _exit_code(kube, command.namespace, pod_name, container, status)
         finally:
             await bridge.stop()
+            point.detach()
             recording = await close_recording(session, recorder)
     if session.ending is not None:
         # The wipe owns the container and the credential now (it checks, then revokes).

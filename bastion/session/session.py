@@ -83,6 +83,9 @@ class Session:
         self.deadlines = deadlines
         self.last_input = clock()
         self.ending: Ending | None = None
+        # Who ended the session and why, when a person did (an auditor, an administrator's
+        # kill with its reason): what the operator is told instead of the ending's name.
+        self.ending_note: str | None = None
         self.temp_dir = temp_root / info.id
         self._journal = journal
         self._in_db = in_db
@@ -307,6 +310,11 @@ class Session:
             return {**what, "outcome": "failed", "error": str(exc)}
         await self._in_db(self._journal.removed, resource.journal_id)
         return {**what, "outcome": result}
+
+    async def lookup(self, session_id: str) -> Any:
+        """Another session's journal record (a ``SessionRecord``), or None: for checks such
+        as who is watching this one (bastion.oversight)."""
+        return await self._in_db(self._journal.session, session_id)
 
     async def record(self, event: str, *, outcome: str, **fields: Any) -> None:
         """An audit event of this session; an unwritable log ends the session."""

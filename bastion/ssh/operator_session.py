@@ -45,11 +45,14 @@ from bastion.console_protocol import (
     DebugProgress,
     DebugRefused,
     DebugRequest,
+    Failed,
     Handover,
+    ListSessions,
     Message,
     NoticesChanged,
     ProtocolError,
     WatchNotices,
+    WatchSession,
     Welcome,
     decode,
     encode,
@@ -57,6 +60,10 @@ from bastion.console_protocol import (
 from bastion.console_protocol import Notice as NoticeMessage
 from bastion.debug_command import DebugCommand, parse_debug_command
 from bastion.errors import AuditUnavailable, BackendUnavailable, BastionError
+from bastion.oversight.admission import auditors_of
+from bastion.oversight.console import list_live_sessions
+from bastion.oversight.roles import is_auditor
+from bastion.oversight.watching import WatchTerminal, check_watch, watch_session
 from bastion.policy import Mode, Principal
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
@@ -82,7 +89,10 @@ __all__ = ["EXEC_REFUSAL", "NEEDS_TERMINAL", "OperatorSession"]
 
 log = logging.getLogger(__name__)
 
-EXEC_REFUSAL = "this bastion offers only the interactive debug console and 'debug NAMESPACE/POD'"
+EXEC_REFUSAL = (
+    "this bastion offers only the interactive debug console, 'debug NAMESPACE/POD' and, "
+    "for auditors, 'watch SESSION_ID'"
+)
 NEEDS_TERMINAL = "this bastion offers only the interactive debug console: connect with a terminal"
 _TYPEAHEAD_MAX = 64 * 1024
 _TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -120,6 +130,8 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         self._recorder: Recorder | None = None  # the consoles' recording, one per session
         self._prompt: TerminalPrompt | None = None  # a question on the raw terminal
         self._notice_watches: list[Callable[[], None]] = []  # the console's subscriptions
+        self._watched: str | None = None  # `watch SESSION`: the session an auditor watches
+        self._watch: WatchTerminal | None = None
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
@@ -140,7 +152,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
 
     def exec_requested(self, command: str) -> bool:
         self._exec = command
-        if command.split(maxsplit=1)[:1] == ["debug"]:
+        if command.split(maxsplit=1)[:1] in (["debug"], ["watch"]):
             return True  # parsed, and refused with the reason if wrong, when the session starts
         self._connection.refuse("exec", command[:200])
         return True
@@ -161,6 +173,13 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 chan.write_stderr(f"bastion: {exc}\n".encode())
                 chan.exit(2)
                 return
+        elif self._exec is not None and self._exec.split()[:1] == ["watch"]:
+            words = self._exec.split()
+            if len(words) != 2:
+                chan.write_stderr(b"bastion: usage: watch SESSION_ID\n")
+                chan.exit(2)
+                return
+            self._watched = words[1]
         elif self._exec is not None:
             chan.write_stderr(f"{EXEC_REFUSAL}\n".encode())
             chan.exit(1)
@@ -201,6 +220,8 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 code = 1
             elif self._debug_command is not None:
                 code = await self._run_direct_debug(session, self._debug_command)
+            elif self._watched is not None:
+                code = await self._run_watch(session, self._watched)
             else:
                 self._browser = Browser(
                     session,
@@ -219,7 +240,8 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         ending = session.ending
         if ending is not None and ending is not Ending.LOGOUT and not self._lost:
             with contextlib.suppress(OSError, asyncssh.Error):
-                chan.write(f"\r\n\abastion: {_ENDINGS.get(ending, ending)}\r\n".encode())
+                told = printable(session.ending_note or _ENDINGS.get(ending, ending))
+                chan.write(f"\r\n\abastion: {told}\r\n".encode())
         with contextlib.suppress(OSError, asyncssh.Error):  # the client may be gone already
             chan.exit(code)
 
@@ -288,6 +310,38 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 chan.write_stderr(f"bastion: {printable(exc.message)}\r\n".encode())
             return 1
         return outcome.exit_status
+
+    async def _run_watch(self, session: Session, watched: str, *, move: bool = True) -> int:
+        """An auditor watches another session's shell (bastion.oversight.watching)."""
+        chan = self._chan
+        assert chan is not None  # noqa: S101 - _run checked it
+        if move:  # `ssh -t ... watch ID`; from a console, the session is browsing already
+            await session.move(State.BROWSING, term=self._term, command="watch")
+            self._watch_deadlines(session)
+        self._prompt = TerminalPrompt(chan.write)
+        prompt = self._prompt
+
+        async def ask(question: str, within: float) -> str | None:
+            return await prompt.ask(question, within)
+
+        self._watch = watch = WatchTerminal(write=chan.write, ask=ask)
+        # The auditor's own session ending (idle, hard limit, a kill) ends the watch.
+        session.on_end(lambda _: watch.keys.put_nowait(b"q"))
+        try:
+            return await watch_session(
+                session,
+                self._door.config,
+                groups=frozenset(self._identity.groups),
+                watched=watched,
+                terminal=self._watch,
+            )
+        except BastionError as exc:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                chan.write_stderr(f"bastion: {printable(exc.message)}\r\n".encode())
+            return 1
+        finally:
+            self._watch = None
+            self._prompt = None
 
     def _interrupted(self) -> bool:
         """Ctrl-C typed while no shell runs (it would otherwise wait for the shell)."""
@@ -459,6 +513,15 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                     if isinstance(message, WatchNotices):
                         self._watch_notices(message.id, outbox)
                         continue
+                    if isinstance(message, ListSessions):
+                        self._door.track(self._list_sessions(session, message, outbox))
+                        continue
+                    if isinstance(message, WatchSession):
+                        if debug is None or debug.done():
+                            debug = loop.create_task(
+                                self._watch_for_console(session, message, outbox, console, handed)
+                            )
+                        continue
                     if not isinstance(message, DebugRequest):
                         if self._browser is not None:
                             self._browser.submit(message, outbox.write)
@@ -489,6 +552,45 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 await debug
             return None
         return debug if handed else None
+
+    async def _list_sessions(
+        self, session: Session, request: ListSessions, outbox: _Outbox
+    ) -> None:
+        outbox.send(
+            await list_live_sessions(
+                request,
+                session,
+                config=self._door.config,
+                broker=self._door.broker,
+                groups=frozenset(self._identity.groups),
+            )
+        )
+
+    async def _watch_for_console(
+        self,
+        session: Session,
+        request: WatchSession,
+        outbox: _Outbox,
+        console: Console,
+        handed: list[bool],
+    ) -> DebugEnded | None:
+        """An auditor's console asked to watch: checked first (refusals go back to the
+        console), then the terminal is handed to the watch, as to a debug shell."""
+        groups = frozenset(self._identity.groups)
+        try:
+            await check_watch(session, self._door.config, groups=groups, watched=request.session)
+        except BastionError as exc:
+            outbox.send(Failed(request.id, exc.message))
+            return None
+        handed.append(True)
+        self._handing_over = True
+        outbox.send(Handover(f"watching session {request.session}"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(console.wait(), HANDOVER_GRACE)
+        console.close()
+        code = await self._run_watch(session, request.session, move=False)
+        said = "ended" if code == 0 else "could not start"
+        return DebugEnded("", code, f"the watch of session {request.session} {said}")
 
     async def _debug_for_console(
         self,
@@ -567,6 +669,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 attach=attach,
                 write=chan.write,
                 pause_input=self._pause_input,
+                give_up=self._interrupted,
             ),
             approvals=self._door.broker.approvals,
         )
@@ -606,6 +709,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             clusters=self._browser.clusters() if self._browser is not None else [],
             hard_deadline=session.deadlines.hard_deadline,
             idle_timeout=session.deadlines.idle_timeout,
+            auditor=is_auditor(auditors_of(self._door.config), identity.user, identity.groups),
         )
 
     def _deadlines_changed(self, deadlines: Deadlines) -> None:
@@ -654,6 +758,8 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
             self._session.touch()
         if self._prompt is not None and self._prompt.open:
             self._prompt.feed(data)
+        elif self._watch is not None:
+            self._watch.keys.put_nowait(data)  # the watch's own keys; never the shell's
         elif self._bridge is not None:
             self._bridge.feed(data)
         elif self._console is not None and not self._handing_over:
@@ -674,12 +780,16 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                     self._recorder.resize(self._size.cols, self._size.rows)
 
     def pause_writing(self) -> None:
+        if self._watch is not None:
+            self._watch.writable.clear()
         if self._bridge is not None:
             self._bridge.pause_output(True)
         if self._console is not None:
             self._console.pause_output(True)
 
     def resume_writing(self) -> None:
+        if self._watch is not None:
+            self._watch.writable.set()
         if self._bridge is not None:
             self._bridge.pause_output(False)
         if self._console is not None:

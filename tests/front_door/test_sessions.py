@@ -201,20 +201,23 @@ async def test_an_administrator_kills_a_session(served: tuple[BastionEnv, Worker
     out, _ = await listing.communicate()
     assert session in out.decode()
     assert "browsing" in out.decode()
-    killer = await bastion_cli(env, "sessions", "kill", session)
-    seen = await read_until(process, "an administrator ended this session")
+    killer = await bastion_cli(env, "sessions", "kill", session, "--reason", "INC-7 leaked key")
+    seen = await read_until(process, "ended this session: INC-7 leaked key")
     out, _ = await killer.communicate()
     assert killer.returncode == 0, out
     assert f"session {session}" in out.decode()
     assert "\a" in seen
     conn.close()
     assert (await wiped(env, session))["ending"] == "admin_kill"
-    await env.event("session.kill_requested", session=session)
+    requested = await env.event("session.kill_requested", session=session)
+    assert requested["reason"] == "INC-7 leaked key"
 
 
 async def test_killing_an_unknown_session_says_so(served: tuple[BastionEnv, Worker]) -> None:
     env, _ = served
-    killer = await bastion_cli(env, "sessions", "kill", "0123456789abcdef")
+    killer = await bastion_cli(
+        env, "sessions", "kill", "0123456789abcdef", "--reason", "a stale session"
+    )
     _, err = await killer.communicate()
     assert killer.returncode == 1
     assert "session 0123456789abcdef does not exist" in err.decode()

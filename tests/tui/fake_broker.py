@@ -31,6 +31,9 @@ from bastion.console_protocol import (
     KeyValue,
     ListApprovals,
     ListNamespaces,
+    ListSessions,
+    LiveSessionItem,
+    LiveSessions,
     Message,
     Namespaces,
     NoticeItem,
@@ -42,6 +45,7 @@ from bastion.console_protocol import (
     StopWatch,
     WatchNotices,
     WatchPods,
+    WatchSession,
     Welcome,
     decode,
     encode,
@@ -140,6 +144,9 @@ class Script:
     silent: bool = False  # stops answering requests
     notices: list[NoticeItem] = field(default_factory=list)  # banners: what WatchNotices gets
     hard_deadline: float = HARD_DEADLINE
+    # Oversight: an auditor's console lists these and may watch; others get Failed.
+    auditor: bool = False
+    live_sessions: list[LiveSessionItem] = field(default_factory=list)
 
 
 class FakeBroker:
@@ -156,7 +163,7 @@ class FakeBroker:
 
     def transport(self) -> MemoryTransport:
         self.push(Welcome("alice", ["oncall"], self.script.clusters, self.script.hard_deadline,
-                          900.0))  # fmt: skip
+                          900.0, self.script.auditor))  # fmt: skip
         if self.script.ended is not None:
             self.push(self.script.ended)
         return MemoryTransport(self)
@@ -198,6 +205,8 @@ class FakeBroker:
                 self.push(Approvals(request_id, list(self.script.approvals)))
             case DecideApproval(id=request_id, request_id=wanted, approve=approve, reason=why):
                 self._decide(request_id, wanted, approve=approve, reason=why)
+            case ListSessions() | WatchSession():
+                self._oversight(message)
             case DebugRequest():
                 self.push(DebugProgress("asking Vault for a credential"))
                 if self.script.debug_outcome == "approval":
@@ -208,6 +217,17 @@ class FakeBroker:
                     self.push(DebugRefused("image pull failed; try again or pick another image"))
                 else:
                     self.push(Handover("attaching your terminal to the debug shell"))
+
+    def _oversight(self, message: ListSessions | WatchSession) -> None:
+        if isinstance(message, ListSessions):
+            if self.script.auditor:
+                self.push(LiveSessions(message.id, list(self.script.live_sessions)))
+            else:
+                self.push(Failed(message.id, "only auditors may list live sessions"))
+        elif message.session.startswith("gone"):
+            self.push(Failed(message.id, f"there is no live session {message.session!r}"))
+        else:
+            self.push(Handover(f"watching session {message.session}"))
 
     def _decide(self, request_id: int, wanted: str, *, approve: bool, reason: str) -> None:
         if wanted in self.script.refuse:
