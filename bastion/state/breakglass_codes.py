@@ -49,8 +49,7 @@ MIGRATIONS = (
             "user TEXT NOT NULL, batch TEXT NOT NULL, digest TEXT NOT NULL, "
             "issued_at REAL NOT NULL, used_at REAL, used_by TEXT, revoked_at REAL, "
             "PRIMARY KEY (user, digest))",
-            "CREATE INDEX IF NOT EXISTS break_glass_codes_batch "
-            "ON break_glass_codes (user, batch)",
+            "CREATE INDEX IF NOT EXISTS break_glass_codes_batch ON break_glass_codes (user, batch)",
         ),
         postgresql=(
             'CREATE TABLE break_glass_codes ("user" TEXT NOT NULL, batch TEXT NOT NULL, '
