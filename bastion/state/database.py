@@ -182,7 +182,7 @@ class PostgresDatabase:
         import psycopg  # noqa: PLC0415 - the optional extra, loaded only when configured
 
         self.connection = connection
-        self.integrity_errors = (psycopg.errors.IntegrityError,)
+        self.integrity_errors: tuple[type[Exception], ...] = (psycopg.errors.IntegrityError,)
 
     def execute(self, sql: str, params: Params = ()) -> Rows:
         return self.connection.execute(to_psycopg(sql), params)
