@@ -16,7 +16,6 @@ from typing import TextIO
 from bastion.cli.user import as_service_user, invoking_actor, open_audit, service_identity
 from bastion.config import Config, load_config
 from bastion.errors import BastionError
-from bastion.state.journal import Journal
 
 __all__ = ["kill", "list_sessions"]
 
@@ -38,12 +37,12 @@ def _when(moment: float | None, now: float) -> str:
 def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     config = load_config(config_path, check_files=False)
-    path = _journal_path(config)
-    if not path.exists():
+    if config.state.postgres is None and not _journal_path(config).exists():
         print("no sessions: the bastion has not run with this state_dir yet", file=out)
         return 0
     with as_service_user(service_identity(config)):
-        journal = Journal(path)
+        # On PostgreSQL: every replica's sessions.
+        journal = config.state_stores().journal()
         try:
             live = journal.live_sessions()
         finally:
@@ -79,12 +78,11 @@ def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
 def kill(config_path: Path, session_id: str, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     config = load_config(config_path, check_files=False)
-    path = _journal_path(config)
     service = service_identity(config)
     actor, extra = invoking_actor()
     with as_service_user(service):
         audit = open_audit(config)
-        journal = Journal(path)
+        journal = config.state_stores().journal()
         try:
             record = journal.session(session_id)
             if record is None or not journal.request_kill(session_id):

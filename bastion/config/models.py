@@ -35,6 +35,7 @@ from bastion.labels import LabelSelector, SelectorError, parse_selector
 from bastion.policy import Grant as PolicyGrant
 from bastion.policy import Mode, Policy, Principal
 from bastion.sshkeys import PublicKey, parse_public_key
+from bastion.state.stores import StateStores
 
 __all__ = [
     "AppRole",
@@ -556,6 +557,10 @@ class Config(_Strict):
         if user.totp_secret_file is not None:
             return user.totp_secret_file
         return self.paths.state_dir / "totp" / user.name
+
+    def state_stores(self) -> StateStores:
+        """The state stores on the configured database (``state.url``)."""
+        return StateStores(self.paths.state_dir, self.state.postgres)
 
     def login_db_path(self) -> Path:
         """The SQLite database of the login guard (replay guard, failures, scratch codes)."""

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bastion.state import approvals, breakglass_codes, journal, logins
+from bastion.state import approvals, breakglass_codes, journal, logins, notices
 from bastion.state.approvals import SqlApprovalStore, SqliteApprovalStore
 from bastion.state.breakglass_codes import SqlBreakGlassCodes, SqliteBreakGlassCodes
 from bastion.state.database import PostgresLocation, StateDatabase, connect_postgres, open_sqlite
 from bastion.state.journal import Journal
 from bastion.state.logins import LoginGuard
 from bastion.state.migrations import Migration, migrate
+from bastion.state.notices import NoticeBoard
 
 __all__ = ["COMPONENTS", "StateStores"]
 
@@ -28,6 +29,7 @@ COMPONENTS: dict[str, tuple[tuple[Migration, ...], str]] = {
     "break_glass_codes": (breakglass_codes.MIGRATIONS, "logins.db"),
     "journal": (journal.MIGRATIONS, "journal.db"),
     "approvals": (approvals.MIGRATIONS, "journal.db"),
+    "notices": (notices.MIGRATIONS, "journal.db"),  # after the journal: it reads sessions
 }
 
 
@@ -45,9 +47,12 @@ class StateStores:
     def login_guard(self) -> LoginGuard:
         return LoginGuard(self._target("logins.db"))
 
-    def break_glass_codes(self) -> SqlBreakGlassCodes:
+    def break_glass_codes(self, *, read_only: bool = False) -> SqlBreakGlassCodes:
+        """``read_only`` (inspection: check-config, reports): on SQLite, the existing file
+        opened read-only (FileNotFoundError when there is none); on PostgreSQL, the store as
+        the server opens it (its schema migrated if needed)."""
         if self.postgres is None:
-            return SqliteBreakGlassCodes(self.state_dir / "logins.db")
+            return SqliteBreakGlassCodes(self.state_dir / "logins.db", read_only=read_only)
         return SqlBreakGlassCodes(connect_postgres(self.postgres))
 
     def approvals(self) -> SqlApprovalStore:
@@ -57,6 +62,9 @@ class StateStores:
 
     def journal(self, *, clock: Callable[[], float] = time.time) -> Journal:
         return Journal(self._target("journal.db"), clock=clock)
+
+    def notice_board(self) -> NoticeBoard:
+        return NoticeBoard(self._target("journal.db"))
 
     def migrate(self) -> dict[str, int]:
         """Bring every component's schema up to date; the version each is at now.
