@@ -32,7 +32,7 @@ import os
 import re
 import sqlite3
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -84,6 +84,10 @@ class StateDatabase(Protocol):
         """One transaction whose reads all see the same committed state."""
         ...
 
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One transaction that takes its locks itself (SQLite: the write lock at once)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -113,6 +117,11 @@ class SqliteDatabase:
     def snapshot(self) -> Iterator[None]:
         # In WAL mode a plain BEGIN is a read snapshot from its first SELECT.
         with self._transaction("BEGIN"):
+            yield
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._transaction("BEGIN IMMEDIATE"):
             yield
 
     def close(self) -> None:
@@ -174,22 +183,40 @@ def to_psycopg(sql: str) -> str:
 
 
 class PostgresDatabase:
-    """A psycopg connection in autocommit mode (one thread per object, like SQLite's)."""
+    """A psycopg connection in autocommit mode (one thread per object, like SQLite's).
+
+    A connection that broke (the server restarted, a failover, the network) fails the
+    statement that found it broken: that caller fails closed (a login is refused). The next
+    statement outside a transaction opens a new connection with ``reconnect``, so a replica
+    comes back with its database without a restart.
+    """
 
     dialect: Literal["sqlite", "postgresql"] = "postgresql"
 
-    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self,
+        connection: psycopg.Connection[Any],
+        reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
+    ) -> None:
         import psycopg  # noqa: PLC0415 - the optional extra, loaded only when configured
 
         self.connection = connection
+        self._reconnect = reconnect
+        self._in_transaction = False
         self.integrity_errors: tuple[type[Exception], ...] = (psycopg.errors.IntegrityError,)
 
     def execute(self, sql: str, params: Params = ()) -> Rows:
-        return self.connection.execute(to_psycopg(sql), params)
+        return self._live().execute(to_psycopg(sql), params)
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
-        with self.connection.cursor() as cursor:
+        with self._live().cursor() as cursor:
             cursor.executemany(to_psycopg(sql), rows)
+
+    def _live(self) -> psycopg.Connection[Any]:
+        if self.connection.broken and not self._in_transaction and self._reconnect:
+            self.connection.close()
+            self.connection = self._reconnect()
+        return self.connection
 
     @contextlib.contextmanager
     def write_transaction(self, *tables: str) -> Iterator[None]:
@@ -206,17 +233,26 @@ class PostgresDatabase:
         with self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"):
             yield
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._transaction("BEGIN"):
+            yield
+
     def close(self) -> None:
         self.connection.close()
 
     @contextlib.contextmanager
     def _transaction(self, begin: str) -> Iterator[None]:
-        self.connection.execute(begin)
+        self._live().execute(begin)
+        self._in_transaction = True
         try:
             yield
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            if not self.connection.broken:
+                self.connection.execute("ROLLBACK")
             raise
+        finally:
+            self._in_transaction = False
         self.connection.execute("COMMIT")
 
 
@@ -333,18 +369,23 @@ def connect_postgres(location: PostgresLocation) -> PostgresDatabase:
             options["sslkey"] = str(location.client_key_file)
     else:
         options["sslmode"] = "disable"
-    try:
-        connection = psycopg.connect(location.url, **options)
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendUnavailable(
-            f"the PostgreSQL state database at {location.host} cannot be reached: {first}",
-            hint="check state.url, the password file and that the server is up",
-        ) from None
-    try:
-        connection.execute("SET synchronous_commit = on")
-        connection.execute("SET TIME ZONE 'UTC'")
-    except BaseException:
-        connection.close()
-        raise
-    return PostgresDatabase(connection)
+
+    def open_connection() -> psycopg.Connection[Any]:
+        try:
+            connection = psycopg.connect(location.url, **options)
+        except psycopg.OperationalError as exc:
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise BackendUnavailable(
+                f"the PostgreSQL state database at {location.host} cannot be reached: {first}",
+                hint="check state.url, the password file and that the server is up",
+            ) from None
+        try:
+            connection.execute("SET synchronous_commit = on")
+            connection.execute("SET TIME ZONE 'UTC'")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    return PostgresDatabase(open_connection(), reconnect=open_connection)

@@ -110,18 +110,9 @@ def migrate(db: StateDatabase, component: str, migrations: Sequence[Migration]) 
 def _migration_transaction(db: StateDatabase) -> Iterator[None]:
     """One transaction that no other migration of this database runs beside, with the
     versions table created inside it (two concurrent CREATE TABLE IF NOT EXISTS can collide
-    on PostgreSQL)."""
-    if db.dialect == "sqlite":
-        with db.write_transaction("schema_versions"):
-            db.execute(_VERSIONS_TABLE)
-            yield
-        return
-    db.execute("BEGIN")
-    try:
-        db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+    on PostgreSQL; SQLite's transaction holds the write lock from its start)."""
+    with db.transaction():
+        if db.dialect == "postgresql":
+            db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
         db.execute(_VERSIONS_TABLE)
         yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
