@@ -1,6 +1,6 @@
 """A real PostgreSQL server for the tests: Debian's ``postgresql`` binaries, a throwaway data
-directory, a free port on 127.0.0.1, password (SCRAM) authentication over TCP only, stopped by
-its PID.
+directory, a free port on 127.0.0.1, password (SCRAM) authentication over TCP only (TLS or
+plain), stopped by its PID.
 
 PostgreSQL refuses to run as root, and CI runs as root: then initdb and the server run as the
 ``postgres`` system user that the Debian package creates (``subprocess`` switches user in the
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from audit.receivers import make_ca
 
 SUPERUSER = "bastion_test"
 
@@ -51,12 +52,15 @@ class PostgresServer:
     directory: Path
     process: subprocess.Popen[bytes]
     started_in: float  # seconds from initdb to the first accepted connection
+    ca_file: Path  # the CA of the server's certificate (127.0.0.1 and localhost)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def connect(self, database: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(self.url(database), password=self.password, autocommit=True)
+        return psycopg.connect(
+            self.url(database), password=self.password, autocommit=True, sslmode="disable"
+        )
 
     def create_database(self) -> str:
         name = f"t_{secrets.token_hex(6)}"
@@ -116,6 +120,13 @@ def running_postgres() -> Iterator[PostgresServer]:
         **user_args,  # type: ignore[arg-type]
     )
     pwfile.unlink()
+    # TLS as well as plain TCP (pg_hba's "host" lines take both): a certificate for
+    # 127.0.0.1 and localhost from a CA of its own, the key readable by the server only.
+    tls = make_ca(directory / "tls", "state database")
+    for path in (tls.key_file, tls.cert_file, tls.key_file.parent):
+        if account is not None:
+            os.chown(path, account.pw_uid, account.pw_gid)
+    tls.key_file.chmod(0o600)
     port = _free_port()
     log = (directory / "server.log").open("wb")
     process = subprocess.Popen(
@@ -131,13 +142,19 @@ def running_postgres() -> Iterator[PostgresServer]:
             "unix_socket_directories=",
             "-c",
             "max_connections=200",
+            "-c",
+            "ssl=on",
+            "-c",
+            f"ssl_cert_file={tls.cert_file}",
+            "-c",
+            f"ssl_key_file={tls.key_file}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         **user_args,  # type: ignore[arg-type]
     )
     log.close()
-    server = PostgresServer(port, password, directory, process, 0.0)
+    server = PostgresServer(port, password, directory, process, 0.0, tls.ca_file)
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -3,10 +3,15 @@ PostgreSQL connection that broke failing its statement (closed), then coming bac
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import psycopg
 import pytest
+from audit.receivers import make_ca
 from postgres_server import PostgresServer
 
+from bastion.errors import BackendUnavailable
 from bastion.state.database import PostgresLocation, connect_postgres, to_psycopg
 
 
@@ -54,3 +59,18 @@ def test_a_transaction_never_continues_on_a_new_connection(
         interrupted()
     assert db.execute("SELECT a FROM t").fetchall() == []
     db.close()
+
+
+def test_tls_verifies_the_server_against_the_configured_ca(
+    postgres_server: PostgresServer, postgres_location: PostgresLocation, tmp_path: Path
+) -> None:
+    tls = dataclasses.replace(postgres_location, ca_file=postgres_server.ca_file)
+    db = connect_postgres(tls)
+    row = db.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+    assert row == (True,)
+    # verify-full: the chain and the host name (the certificate names 127.0.0.1).
+    assert "sslmode=verify-full" in db.connection.info.dsn
+    db.close()
+    other = make_ca(tmp_path / "other", "not the database's")
+    with pytest.raises(BackendUnavailable, match=r"cannot be reached: .*certificate verify"):
+        connect_postgres(dataclasses.replace(tls, ca_file=other.ca_file))
