@@ -356,16 +356,28 @@ def test_sessions_of_another_host_are_orphans_only_on_sqlite(
     journal: Journal, state_backend: Backend
 ) -> None:
     """A boot id not ours is a dead process on SQLite (one host: it rebooted); on PostgreSQL
-    it is another replica's, alive as far as this one can tell, so it is never reaped."""
+    it is another replica's, which this one can neither see nor clean after, so its sessions
+    are never reaped from here, open or closed."""
     elsewhere = Owner(ME.pid, ME.started, boot="another-host-or-boot")
     open_session(journal, "theirs", elsewhere)
     journal.plan("theirs", "lease", {})
+    # Closed with a temp directory left: on PostgreSQL that directory is on the other host.
+    open_session(journal, "theirs-closed", elsewhere)
+    journal.plan("theirs-closed", "temp_dir", {"path": "/elsewhere"})
+    journal.close_session("theirs-closed", 2.0)
     orphans = [s.id for s, _ in journal.orphaned()]
-    claimed = journal.claim("theirs", Claim(ME, "r"), now=1.0, ttl=60.0)
+    claimed = [
+        journal.claim(sid, Claim(ME, "r"), now=1.0, ttl=60.0) for sid in ("theirs", "theirs-closed")
+    ]
     if state_backend.name == "sqlite":
-        assert (orphans, claimed) == (["theirs"], True)
+        assert (orphans, claimed) == (["theirs", "theirs-closed"], [True, True])
     else:
-        assert (orphans, claimed) == ([], False)
+        assert (orphans, claimed) == ([], [False, False])
+    # A claim held by a reaper of another host stays that reaper's on PostgreSQL.
+    open_session(journal, "dead-here", dead_owner())
+    assert journal.claim("dead-here", Claim(elsewhere, "x"), now=1.0, ttl=60.0)
+    taken = journal.claim("dead-here", Claim(ME, "y"), now=2.0, ttl=60.0)
+    assert taken is (state_backend.name == "sqlite")
 
 
 def test_kill_requests_reach_only_the_owner_of_a_live_session(journal: Journal) -> None:

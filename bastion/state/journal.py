@@ -524,7 +524,8 @@ class Journal:
         """Sessions left to the reaper, with their pending resources: open sessions whose
         owner is gone, and closed sessions with resources still pending, whoever owns them
         (the owner's wipe ran and closed it: what is left is not the owner's to retry).
-        Open sessions of a live owner are never listed. One consistent snapshot of the file.
+        Open sessions of a live owner are never listed, nor, on PostgreSQL, any session of
+        another host (:meth:`_elsewhere`). One consistent snapshot of the database.
         """
         with self._db.snapshot():
             rows = self._db.execute(
@@ -533,7 +534,11 @@ class Journal:
                 "WHERE status != 'removed') ORDER BY opened_at, id"
             ).fetchall()
             candidates = [_session(row) for row in rows]
-            left = [s for s in candidates if s.closed or not self._owner_alive(s.owner)]
+            left = [
+                s
+                for s in candidates
+                if not self._elsewhere(s.owner) and (s.closed or not s.owner.is_alive())
+            ]
             return [(s, self.pending(s.id)) for s in left]
 
     def claim(self, session: str, claim: Claim, *, now: float, ttl: float) -> bool:
@@ -555,14 +560,19 @@ class Journal:
             if row is None:
                 return False
             record = _session(row)
+            if self._elsewhere(record.owner):
+                return False
             # Never reap an open session of a live process: it may still be using it.
-            if not record.closed and self._owner_alive(record.owner):
+            if not record.closed and record.owner.is_alive():
                 return False
             holder = record.claimed_by
             if holder is not None and holder != str(claim):
                 other = Claim.parse(holder)
                 fresh = record.claimed_at is not None and record.claimed_at > now - ttl
-                if fresh and (other is None or self._owner_alive(other.owner)):
+                alive = other is not None and (
+                    self._elsewhere(other.owner) or other.owner.is_alive()
+                )
+                if fresh and (other is None or alive):
                     return False
             self._db.execute(
                 "UPDATE sessions SET claimed_by = ?, claimed_at = ? WHERE id = ?",
@@ -590,15 +600,14 @@ class Journal:
         )
         return cursor.rowcount == 1
 
-    def _owner_alive(self, owner: Owner) -> bool:
-        """Whether ``owner`` may still be running: :meth:`Owner.is_alive` on this host.
+    def _elsewhere(self, owner: Owner) -> bool:
+        """Whether ``owner`` ran on another host (or an earlier boot of this one) while the
+        journal is shared by replicas (PostgreSQL).
 
-        On PostgreSQL the journal is shared by replicas on other hosts, whose processes
-        this one cannot see (another boot id): they count as alive, so no replica reaps
-        another's live sessions. Until replicas publish their liveness in the database
-        (issue 12, reaper leadership), a dead replica's sessions wait for an administrator
-        (``bastion sessions kill``) or for that replica's return.
+        Such sessions are never reaped from here, open or closed: this host cannot see that
+        process, and some of a session's resources (its temp directory) exist only on the
+        host that made them. Until replicas publish their liveness in the database (issue
+        12, reaper leadership), a dead replica's sessions wait for that replica's return or
+        for an administrator (``bastion sessions kill``).
         """
-        if self._db.dialect == "postgresql" and owner.boot != current_boot():
-            return True
-        return owner.is_alive()
+        return self._db.dialect == "postgresql" and owner.boot != current_boot()
