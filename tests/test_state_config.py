@@ -72,7 +72,7 @@ def test_a_postgresql_state_with_tls_and_a_password_file(
         ),
         (
             {"url": "mysql://bastion@127.0.0.1/bastion"},
-            "state: url must start with postgresql://",
+            "state: url must be sqlite or start with postgresql://",
         ),
         (
             {"url": "postgresql://127.0.0.1/bastion"},

@@ -295,7 +295,7 @@ def postgres_url_problem(url: str, *, has_ca: bool) -> str | None:
     except ValueError as exc:
         return f"is not a valid URL ({exc})"
     if parts.scheme not in ("postgresql", "postgres"):
-        return "must start with postgresql://"
+        return "must be sqlite or start with postgresql://"
     if parts.password is not None:
         return "holds a password; put it in state.password_file (mode 0600) instead"
     if parts.query or parts.fragment:
