@@ -9,22 +9,29 @@ import multiprocessing.synchronize
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from state_backends import INTEGRITY_ERRORS, Backend
 
 from bastion.approval import ApprovalRequest, DebugKey, Status
-from bastion.state.approvals import ApprovalStore, SqliteApprovalStore
+from bastion.state.approvals import ApprovalStore, SqlApprovalStore, SqliteApprovalStore
+from bastion.state.database import SqliteDatabase
 from bastion.state.journal import Journal
 
 NOW = 1_800_000_000.0
 TOOLBOX = "registry.example.com/toolbox@sha256:" + "a" * 64
 APPROVERS = '[{"users":[],"groups":["leads"]}]'
 
-STORES: dict[str, Callable[[Path], ApprovalStore]] = {"sqlite": SqliteApprovalStore}
+
+def open_store(backend: Backend) -> ApprovalStore:
+    target = backend.open("journal.db")
+    if isinstance(target, Path):
+        return SqliteApprovalStore(target)
+    return SqlApprovalStore(target)
 
 
 def key(**overrides: object) -> DebugKey:
@@ -47,20 +54,15 @@ def request(request_id: str = "r1", **overrides: object) -> ApprovalRequest:
     return ApprovalRequest(**fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=sorted(STORES))
-def kind(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
+@pytest.fixture
+def path(state_backend: Backend) -> Path:
+    """The SQLite store's file (unused on PostgreSQL)."""
+    return state_backend.directory / "journal.db"
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "journal.db"
-
-
-@pytest.fixture
-def store(kind: str, path: Path) -> Iterator[ApprovalStore]:
-    opened = STORES[kind](path)
+def store(state_backend: Backend) -> Iterator[ApprovalStore]:
+    opened = open_store(state_backend)
     yield opened
     opened.close()
 
@@ -117,14 +119,13 @@ def test_the_store_itself_refuses_a_self_approval(store: ApprovalStore) -> None:
 
 
 def test_the_database_refuses_an_approved_row_whose_approver_is_its_requester(
-    store: ApprovalStore, path: Path, kind: str
+    store: ApprovalStore, state_backend: Backend
 ) -> None:
-    if kind != "sqlite":
-        pytest.skip("this checks the SQLite table's constraint")
     store.create(request())
-    db = sqlite3.connect(path)
+    target = state_backend.open("journal.db")
+    db = SqliteDatabase(sqlite3.connect(target)) if isinstance(target, Path) else target
     try:
-        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        with pytest.raises(INTEGRITY_ERRORS, match=r"(?i)check constraint"):
             db.execute("UPDATE approvals SET status = 'approved', decided_by = requester")
     finally:
         db.close()
@@ -202,9 +203,8 @@ def test_listing_open_and_recent_requests(store: ApprovalStore) -> None:
     assert [r.id for r in store.recent(NOW, 9, requester="bob")] == ["b0"]
 
 
-def test_the_journal_and_the_store_share_one_private_file(path: Path, kind: str) -> None:
-    if kind != "sqlite":
-        pytest.skip("the SQLite store lives in the journal's file")
+def test_the_journal_and_the_store_share_one_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
     journal = Journal(path)
     store = SqliteApprovalStore(path)
     try:
@@ -232,11 +232,10 @@ def _count_elsewhere(path: Path) -> int:
     return int(out.stdout)
 
 
-def test_commits_stay_visible_when_one_process_opens_the_file_twice(path: Path, kind: str) -> None:
+def test_commits_stay_visible_when_one_process_opens_the_file_twice(tmp_path: Path) -> None:
     """The broker holds the journal and the store on one file. Opening the second must not
     drop the first's locks, or another process's last close deletes the WAL under them."""
-    if kind != "sqlite":
-        pytest.skip("the SQLite store lives in the journal's file")
+    path = tmp_path / "journal.db"
     journal = Journal(path)
     store = SqliteApprovalStore(path)
     try:
@@ -254,14 +253,13 @@ ROUNDS = 40
 
 
 def _racer(
-    kind: str,
-    path: str,
+    backend: Backend,
     role: tuple[str, str],
     start: multiprocessing.synchronize.Barrier,
     results: multiprocessing.Queue[tuple[str, list[Any]]],
 ) -> None:
     action, who = role
-    store = STORES[kind](Path(path))
+    store = open_store(backend)
     won: list[Any] = []
     for n in range(ROUNDS):
         start.wait()  # every round a race of its own, not one racer running ahead
@@ -280,13 +278,12 @@ def _racer(
     results.put((who, won))
 
 
-def _race(kind: str, path: Path, racers: list[tuple[str, str]]) -> dict[str, list[Any]]:
+def _race(backend: Backend, racers: list[tuple[str, str]]) -> dict[str, list[Any]]:
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(len(racers))
     results: multiprocessing.Queue[tuple[str, list[Any]]] = context.Queue()
     processes = [
-        context.Process(target=_racer, args=(kind, str(path), role, start, results))
-        for role in racers
+        context.Process(target=_racer, args=(backend, role, start, results)) for role in racers
     ]
     for process in processes:
         process.start()
@@ -297,11 +294,11 @@ def _race(kind: str, path: Path, racers: list[tuple[str, str]]) -> dict[str, lis
 
 
 def test_racing_approvers_have_exactly_one_winner_per_request(
-    store: ApprovalStore, path: Path, kind: str
+    store: ApprovalStore, state_backend: Backend
 ) -> None:
     for n in range(ROUNDS):
         store.create(request(f"r{n}", expires_at=NOW + 10_000))
-    found = _race(kind, path, [("approve", "carol"), ("approve", "dave"), ("deny", "erin")])
+    found = _race(state_backend, [("approve", "carol"), ("approve", "dave"), ("deny", "erin")])
     for n in range(ROUNDS):
         winners = [who for who, won in found.items() if won[n]]
         assert len(winners) == 1, (n, winners)
@@ -312,13 +309,13 @@ def test_racing_approvers_have_exactly_one_winner_per_request(
 
 
 def test_a_use_racing_an_expiry_has_one_outcome(
-    store: ApprovalStore, path: Path, kind: str
+    store: ApprovalStore, state_backend: Backend
 ) -> None:
     for n in range(ROUNDS):
         store.create(request(f"r{n}", expires_after=float(n + 1)))
         # Approved at NOW - 1: the approval of r<n> lapses at NOW + n.
         assert store.approve(f"r{n}", by="carol", reason="", now=NOW - 1)
-    found = _race(kind, path, [("use", "s-use"), ("expire", "sweeper")])
+    found = _race(state_backend, [("use", "s-use"), ("expire", "sweeper")])
     used = {f"r{n}" for n, won in enumerate(found["s-use"]) if won}
     expired = set(found["sweeper"])
     assert used | expired == {f"r{n}" for n in range(ROUNDS)}

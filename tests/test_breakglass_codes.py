@@ -3,14 +3,14 @@ only as keyed digests, used once (racing processes included), one batch in force
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.synchronize
+import secrets
 import sqlite3
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from state_backends import Backend, race
 
 from bastion.breakglass.codes import (
     CODE_ALPHABET,
@@ -21,7 +21,7 @@ from bastion.breakglass.codes import (
     normalize_code,
 )
 from bastion.enrolment import new_scratch_codes, normalize_scratch_code
-from bastion.state.breakglass_codes import SqliteBreakGlassCodes
+from bastion.state.breakglass_codes import SqlBreakGlassCodes, SqliteBreakGlassCodes
 
 KEY = b"k" * 32
 
@@ -107,8 +107,15 @@ def digests(codes: list[str], user: str = "emergency") -> list[str]:
     return [code_digest(KEY, user, c) for c in codes]
 
 
-def test_each_code_works_once_and_a_new_batch_revokes_the_old(tmp_path: Path) -> None:
-    store = SqliteBreakGlassCodes(tmp_path / "logins.db")
+def open_store(backend: Backend) -> SqlBreakGlassCodes:
+    target = backend.open("logins.db")
+    if isinstance(target, Path):
+        return SqliteBreakGlassCodes(target)
+    return SqlBreakGlassCodes(target)
+
+
+def test_each_code_works_once_and_a_new_batch_revokes_the_old(state_backend: Backend) -> None:
+    store = open_store(state_backend)
     first = new_codes(3)
     assert store.issue("emergency", "b1", digests(first), now=100.0) == 0
     assert store.batch("emergency") is not None
@@ -135,9 +142,9 @@ def test_each_code_works_once_and_a_new_batch_revokes_the_old(tmp_path: Path) ->
     store.close()
 
 
-def test_issuing_is_all_or_nothing(tmp_path: Path) -> None:
+def test_issuing_is_all_or_nothing(state_backend: Backend) -> None:
     """The audit event is written inside the transaction: if it fails, nothing changed."""
-    store = SqliteBreakGlassCodes(tmp_path / "logins.db")
+    store = open_store(state_backend)
     old = new_codes(2)
     store.issue("emergency", "b1", digests(old), now=1.0)
 
@@ -180,39 +187,42 @@ def test_read_only_inspection_creates_nothing(tmp_path: Path) -> None:
     old.close()
 
 
-def _race(
-    path: str,
-    digest: str,
-    start: multiprocessing.synchronize.Event,
-    wins: multiprocessing.Queue[bool],
-) -> None:
-    store = SqliteBreakGlassCodes(Path(path))
-    start.wait()
-    wins.put(store.use("emergency", digest, now=1.0, connection="racer"))
-    store.close()
+def _burn(store: SqlBreakGlassCodes, round_: int) -> bool:
+    codes = store_codes()
+    return store.use("emergency", codes[round_], now=1.0, connection="racer")
 
 
-def test_racing_processes_burn_a_code_once(tmp_path: Path) -> None:
-    path = str(tmp_path / "logins.db")
-    store = SqliteBreakGlassCodes(Path(path))
-    codes = digests(new_codes(3))
-    store.issue("emergency", "b1", codes, now=0.0)
+def store_codes() -> list[str]:
+    return [f"{i:064x}" for i in range(3)]
+
+
+def test_racing_processes_burn_a_code_once(state_backend: Backend) -> None:
+    store = open_store(state_backend)
+    store.issue("emergency", "b1", store_codes(), now=0.0)
     store.close()
-    context = multiprocessing.get_context("spawn")
-    for digest in codes:
-        start = context.Event()
-        wins: multiprocessing.Queue[bool] = context.Queue()
-        racers = [context.Process(target=_race, args=(path, digest, start, wins)) for _ in range(4)]
-        for racer in racers:
-            racer.start()
-        start.set()
-        results = [wins.get(timeout=30) for _ in racers]
-        for racer in racers:
-            racer.join(30)
-        assert sorted(results) == [False, False, False, True]
-    store = SqliteBreakGlassCodes(Path(path))
+    rounds = race(state_backend, open_store, _burn, rounds=3)
+    assert rounds == [[False, False, False, True]] * 3
+    store = open_store(state_backend)
     state = store.batch("emergency")
     assert state is not None
     assert state.remaining == 0
     assert len(store.uses("emergency")) == 3
+    store.close()
+
+
+def _issue(store: SqlBreakGlassCodes, round_: int) -> int:
+    batch = secrets.token_hex(4)
+    return store.issue("emergency", batch, [f"{batch}-{i}" for i in range(2)], now=float(round_))
+
+
+def test_batches_issued_at_once_leave_one_in_force(state_backend: Backend) -> None:
+    """Each issue revokes what was in force before it: of four at once, whatever the order,
+    exactly one batch's codes remain usable, and every code issued is accounted for."""
+    rounds = race(state_backend, open_store, _issue, rounds=3)
+    # The first issue of all revokes nothing; every later one revokes one whole batch (2).
+    assert sorted(v for values in rounds for v in values) == [0] + [2] * 11
+    store = open_store(state_backend)
+    state = store.batch("emergency")
+    assert state is not None
+    assert (state.issued, state.remaining) == (2, 2)
     store.close()

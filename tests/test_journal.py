@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from state_backends import Backend
 
 from bastion.state import journal as journal_module
 from bastion.state.journal import (
@@ -34,8 +35,8 @@ def dead_owner() -> Owner:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal(tmp_path / "state" / "journal.db")
+def journal(state_backend: Backend) -> Iterator[Journal]:
+    j = Journal(state_backend.open("journal.db"))
     yield j
     j.close()
 
@@ -71,7 +72,8 @@ def test_a_symlink_in_place_of_the_journal_is_refused(tmp_path: Path) -> None:
     assert not elsewhere.exists()
 
 
-def test_a_journal_is_bound_to_the_thread_that_opened_it(journal: Journal) -> None:
+def test_a_journal_is_bound_to_the_thread_that_opened_it(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
     errors: list[BaseException] = []
 
     def use() -> None:
@@ -83,6 +85,7 @@ def test_a_journal_is_bound_to_the_thread_that_opened_it(journal: Journal) -> No
     thread = threading.Thread(target=use)
     thread.start()
     thread.join()
+    journal.close()
     assert len(errors) == 1
 
 
@@ -210,9 +213,9 @@ def test_nothing_is_planned_for_a_closed_or_unknown_session(journal: Journal) ->
         journal.plan("s1", "lease", ["not", "a", "mapping"])  # type: ignore[arg-type]
 
 
-def test_failed_cleanups_stay_pending_and_count_attempts(tmp_path: Path) -> None:
+def test_failed_cleanups_stay_pending_and_count_attempts(state_backend: Backend) -> None:
     now = [1000.0]
-    j = Journal(tmp_path / "j.db", clock=lambda: now[0])
+    j = Journal(state_backend.open("journal.db"), clock=lambda: now[0])
     open_session(j, "s1")
     temp = j.plan("s1", "temp_dir", {"path": "/tmp/x"})
     j.created(temp)
@@ -349,6 +352,34 @@ def test_orphans_are_open_sessions_of_dead_owners_and_closed_ones_with_leftovers
     }
 
 
+def test_sessions_of_another_host_are_orphans_only_on_sqlite(
+    journal: Journal, state_backend: Backend
+) -> None:
+    """A boot id not ours is a dead process on SQLite (one host: it rebooted); on PostgreSQL
+    it is another replica's, which this one can neither see nor clean after, so its sessions
+    are never reaped from here, open or closed."""
+    elsewhere = Owner(ME.pid, ME.started, boot="another-host-or-boot")
+    open_session(journal, "theirs", elsewhere)
+    journal.plan("theirs", "lease", {})
+    # Closed with a temp directory left: on PostgreSQL that directory is on the other host.
+    open_session(journal, "theirs-closed", elsewhere)
+    journal.plan("theirs-closed", "temp_dir", {"path": "/elsewhere"})
+    journal.close_session("theirs-closed", 2.0)
+    orphans = [s.id for s, _ in journal.orphaned()]
+    claimed = [
+        journal.claim(sid, Claim(ME, "r"), now=1.0, ttl=60.0) for sid in ("theirs", "theirs-closed")
+    ]
+    if state_backend.name == "sqlite":
+        assert (orphans, claimed) == (["theirs", "theirs-closed"], [True, True])
+    else:
+        assert (orphans, claimed) == ([], [False, False])
+    # A claim held by a reaper of another host stays that reaper's on PostgreSQL.
+    open_session(journal, "dead-here", dead_owner())
+    assert journal.claim("dead-here", Claim(elsewhere, "x"), now=1.0, ttl=60.0)
+    taken = journal.claim("dead-here", Claim(ME, "y"), now=2.0, ttl=60.0)
+    assert taken is (state_backend.name == "sqlite")
+
+
 def test_kill_requests_reach_only_the_owner_of_a_live_session(journal: Journal) -> None:
     other = dead_owner()
     open_session(journal, "s1")
@@ -450,8 +481,10 @@ def test_claims_name_their_process() -> None:
 
 
 # ------------------------------------------------------------------ several processes
-def _worker(path: str, name: str, count: int, start: multiprocessing.synchronize.Event) -> None:
-    j = Journal(Path(path))
+def _worker(
+    backend: Backend, name: str, count: int, start: multiprocessing.synchronize.Event
+) -> None:
+    j = Journal(backend.open("journal.db"))
     open_session(j, name)
     start.wait()
     for i in range(count):
@@ -465,20 +498,19 @@ def _worker(path: str, name: str, count: int, start: multiprocessing.synchronize
     j.close()
 
 
-def test_processes_plan_and_remove_concurrently(tmp_path: Path) -> None:
-    path = str(tmp_path / "journal.db")
-    Journal(Path(path)).close()
+def test_processes_plan_and_remove_concurrently(state_backend: Backend) -> None:
+    Journal(state_backend.open("journal.db")).close()
     context = multiprocessing.get_context("spawn")
     start = context.Event()
     names = [f"w{i}" for i in range(4)]
-    workers = [context.Process(target=_worker, args=(path, n, 40, start)) for n in names]
+    workers = [context.Process(target=_worker, args=(state_backend, n, 40, start)) for n in names]
     for worker in workers:
         worker.start()
     start.set()
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
-    j = Journal(Path(path))
+    j = Journal(state_backend.open("journal.db"))
     all_ids: list[int] = []
     for name in names:
         resources = j.resources(name)

@@ -2,62 +2,45 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import sqlite3
-from pathlib import Path
-
 import pytest
+from state_backends import INTEGRITY_ERRORS, Backend, race
 
 from bastion.state.logins import FailureRecord, LoginGuard
 
 
-def test_a_step_is_accepted_once_and_survives_a_restart(tmp_path: Path) -> None:
-    guard = LoginGuard(tmp_path / "state.db")
+def test_a_step_is_accepted_once_and_survives_a_restart(state_backend: Backend) -> None:
+    guard = LoginGuard(state_backend.open())
     assert guard.last_step("alice") is None
     assert guard.accept_step("alice", 100)
     assert not guard.accept_step("alice", 100)
     assert not guard.accept_step("alice", 99)
     assert guard.accept_step("bob", 100)
     guard.close()
-    reopened = LoginGuard(tmp_path / "state.db")
+    reopened = LoginGuard(state_backend.open())
     assert reopened.last_step("alice") == 100
     assert not reopened.accept_step("alice", 100)
     assert reopened.accept_step("alice", 101)
-    assert (tmp_path / "state.db").stat().st_mode & 0o777 == 0o600
+    if state_backend.name == "sqlite":
+        assert (state_backend.directory / "state.db").stat().st_mode & 0o777 == 0o600
     reopened.close()
 
 
-def _race(
-    path: str,
-    step: int,
-    start: multiprocessing.synchronize.Event,
-    wins: multiprocessing.Queue[bool],
-) -> None:
-    guard = LoginGuard(Path(path))
-    start.wait()
-    wins.put(guard.accept_step("alice", step))
-    guard.close()
+def _open_guard(backend: Backend) -> LoginGuard:
+    return LoginGuard(backend.open())
 
 
-def test_racing_processes_exactly_one_wins(tmp_path: Path) -> None:
-    path = str(tmp_path / "state.db")
-    LoginGuard(Path(path)).close()
-    context = multiprocessing.get_context("spawn")
-    for step in range(1, 6):
-        start = context.Event()
-        wins: multiprocessing.Queue[bool] = context.Queue()
-        racers = [context.Process(target=_race, args=(path, step, start, wins)) for _ in range(4)]
-        for racer in racers:
-            racer.start()
-        start.set()
-        results = [wins.get(timeout=30) for _ in racers]
-        for racer in racers:
-            racer.join(30)
-        assert sorted(results) == [False, False, False, True]
+def _accept_step(guard: LoginGuard, round_: int) -> bool:
+    return guard.accept_step("alice", round_ + 1)
 
 
-def test_failures_count_and_reset(tmp_path: Path) -> None:
-    guard = LoginGuard(tmp_path / "state.db")
+def test_racing_processes_exactly_one_wins(state_backend: Backend) -> None:
+    LoginGuard(state_backend.open()).close()
+    rounds = race(state_backend, _open_guard, _accept_step, rounds=5)
+    assert rounds == [[False, False, False, True]] * 5
+
+
+def test_failures_count_and_reset(state_backend: Backend) -> None:
+    guard = LoginGuard(state_backend.open())
     assert guard.failures("alice") == FailureRecord(0, None)
     guard.record_failure("alice", 10.0)
     assert guard.record_failure("alice", 20.0) == FailureRecord(2, 20.0)
@@ -66,8 +49,8 @@ def test_failures_count_and_reset(tmp_path: Path) -> None:
     guard.close()
 
 
-def test_unlock_reports_and_clears_the_failures(tmp_path: Path) -> None:
-    guard = LoginGuard(tmp_path / "state.db")
+def test_unlock_reports_and_clears_the_failures(state_backend: Backend) -> None:
+    guard = LoginGuard(state_backend.open())
     assert guard.unlock("alice") == FailureRecord(0, None)
     guard.record_failure("alice", 10.0)
     guard.record_failure("alice", 20.0)
@@ -78,8 +61,8 @@ def test_unlock_reports_and_clears_the_failures(tmp_path: Path) -> None:
     guard.close()
 
 
-def test_scratch_codes_are_single_use_and_replaced_as_a_set(tmp_path: Path) -> None:
-    guard = LoginGuard(tmp_path / "state.db")
+def test_scratch_codes_are_single_use_and_replaced_as_a_set(state_backend: Backend) -> None:
+    guard = LoginGuard(state_backend.open())
     assert guard.scratch_codes_left("alice") == 0
     assert not guard.use_scratch_code("alice", "d1", 1.0)
     guard.replace_scratch_codes("alice", ["d1", "d2", "d3"])
@@ -89,7 +72,7 @@ def test_scratch_codes_are_single_use_and_replaced_as_a_set(tmp_path: Path) -> N
     assert guard.scratch_codes_left("alice") == 2
     assert guard.scratch_codes_left("bob") == 1  # same digest, other user: untouched
     guard.close()
-    reopened = LoginGuard(tmp_path / "state.db")
+    reopened = LoginGuard(state_backend.open())
     assert not reopened.use_scratch_code("alice", "d1", 3.0)  # used survives a restart
     reopened.replace_scratch_codes("alice", ["e1", "e2"])
     assert not reopened.use_scratch_code("alice", "d2", 4.0)  # old set is gone
@@ -97,48 +80,26 @@ def test_scratch_codes_are_single_use_and_replaced_as_a_set(tmp_path: Path) -> N
     reopened.close()
 
 
-def test_replacing_scratch_codes_is_one_transaction(tmp_path: Path) -> None:
-    guard = LoginGuard(tmp_path / "state.db")
+def test_replacing_scratch_codes_is_one_transaction(state_backend: Backend) -> None:
+    guard = LoginGuard(state_backend.open())
     guard.replace_scratch_codes("alice", ["d1", "d2"])
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         guard.replace_scratch_codes("alice", ["e1", "e1"])  # duplicate: the whole set fails
     assert guard.scratch_codes_left("alice") == 2
     assert guard.use_scratch_code("alice", "d2", 1.0)
     guard.close()
 
 
-def _race_scratch(
-    path: str,
-    digest: str,
-    start: multiprocessing.synchronize.Event,
-    wins: multiprocessing.Queue[bool],
-) -> None:
-    guard = LoginGuard(Path(path))
-    start.wait()
-    wins.put(guard.use_scratch_code("alice", digest, 1.0))
-    guard.close()
+def _use_scratch_code(guard: LoginGuard, round_: int) -> bool:
+    return guard.use_scratch_code("alice", f"d{round_}", 1.0)
 
 
-def test_racing_processes_use_a_scratch_code_once(tmp_path: Path) -> None:
-    path = str(tmp_path / "state.db")
-    guard = LoginGuard(Path(path))
+def test_racing_processes_use_a_scratch_code_once(state_backend: Backend) -> None:
+    guard = LoginGuard(state_backend.open())
     guard.replace_scratch_codes("alice", [f"d{i}" for i in range(5)])
     guard.close()
-    context = multiprocessing.get_context("spawn")
-    for i in range(5):
-        start = context.Event()
-        wins: multiprocessing.Queue[bool] = context.Queue()
-        racers = [
-            context.Process(target=_race_scratch, args=(path, f"d{i}", start, wins))
-            for _ in range(4)
-        ]
-        for racer in racers:
-            racer.start()
-        start.set()
-        results = [wins.get(timeout=30) for _ in racers]
-        for racer in racers:
-            racer.join(30)
-        assert sorted(results) == [False, False, False, True]
-    guard = LoginGuard(Path(path))
+    rounds = race(state_backend, _open_guard, _use_scratch_code, rounds=5)
+    assert rounds == [[False, False, False, True]] * 5
+    guard = LoginGuard(state_backend.open())
     assert guard.scratch_codes_left("alice") == 0
     guard.close()

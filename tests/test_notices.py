@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from state_backends import Backend
 
 from bastion.console_protocol import NoticeItem
 from bastion.session.notices import NoticeFeed
@@ -15,8 +16,8 @@ from bastion.state.journal import Journal, Owner
 from bastion.state.notices import NoticeBoard, NoticeRecord
 
 
-def journal_with_session(path: Path, session: str = "s1") -> Journal:
-    journal = Journal(path)
+def journal_with_session(backend: Backend, session: str = "s1") -> Journal:
+    journal = Journal(backend.open("journal.db"))
     journal.open_session(session, user="emergency", source="192.0.2.7:1", owner=Owner.current(),
                          opened_at=0.0)  # fmt: skip
     return journal
@@ -35,11 +36,12 @@ def notice(nid: str, *, session: str | None = "s1", **fields: object) -> NoticeR
     return NoticeRecord(**(base | fields))  # type: ignore[arg-type]
 
 
-def test_a_notice_is_in_force_until_ended_expired_or_its_session_closed(tmp_path: Path) -> None:
-    path = tmp_path / "journal.db"
-    journal = journal_with_session(path)
+def test_a_notice_is_in_force_until_ended_expired_or_its_session_closed(
+    state_backend: Backend,
+) -> None:
+    journal = journal_with_session(state_backend)
     journal.open_session("s2", user="x", source="-", owner=Owner.current(), opened_at=0.0)
-    board = NoticeBoard(path)
+    board = NoticeBoard(state_backend.open("journal.db"))
     board.post(notice("a"))
     board.post(notice("b", session="s2"))
     board.post(notice("c", session=None, expires_at=50.0))
@@ -56,11 +58,10 @@ def test_a_notice_is_in_force_until_ended_expired_or_its_session_closed(tmp_path
     journal.close()
 
 
-def test_tidying_ends_only_what_is_no_longer_in_force(tmp_path: Path) -> None:
-    path = tmp_path / "journal.db"
-    journal = journal_with_session(path)
+def test_tidying_ends_only_what_is_no_longer_in_force(state_backend: Backend) -> None:
+    journal = journal_with_session(state_backend)
     journal.open_session("s2", user="x", source="-", owner=Owner.current(), opened_at=0.0)
-    board = NoticeBoard(path)
+    board = NoticeBoard(state_backend.open("journal.db"))
     board.post(notice("live"))
     board.post(notice("closed", session="s2"))
     board.post(notice("expired", session=None, expires_at=5.0))
@@ -76,10 +77,9 @@ def test_tidying_ends_only_what_is_no_longer_in_force(tmp_path: Path) -> None:
     journal.close()
 
 
-def test_an_audience_narrows_who_sees_a_notice(tmp_path: Path) -> None:
-    path = tmp_path / "journal.db"
-    journal = journal_with_session(path)
-    board = NoticeBoard(path)
+def test_an_audience_narrows_who_sees_a_notice(state_backend: Backend) -> None:
+    journal = journal_with_session(state_backend)
+    board = NoticeBoard(state_backend.open("journal.db"))
     board.post(notice("a", audience=("carol", "dave")))
     (record,) = board.in_force(20.0)
     assert record.audience == ("carol", "dave")
@@ -97,7 +97,7 @@ async def test_every_workers_consoles_get_the_notices_at_once_and_each_change(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "journal.db"
-    journal = journal_with_session(path)
+    journal = journal_with_session(Backend("sqlite", tmp_path))
     # Two workers, each with its own feed on the one journal database.
     here, there = NoticeFeed(path, poll=0.05), NoticeFeed(path, poll=0.05)
     alice: asyncio.Queue[list[NoticeItem]] = asyncio.Queue()

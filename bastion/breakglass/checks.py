@@ -7,7 +7,6 @@ import os
 import sqlite3
 
 from bastion.config import Config
-from bastion.state.breakglass_codes import SqliteBreakGlassCodes
 
 __all__ = ["break_glass_warnings"]
 
@@ -37,7 +36,7 @@ def break_glass_warnings(config: Config) -> list[str]:
     if not accounts:
         return found
     try:
-        store = SqliteBreakGlassCodes(config.login_db_path(), read_only=True)
+        store = config.state_stores().break_glass_codes(read_only=True)
     except FileNotFoundError:
         store = None
     except sqlite3.Error as exc:

@@ -32,7 +32,7 @@ from bastion.config import Config, load_config
 from bastion.durations import format_duration
 from bastion.errors import AuditUnavailable, BastionError, PolicyDenied
 from bastion.policy import MAX_REASON_CHARS
-from bastion.state.approvals import SqliteApprovalStore
+from bastion.state.approvals import SqlApprovalStore
 from bastion.terminal_text import printable
 
 __all__ = ["decide", "list_approvals"]
@@ -86,12 +86,11 @@ def list_approvals(
     ``everything``, every request of the last week, newest first."""
     out = out or sys.stdout
     config = load_config(config_path, check_files=False)
-    path = _store_path(config)
     now = time.time()
     found: list[ApprovalRequest] = []
-    if path.exists():
+    if config.state.postgres is not None or _store_path(config).exists():
         with as_service_user(service_identity(config)):
-            store = SqliteApprovalStore(path)
+            store = config.state_stores().approvals()
             try:
                 found = (
                     store.recent(now - RECENT, _LISTED) if everything else store.open_requests(now)
@@ -156,7 +155,7 @@ def decide(
     actor, extra = invoking_actor()
     with as_service_user(service_identity(config)):
         audit = open_audit(config)
-        store = SqliteApprovalStore(_store_path(config))
+        store = config.state_stores().approvals()
         try:
             decided = _decide(
                 store, audit, request_id, actor, extra, approve=approve, reason=reason
@@ -178,7 +177,7 @@ def decide(
 
 
 def _decide(
-    store: SqliteApprovalStore,
+    store: SqlApprovalStore,
     audit: AuditLog,
     request_id: str,
     actor: str,
@@ -245,7 +244,7 @@ def _refusal(
 
 
 def _record(
-    store: SqliteApprovalStore,
+    store: SqlApprovalStore,
     audit: AuditLog,
     request: ApprovalRequest,
     actor: str,

@@ -37,7 +37,6 @@ from bastion.config import Config, load_config
 from bastion.config.models import User
 from bastion.errors import BastionError
 from bastion.recording.key_files import read_signing_public_key
-from bastion.state.breakglass_codes import SqliteBreakGlassCodes
 
 __all__ = ["codes", "issue", "report"]
 
@@ -76,7 +75,7 @@ def issue(config_path: Path, name: str, count: int, *, out: TextIO | None = None
         audit = open_audit(config)
         try:
             key = load_or_create_code_key(config)
-            store = SqliteBreakGlassCodes(config.login_db_path())
+            store = config.state_stores().break_glass_codes()
             try:
 
                 def record(revoked: int) -> None:
@@ -132,7 +131,7 @@ def codes(config_path: Path, name: str, *, out: TextIO | None = None) -> int:
     _account(config, name)
     with as_service_user(service_identity(config)):
         try:
-            store = SqliteBreakGlassCodes(config.login_db_path(), read_only=True)
+            store = config.state_stores().break_glass_codes(read_only=True)
         except FileNotFoundError:
             state, uses = None, []
         else:
@@ -179,7 +178,7 @@ def report(
         trail = read_trail(config.paths.audit_log, session)
         user = next((e.get("actor") for e in trail.events if e.get("session") == session), "")
         try:
-            store = SqliteBreakGlassCodes(config.login_db_path(), read_only=True)
+            store = config.state_stores().break_glass_codes(read_only=True)
         except FileNotFoundError:
             batch, uses = None, []
         else:

@@ -47,7 +47,6 @@ from bastion.keys.rotate import (
     rotate_recording_signing_key,
     start_host_rotation,
 )
-from bastion.state.journal import Journal
 from bastion.terminal_text import printable
 
 __all__ = ["add_commands", "list_keys", "rotate"]
@@ -300,7 +299,7 @@ def _rotate_all(ctx: KeyContext, audit: AuditLog, request: _Request, out: TextIO
 
 def _end_sessions(ctx: KeyContext, out: TextIO) -> None:
     """Ask every live session's worker to end it, and wait (a while) until they have."""
-    journal = Journal(ctx.state_dir / "journal.db")
+    journal = ctx.config.state_stores().journal()
     try:
         asked = []
         for session in journal.live_sessions():

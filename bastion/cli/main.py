@@ -19,6 +19,7 @@ from bastion.cli import (
     audit,
     breakglass,
     check_config,
+    db,
     keys,
     recordings,
     sessions,
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     u.set_defaults(run=lambda a: user.list_users(a.config))
 
     _add_sessions(commands)
+    _add_db(commands)
     _add_approvals(commands)
     _add_recordings(commands)
     _add_breakglass(commands)
@@ -117,6 +119,14 @@ def _add_sessions(commands: Any) -> None:
     _config_option(s)
     s.add_argument("--reason", required=True, help="why: the session's operator is shown it")
     s.set_defaults(run=lambda a: sessions.kill(a.config, a.session_id, a.reason))
+
+
+def _add_db(commands: Any) -> None:
+    p = commands.add_parser("db", help="the state database: migrate its schema")
+    db_commands = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    d = db_commands.add_parser("migrate", help="bring the state schema up to date")
+    _config_option(d)
+    d.set_defaults(run=lambda a: db.migrate(a.config))
 
 
 def _add_approvals(commands: Any) -> None:

@@ -18,8 +18,6 @@ from bastion.cli.user import as_service_user, invoking_actor, open_audit, servic
 from bastion.config import Config, load_config
 from bastion.errors import BastionError
 from bastion.oversight.watch_point import read_watchers
-from bastion.state.journal import Journal
-from bastion.state.kill_notes import KillNotes
 
 __all__ = ["kill", "list_sessions"]
 
@@ -51,12 +49,12 @@ def _watchers(config: Config, session_id: str) -> str:
 def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     config = load_config(config_path, check_files=False)
-    path = _journal_path(config)
-    if not path.exists():
+    if config.state.postgres is None and not _journal_path(config).exists():
         print("no sessions: the bastion has not run with this state_dir yet", file=out)
         return 0
     with as_service_user(service_identity(config)):
-        journal = Journal(path)
+        # On PostgreSQL: every replica's sessions.
+        journal = config.state_stores().journal()
         try:
             live = journal.live_sessions()
         finally:
@@ -106,13 +104,12 @@ def kill(config_path: Path, session_id: str, reason: str, *, out: TextIO | None 
             hint='bastion sessions kill ID --reason "INC-4711: credential leak suspected"',
         )
     config = load_config(config_path, check_files=False)
-    path = _journal_path(config)
     service = service_identity(config)
     actor, extra = invoking_actor()
     with as_service_user(service):
         audit = open_audit(config)
-        journal = Journal(path)
-        notes = KillNotes(path)
+        journal = config.state_stores().journal()
+        notes = config.state_stores().kill_notes()
         try:
             record = journal.session(session_id)
             if record is None or record.closed:

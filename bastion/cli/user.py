@@ -45,7 +45,6 @@ from bastion.enrolment import (
 )
 from bastion.errors import AuditUnavailable, BastionError, ConfigError
 from bastion.sshkeys import PublicKey, parse_public_key
-from bastion.state.logins import LoginGuard
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_ISSUER", "add", "enroll", "list_users", "unlock"]
 
@@ -409,7 +408,7 @@ def enroll(config_path: Path, name: str, issuer: str, *, out: TextIO | None = No
 
         def store_codes_and_record() -> None:
             # Recorded before the new secret replaces the old one: no unrecorded enrolment.
-            guard = LoginGuard(config.login_db_path())
+            guard = config.state_stores().login_guard()
             try:
                 guard.replace_scratch_codes(name, [scratch_code_digest(name, c) for c in codes])
             finally:
@@ -480,7 +479,7 @@ def unlock(config_path: Path, name: str, *, out: TextIO | None = None) -> int:
     with as_service_user(service):
         audit = open_audit(config)
         try:
-            guard = LoginGuard(config.login_db_path())
+            guard = config.state_stores().login_guard()
             try:
                 before = guard.unlock(name)
             finally:
@@ -528,8 +527,9 @@ def list_users(config_path: Path, *, out: TextIO | None = None) -> int:
     rows = [("NAME", "GROUPS", "SOURCE", "ENROLLED", "SCRATCH", "FAILURES", "LOCK")]
     notes: list[str] = []
     with as_service_user(service):
-        db = config.login_db_path()
-        guard = LoginGuard(db) if db.exists() else None  # listing creates no state
+        # Listing creates no SQLite file.
+        exists = config.state.postgres is not None or config.login_db_path().exists()
+        guard = config.state_stores().login_guard() if exists else None
         try:
             for user in config.users:
                 enrolled = _enrolled(config, user)

@@ -421,6 +421,7 @@ def _check_files(config: Config, owner: str, owner_uid: int) -> list[ConfigIssue
         secret_files.append((hook.token_file, ("audit", "ship", "webhook", "token_file"), None))
     alert_files, alert_cas = _break_glass_files(config)
     secret_files += alert_files
+    secret_files += [(path, loc, None) for path, loc in config.state.secret_files()]
     for path, loc, file in secret_files:
         found = _check_secret_file(path, loc, owner, owner_uid, file)
         if found:
@@ -434,6 +435,7 @@ def _check_files(config: Config, owner: str, owner_uid: int) -> list[ConfigIssue
     if hook is not None:
         ca_files.append((hook.ca_file, ("audit", "ship", "webhook", "ca_file")))
     ca_files += alert_cas
+    ca_files += config.state.ca_files()
     for path, loc in ca_files:
         found = _check_ca_file(path, loc)
         if found:

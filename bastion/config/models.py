@@ -27,6 +27,7 @@ from pydantic import (
 
 from bastion.approval import DEFAULT_EXPIRY, ApprovalRule
 from bastion.approval import Approvers as PolicyApprovers
+from bastion.config.state import State
 from bastion.durations import format_duration, parse_duration
 from bastion.globs import compile_glob
 from bastion.images import parse_pinned_image
@@ -34,6 +35,7 @@ from bastion.labels import LabelSelector, SelectorError, parse_selector
 from bastion.policy import Grant as PolicyGrant
 from bastion.policy import Mode, Policy, Principal
 from bastion.sshkeys import PublicKey, parse_public_key
+from bastion.state.stores import StateStores
 
 __all__ = [
     "AppRole",
@@ -554,6 +556,8 @@ class Config(_Strict):
     break_glass: BreakGlass | None = None
     # None: nobody may watch sessions, and no shell may be moderated.
     oversight: Oversight | None = None
+    # Where the shared state lives: SQLite files in paths.state_dir, or PostgreSQL.
+    state: State = Field(default_factory=State)
 
     # Set by the loader: the file this config came from, and for each user read from
     # paths.users_dir, its file there (users of the config file itself are not listed).
@@ -574,6 +578,10 @@ class Config(_Strict):
         if user.totp_secret_file is not None:
             return user.totp_secret_file
         return self.paths.state_dir / "totp" / user.name
+
+    def state_stores(self) -> StateStores:
+        """The state stores on the configured database (``state.url``)."""
+        return StateStores(self.paths.state_dir, self.state.postgres)
 
     def login_db_path(self) -> Path:
         """The SQLite database of the login guard (replay guard, failures, scratch codes)."""

@@ -14,7 +14,6 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 from bastion.audit.log import AuditLog
@@ -23,7 +22,6 @@ from bastion.session.approvals import ApprovalDesk
 from bastion.session.deadlines import Deadlines
 from bastion.session.lifecycle import Ending
 from bastion.session.session import Session, SessionInfo
-from bastion.state.approvals import SqliteApprovalStore
 from bastion.state.journal import Journal, Owner
 from bastion.state.kill_notes import KillNotes
 
@@ -43,12 +41,12 @@ class SessionBroker:
         self._audit = audit
         self._clock = clock
         self._db = ThreadPoolExecutor(1, thread_name_prefix="journal")
-        path = journal_path(config)
-        self._journal: Journal = self._db.submit(Journal, path).result()
-        # Four-eyes approval requests live in the same file, on the same thread.
-        store = self._db.submit(SqliteApprovalStore, path).result()
+        stores = config.state_stores()
+        self._journal: Journal = self._db.submit(stores.journal).result()
+        # Four-eyes approval requests live in the same database, on the same thread.
+        store = self._db.submit(stores.approvals).result()
         self.approvals = ApprovalDesk(store, in_db=self.in_db, audit=audit, clock=clock)
-        self._kill_notes = self._db.submit(KillNotes, path).result()
+        self._kill_notes: KillNotes = self._db.submit(stores.kill_notes).result()
         self._owner = Owner.current()
         self.sessions: dict[str, Session] = {}
         self.temp_root = config.paths.state_dir / "sessions"
@@ -143,10 +141,6 @@ class SessionBroker:
         self._db.submit(self._kill_notes.close).result()
         self._db.submit(self._journal.close).result()
         self._db.shutdown()
-
-
-def journal_path(config: Config) -> Path:
-    return config.paths.state_dir / "journal.db"
 
 
 def new_session_id() -> str:

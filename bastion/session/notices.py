@@ -45,12 +45,18 @@ class _Subscriber:
 
 class NoticeFeed:
     def __init__(
-        self, path: Path, *, poll: float = POLL, clock: Callable[[], float] = time.time
+        self,
+        board: Path | Callable[[], NoticeBoard],
+        *,
+        poll: float = POLL,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """On the journal's SQLite file, or a board opened by ``board()`` (PostgreSQL)."""
         self._poll = poll
         self._clock = clock
         self._db = ThreadPoolExecutor(1, thread_name_prefix="notices")
-        self._board: NoticeBoard = self._db.submit(NoticeBoard, path).result()
+        opener = (lambda: NoticeBoard(board)) if isinstance(board, Path) else board
+        self._board: NoticeBoard = self._db.submit(opener).result()
         self._subscribers: dict[int, _Subscriber] = {}
         self._ids = itertools.count(1)
         self._wake = asyncio.Event()

@@ -43,7 +43,7 @@ from bastion.config.users import UserDirectory
 from bastion.enrolment import normalize_scratch_code, scratch_code_digest
 from bastion.errors import AuditUnavailable, SecretFileError
 from bastion.sshkeys import PublicKey
-from bastion.state.breakglass_codes import SqliteBreakGlassCodes
+from bastion.state.breakglass_codes import SqlBreakGlassCodes
 from bastion.state.logins import LoginGuard
 
 __all__ = ["BREAK_GLASS_METHOD", "CodeCheck", "LoginService", "Peer", "Verdict"]
@@ -98,10 +98,9 @@ class LoginService:
         self._clock = clock
         self._db = ThreadPoolExecutor(1, thread_name_prefix="login-guard")
         # The guard's SQLite connection belongs to the thread that uses it.
-        self._guard: LoginGuard = self._db.submit(LoginGuard, config.login_db_path()).result()
-        self._codes: SqliteBreakGlassCodes = self._db.submit(
-            SqliteBreakGlassCodes, config.login_db_path()
-        ).result()
+        stores = config.state_stores()
+        self._guard: LoginGuard = self._db.submit(stores.login_guard).result()
+        self._codes: SqlBreakGlassCodes = self._db.submit(stores.break_glass_codes).result()
 
     def close(self) -> None:
         self._db.submit(self._guard.close).result()

@@ -32,7 +32,7 @@ from bastion.errors import BastionError
 from bastion.keys.rotate import adopt_keys
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import recording_process, stop_recording_processes
-from bastion.session.broker import SessionBroker, journal_path
+from bastion.session.broker import SessionBroker
 from bastion.session.cleaners import debug_cleaner, lease_cleaner
 from bastion.session.notices import NoticeFeed
 from bastion.session.reaper import Reaper, temp_dir_cleaner
@@ -119,7 +119,7 @@ class Worker:
         self.broker = SessionBroker(config, self.audit)
         self.broker.start()
         # After the broker: the notice board lives in the journal's database.
-        self.notices = NoticeFeed(journal_path(config))
+        self.notices = NoticeFeed(config.state_stores().notice_board)
         if config.break_glass is not None:
             self.alerts = AlertDispatcher(self.alerts_to, self.audit)
         # Sessions of a worker that died (even by kill -9) are wiped from the journal: at

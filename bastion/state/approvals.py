@@ -16,30 +16,27 @@ A use racing an expiry therefore has one outcome: the use changes the row and th
 longer matches it, or the other way round. Times are the callers' (epoch seconds); every
 bastion process of a host reads the same clock.
 
-The interface (:class:`ApprovalStore`) is what the broker and the command line use; issue 12
-adds a PostgreSQL implementation of it for several bastion replicas, and
-``tests/test_approval_store.py`` is the contract both must pass.
+The interface (:class:`ApprovalStore`) is what the broker and the command line use;
+:class:`SqlApprovalStore` implements it on SQLite and on PostgreSQL (several bastion replicas,
+issue 12), and ``tests/test_approval_store.py`` is the contract both pass.
 
-Threads: like the journal, a :class:`SqliteApprovalStore` holds one connection, used only
+Threads: like the journal, a :class:`SqlApprovalStore` holds one connection, used only
 from the thread that opened it (the broker's database thread).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from bastion.approval import ApprovalRequest, DebugKey, Status
-from bastion.state.journal import open_state_db
+from bastion.state.database import StateDatabase, open_sqlite
+from bastion.state.migrations import Migration, migrate
 
-__all__ = ["ApprovalStore", "SqliteApprovalStore"]
+__all__ = ["MIGRATIONS", "ApprovalStore", "SqlApprovalStore", "SqliteApprovalStore"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS approvals (
+_COLUMNS = """
     id TEXT PRIMARY KEY,
     requester TEXT NOT NULL,
     session TEXT NOT NULL,
@@ -66,13 +63,28 @@ CREATE TABLE IF NOT EXISTS approvals (
     used_at REAL,
     used_by_session TEXT,
     CHECK (status NOT IN ('approved', 'used') OR decided_by != requester)
-);
-CREATE INDEX IF NOT EXISTS approvals_open ON approvals (expires_at)
-    WHERE status IN ('pending', 'approved');
-CREATE INDEX IF NOT EXISTS approvals_requested ON approvals (requested_at);
 """
 
-# Rows are read with SELECT *, in the column order of _SCHEMA, which _request unpacks.
+MIGRATIONS = (
+    Migration(
+        1,
+        sqlite=(
+            "CREATE TABLE IF NOT EXISTS approvals (" + _COLUMNS + ")",
+            "CREATE INDEX IF NOT EXISTS approvals_open ON approvals (expires_at) "
+            "WHERE status IN ('pending', 'approved')",
+            "CREATE INDEX IF NOT EXISTS approvals_requested ON approvals (requested_at)",
+        ),
+        postgresql=(
+            # Epoch seconds need DOUBLE PRECISION: PostgreSQL's REAL is four bytes.
+            "CREATE TABLE approvals (" + _COLUMNS.replace(" REAL", " DOUBLE PRECISION") + ")",
+            "CREATE INDEX approvals_open ON approvals (expires_at) "
+            "WHERE status IN ('pending', 'approved')",
+            "CREATE INDEX approvals_requested ON approvals (requested_at)",
+        ),
+    ),
+)
+
+# Rows are read with SELECT *, in the column order of _COLUMNS, which _request unpacks.
 _KEY_COLUMNS = (
     "cluster",
     "namespace",
@@ -168,12 +180,17 @@ def _request(row: tuple[Any, ...]) -> ApprovalRequest:
     )
 
 
-class SqliteApprovalStore:
-    """:class:`ApprovalStore` in the state database (one thread per object)."""
+class SqlApprovalStore:
+    """:class:`ApprovalStore` on an open :class:`StateDatabase` (SQLite or PostgreSQL),
+    which it owns (one thread per object)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = open_state_db(path, _SCHEMA)
+    def __init__(self, db: StateDatabase) -> None:
+        self._db = db
+        try:
+            migrate(db, "approvals", MIGRATIONS)
+        except BaseException:
+            db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -209,7 +226,7 @@ class SqliteApprovalStore:
                     request.expires_at,
                 ),
             )
-        except sqlite3.IntegrityError:
+        except self._db.integrity_errors:
             raise ValueError(f"approval request {request.id} exists already") from None
 
     def get(self, request_id: str) -> ApprovalRequest | None:
@@ -240,7 +257,7 @@ class SqliteApprovalStore:
     ) -> list[ApprovalRequest]:
         rows = self._db.execute(
             "SELECT * FROM approvals WHERE requested_at >= ? "
-            "AND (? IS NULL OR requester = ?) "
+            "AND (CAST(? AS TEXT) IS NULL OR requester = ?) "
             "ORDER BY requested_at DESC, id DESC LIMIT ?",
             (since, requester, requester, limit),
         ).fetchall()
@@ -276,7 +293,7 @@ class SqliteApprovalStore:
     def expire_due(self, now: float) -> list[ApprovalRequest]:
         # One write transaction: what is read is exactly what is marked, and another
         # process's sweep waits for the lock, then finds nothing of it left.
-        with self._transaction():
+        with self._db.write_transaction("approvals"):
             rows = self._db.execute(
                 "SELECT * FROM approvals WHERE status IN ('pending', 'approved') "
                 "AND expires_at <= ? ORDER BY expires_at, id",
@@ -299,12 +316,10 @@ class SqliteApprovalStore:
         )
         return cursor.rowcount == 1
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+
+class SqliteApprovalStore(SqlApprovalStore):
+    """:class:`ApprovalStore` in the SQLite state database (``<state_dir>/journal.db``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(open_sqlite(path))

@@ -32,21 +32,21 @@ The server opens this database at ``<state_dir>/journal.db``.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import json
 import os
 import secrets
-import sqlite3
-import stat
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bastion.state.database import StateDatabase, open_sqlite
+from bastion.state.migrations import Migration, migrate
+
 __all__ = [
+    "MIGRATIONS",
     "PENDING",
     "PLANNED",
     "Claim",
@@ -54,7 +54,6 @@ __all__ = [
     "Owner",
     "ResourceRecord",
     "SessionRecord",
-    "open_state_db",
 ]
 
 CLOSED = "closed"
@@ -62,8 +61,7 @@ OPENED = "authenticated"  # the state a session is opened in (bastion.session.li
 PLANNED, CREATED, REMOVED, FAILED = "planned", "created", "removed", "failed"
 PENDING = (PLANNED, CREATED, FAILED)  # everything that may still exist
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
+_SESSIONS = """
     id TEXT PRIMARY KEY,
     user TEXT NOT NULL,
     source TEXT NOT NULL,
@@ -79,8 +77,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     kill_requested INTEGER NOT NULL DEFAULT 0 CHECK (kill_requested IN (0, 1)),
     claimed_by TEXT,
     claimed_at REAL
-);
-CREATE TABLE IF NOT EXISTS resources (
+"""
+_RESOURCES = """
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session TEXT NOT NULL REFERENCES sessions (id),
     kind TEXT NOT NULL,
@@ -89,14 +87,54 @@ CREATE TABLE IF NOT EXISTS resources (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS resources_pending ON resources (session)
-    WHERE status != 'removed';
-CREATE INDEX IF NOT EXISTS sessions_live ON sessions (state) WHERE state != 'closed';
 """
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS resources_pending ON resources (session) WHERE status != 'removed'",
+    "CREATE INDEX IF NOT EXISTS sessions_live ON sessions (state) WHERE state != 'closed'",
+)
 
-# Rows are read with SELECT *: the column order is the one in _SCHEMA, which _session and
-# _resource unpack.
+
+def _postgres(columns: str) -> str:
+    # Epoch seconds need DOUBLE PRECISION (PostgreSQL's REAL is four bytes), a process start
+    # time in clock ticks outgrows INTEGER after 248 days of uptime, and "user" is quoted
+    # (bare, PostgreSQL reads it as CURRENT_USER).
+    return (
+        columns.replace(" REAL", " DOUBLE PRECISION")
+        .replace("owner_started INTEGER", "owner_started BIGINT")
+        .replace("\n    user TEXT", '\n    "user" TEXT')
+        .replace(
+            "id INTEGER PRIMARY KEY AUTOINCREMENT",
+            "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        )
+    )
+
+
+MIGRATIONS = (
+    Migration(
+        1,
+        sqlite=(
+            f"CREATE TABLE IF NOT EXISTS sessions ({_SESSIONS})",
+            f"CREATE TABLE IF NOT EXISTS resources ({_RESOURCES})",
+            *_INDEXES,
+        ),
+        postgresql=(
+            f"CREATE TABLE sessions ({_postgres(_SESSIONS)})",
+            f"CREATE TABLE resources ({_postgres(_RESOURCES)})",
+            *_INDEXES,
+        ),
+    ),
+)
+
+_PLAN_SQLITE = (
+    "INSERT INTO resources (session, kind, ref, status, attempts, updated_at) "
+    "SELECT ?, ?, ?, 'planned', 0, ? "
+    "WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? AND state != 'closed') "
+    "RETURNING id"
+)
+_PLAN_POSTGRESQL = _PLAN_SQLITE.replace("'closed')", "'closed' FOR SHARE)")
+
+# Rows are read with SELECT *: the column order is the one in _SESSIONS and _RESOURCES, which
+# _session and _resource unpack.
 
 
 # ---------------------------------------------------------------------------- processes
@@ -266,46 +304,22 @@ def _json(value: Mapping[str, Any], what: str) -> str:
 
 
 # ---------------------------------------------------------------------------- the file
-def open_state_db(path: Path, schema: str) -> sqlite3.Connection:
-    """A connection to the state database at ``path`` (created 0600 in a 0700 directory,
-    never through a symbolic link), durable and in autocommit mode, with ``schema`` applied.
-    The journal and the approvals store (:mod:`bastion.state.approvals`) share the file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Create the file 0600 ourselves, so it is never readable by others, not even
-    # between SQLite creating it and a chmod; SQLite gives -wal and -shm the same mode.
-    # Only a file that does not exist yet is opened here: closing any descriptor of the
-    # database would drop the POSIX locks this process's SQLite connections hold on it, and
-    # another process closing its last connection would then delete the WAL under them
-    # (their later commits lost to everyone else).
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        os.close(os.open(path, flags, 0o600))
-    except FileExistsError:
-        # A symbolic link in its place is refused (ELOOP), not followed.
-        if stat.S_ISLNK(os.lstat(path).st_mode):
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from None
-    path.chmod(0o600)
-    # Autocommit: every statement is its own transaction; timeout is the busy timeout.
-    db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(schema)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
 # ---------------------------------------------------------------------------- the journal
 class Journal:
     """Sessions and their resources; see the module docstring (one thread per object)."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
+    def __init__(
+        self, target: Path | StateDatabase, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        """On the SQLite file ``target``, or an open :class:`StateDatabase`, which it then
+        owns and closes."""
         self._clock = clock
-        self._db = open_state_db(path, _SCHEMA)
+        self._db = open_sqlite(target) if isinstance(target, Path) else target
+        try:
+            migrate(self._db, "journal", MIGRATIONS)
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -328,7 +342,7 @@ class Journal:
             raise ValueError("a session cannot be opened closed")
         try:
             self._db.execute(
-                "INSERT INTO sessions (id, user, source, owner_pid, owner_started, owner_boot, "
+                'INSERT INTO sessions (id, "user", source, owner_pid, owner_started, owner_boot, '
                 "state, opened_at, idle_deadline, hard_deadline) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -344,7 +358,7 @@ class Journal:
                     hard_deadline,
                 ),
             )
-        except sqlite3.IntegrityError:
+        except self._db.integrity_errors:
             raise ValueError(f"session {id} already exists in the journal") from None
 
     def set_state(
@@ -432,21 +446,21 @@ class Journal:
         session is closed or unknown: nothing is created for a session that has ended."""
         if not kind:
             raise ValueError("a resource needs a kind")
-        cursor = self._db.execute(
-            "INSERT INTO resources (session, kind, ref, status, attempts, updated_at) "
-            "SELECT ?, ?, ?, 'planned', 0, ? "
-            "WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ? AND state != 'closed')",
+        # On PostgreSQL the session's row is locked for the check: a close committing
+        # meanwhile is waited for and seen, as SQLite's single writer would order the two.
+        row = self._db.execute(
+            _PLAN_POSTGRESQL if self._db.dialect == "postgresql" else _PLAN_SQLITE,
             (session, kind, _json(ref, "ref"), self._clock(), session),
-        )
-        if cursor.rowcount != 1 or cursor.lastrowid is None:
+        ).fetchone()
+        if row is None:
             state = "is closed" if self.session(session) is not None else "does not exist"
             raise ValueError(f"session {session} {state}: cannot plan a {kind}")
-        return int(cursor.lastrowid)
+        return int(row[0])
 
     def created(self, resource_id: int, ref: Mapping[str, Any] | None = None) -> None:
         """The planned resource now exists; ``ref`` adds what became known (key by key)."""
         extra = {} if ref is None else json.loads(_json(ref, "ref"))
-        with self._transaction():
+        with self._db.write_transaction("resources"):
             row = self._db.execute(
                 "SELECT status, ref FROM resources WHERE id = ?", (resource_id,)
             ).fetchone()
@@ -510,16 +524,21 @@ class Journal:
         """Sessions left to the reaper, with their pending resources: open sessions whose
         owner is gone, and closed sessions with resources still pending, whoever owns them
         (the owner's wipe ran and closed it: what is left is not the owner's to retry).
-        Open sessions of a live owner are never listed. One consistent snapshot of the file.
+        Open sessions of a live owner are never listed, nor, on PostgreSQL, any session of
+        another host (:meth:`_elsewhere`). One consistent snapshot of the database.
         """
-        with self._transaction("BEGIN"):
+        with self._db.snapshot():
             rows = self._db.execute(
                 "SELECT * FROM sessions WHERE state != 'closed' "
                 "OR id IN (SELECT session FROM resources "
                 "WHERE status != 'removed') ORDER BY opened_at, id"
             ).fetchall()
             candidates = [_session(row) for row in rows]
-            left = [s for s in candidates if s.closed or not s.owner.is_alive()]
+            left = [
+                s
+                for s in candidates
+                if not self._elsewhere(s.owner) and (s.closed or not s.owner.is_alive())
+            ]
             return [(s, self.pending(s.id)) for s in left]
 
     def claim(self, session: str, claim: Claim, *, now: float, ttl: float) -> bool:
@@ -531,7 +550,7 @@ class Journal:
         not: the owner's wipe is over. Only the holder of the claim cleans the session's
         resources, one at a time, newest first; a reaper renews its claim before each one.
         """
-        with self._transaction():
+        with self._db.write_transaction("sessions", "resources"):
             row = self._db.execute(
                 "SELECT * FROM sessions WHERE id = :id AND "
                 "(state != 'closed' OR EXISTS (SELECT 1 FROM resources "
@@ -541,6 +560,8 @@ class Journal:
             if row is None:
                 return False
             record = _session(row)
+            if self._elsewhere(record.owner):
+                return False
             # Never reap an open session of a live process: it may still be using it.
             if not record.closed and record.owner.is_alive():
                 return False
@@ -548,7 +569,10 @@ class Journal:
             if holder is not None and holder != str(claim):
                 other = Claim.parse(holder)
                 fresh = record.claimed_at is not None and record.claimed_at > now - ttl
-                if fresh and (other is None or other.owner.is_alive()):
+                alive = other is not None and (
+                    self._elsewhere(other.owner) or other.owner.is_alive()
+                )
+                if fresh and (other is None or alive):
                     return False
             self._db.execute(
                 "UPDATE sessions SET claimed_by = ?, claimed_at = ? WHERE id = ?",
@@ -576,14 +600,14 @@ class Journal:
         )
         return cursor.rowcount == 1
 
-    @contextlib.contextmanager
-    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
-        # IMMEDIATE takes the write lock up front, so what is read decides what is written;
-        # a plain BEGIN is a read snapshot (WAL) for several SELECTs that must agree.
-        self._db.execute(begin)
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _elsewhere(self, owner: Owner) -> bool:
+        """Whether ``owner`` ran on another host (or an earlier boot of this one) while the
+        journal is shared by replicas (PostgreSQL).
+
+        Such sessions are never reaped from here, open or closed: this host cannot see that
+        process, and some of a session's resources (its temp directory) exist only on the
+        host that made them. Until replicas publish their liveness in the database (issue
+        12, reaper leadership), a dead replica's sessions wait for that replica's return or
+        for an administrator (``bastion sessions kill``).
+        """
+        return self._db.dialect == "postgresql" and owner.boot != current_boot()

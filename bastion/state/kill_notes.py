@@ -8,34 +8,50 @@ of only "an administrator ended this session".
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
-from bastion.state.journal import open_state_db
+from bastion.state.database import StateDatabase, open_sqlite
+from bastion.state.migrations import Migration, migrate
 
-__all__ = ["KillNotes"]
+__all__ = ["MIGRATIONS", "KillNotes"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS kill_notes (
+_COLUMNS = """
     session TEXT PRIMARY KEY,
     requested_by TEXT NOT NULL,
     reason TEXT NOT NULL,
-    requested_at REAL NOT NULL
-);
+    requested_at {real} NOT NULL
 """
+MIGRATIONS = (
+    Migration(
+        1,
+        sqlite=(f"CREATE TABLE IF NOT EXISTS kill_notes ({_COLUMNS.format(real='REAL')})",),
+        postgresql=(f"CREATE TABLE kill_notes ({_COLUMNS.format(real='DOUBLE PRECISION')})",),
+    ),
+)
 
 
 class KillNotes:
-    def __init__(self, path: Path) -> None:
-        self._db: sqlite3.Connection = open_state_db(path, _SCHEMA)
+    def __init__(self, target: Path | StateDatabase) -> None:
+        """On the journal's SQLite file ``target``, or an open :class:`StateDatabase`,
+        which it then owns and closes."""
+        self._db: StateDatabase = open_sqlite(target) if isinstance(target, Path) else target
+        try:
+            migrate(self._db, "kill_notes", MIGRATIONS)
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
 
     def write(self, session: str, *, by: str, reason: str) -> None:
+        # One statement both databases read: a second kill request's note replaces the first.
         self._db.execute(
-            "INSERT OR REPLACE INTO kill_notes VALUES (?, ?, ?, ?)",
+            "INSERT INTO kill_notes (session, requested_by, reason, requested_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (session) DO UPDATE SET "
+            "requested_by = excluded.requested_by, reason = excluded.reason, "
+            "requested_at = excluded.requested_at",
             (session, by, reason, time.time()),
         )
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NoticeBoard", "NoticeRecord"]
+from bastion.state.database import SqliteDatabase, StateDatabase
+from bastion.state.migrations import Migration, migrate
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS notices (
+__all__ = ["MIGRATIONS", "NoticeBoard", "NoticeRecord"]
+
+_COLUMNS = """
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     user TEXT NOT NULL,
@@ -36,9 +38,24 @@ CREATE TABLE IF NOT EXISTS notices (
     posted_at REAL NOT NULL,
     expires_at REAL,
     ended_at REAL
-);
-CREATE INDEX IF NOT EXISTS notices_open ON notices (posted_at) WHERE ended_at IS NULL;
 """
+_INDEX = "CREATE INDEX IF NOT EXISTS notices_open ON notices (posted_at) WHERE ended_at IS NULL"
+
+MIGRATIONS = (
+    Migration(
+        1,
+        sqlite=(f"CREATE TABLE IF NOT EXISTS notices ({_COLUMNS})", _INDEX),
+        postgresql=(
+            # DOUBLE PRECISION for epoch seconds; "user" quoted (bare, it is CURRENT_USER).
+            "CREATE TABLE notices ("
+            + _COLUMNS.replace(" REAL", " DOUBLE PRECISION").replace(
+                "\n    user TEXT", '\n    "user" TEXT'
+            )
+            + ")",
+            _INDEX,
+        ),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -57,12 +74,21 @@ class NoticeRecord:
 
 
 class NoticeBoard:
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    def __init__(self, target: Path | StateDatabase) -> None:
+        """On the journal's SQLite file ``target``, or an open :class:`StateDatabase`,
+        which it then owns and closes."""
+        if isinstance(target, Path):
+            connection = sqlite3.connect(target, timeout=10.0, isolation_level=None)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
+            except BaseException:
+                connection.close()
+                raise
+            target = SqliteDatabase(connection)
+        self._db: StateDatabase = target
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            migrate(self._db, "notices", MIGRATIONS)
         except BaseException:
             self._db.close()
             raise
@@ -74,7 +100,7 @@ class NoticeBoard:
         """Put ``notice`` up (durable when this returns); ValueError if its id was used."""
         try:
             self._db.execute(
-                "INSERT INTO notices (id, kind, user, session, text, audience, posted_at, "
+                'INSERT INTO notices (id, kind, "user", session, text, audience, posted_at, '
                 "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     notice.id,
@@ -87,7 +113,7 @@ class NoticeBoard:
                     notice.expires_at,
                 ),
             )
-        except sqlite3.IntegrityError:
+        except self._db.integrity_errors:
             raise ValueError(f"notice {notice.id} was posted before") from None
 
     def end(self, notice_id: str, at: float) -> bool:
@@ -113,7 +139,7 @@ class NoticeBoard:
         """The notices up at ``now``, oldest first: not ended, not expired, and of no session
         or of one the journal has not closed."""
         rows = self._db.execute(
-            "SELECT n.id, n.kind, n.user, n.session, n.text, n.audience, n.posted_at, "
+            'SELECT n.id, n.kind, n."user", n.session, n.text, n.audience, n.posted_at, '
             "n.expires_at FROM notices n LEFT JOIN sessions s ON s.id = n.session "
             "WHERE n.ended_at IS NULL AND (n.expires_at IS NULL OR n.expires_at > ?) "
             "AND (n.session IS NULL OR (s.id IS NOT NULL AND s.state != 'closed')) "

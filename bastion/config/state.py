@@ -1,0 +1,120 @@
+"""``state:`` in the configuration: where the bastion keeps what its processes (and, on
+PostgreSQL, its replicas) must agree on: the TOTP replay guard and lockouts, scratch and
+break-glass codes, approvals, and the journal of sessions and what they created.
+
+```yaml
+state:
+  url: sqlite                  # the default: SQLite files in paths.state_dir, one host
+---
+state:
+  url: postgresql://bastion@db.example.com:5432/bastion
+  password_file: /etc/bastion/state-db-password     # 0600, never the password itself
+  tls:
+    ca_file: /etc/bastion/state-db-ca.pem           # verify-full against this CA
+    client_cert_file: /etc/bastion/state-db.crt     # optional: TLS client certificate
+    client_key_file: /etc/bastion/state-db.key      # (0600)
+  connect_timeout: 10s
+```
+
+A URL carries no password and no options: TLS is configured only here, so nothing in the URL
+can turn it off. Without ``tls`` only a server on a loopback address is accepted.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationInfo,
+    model_validator,
+)
+
+from bastion.durations import parse_duration
+from bastion.state.database import PostgresLocation, postgres_url_problem
+
+__all__ = ["State", "StateTls"]
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    # As bastion.config.models resolves paths: relative to the config file's directory.
+    base = (info.context or {}).get("base_dir")
+    if not value.is_absolute() and base is not None:
+        return Path(base) / value
+    return value
+
+
+_Path = Annotated[Path, AfterValidator(_resolve)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StateTls(_Strict):
+    ca_file: _Path
+    client_cert_file: _Path | None = None
+    client_key_file: _Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> StateTls:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError(
+                "set both client_cert_file and client_key_file (a TLS client certificate), "
+                "or neither"
+            )
+        return self
+
+
+class State(_Strict):
+    url: str = "sqlite"
+    password_file: _Path | None = None
+    tls: StateTls | None = None
+    connect_timeout: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _valid(self) -> State:
+        if self.url == "sqlite":
+            if self.password_file is not None or self.tls is not None:
+                raise ValueError(
+                    "password_file and tls apply to url: postgresql://...; with the "
+                    "default url: sqlite remove them"
+                )
+            return self
+        problem = postgres_url_problem(self.url, has_ca=self.tls is not None)
+        if problem:
+            raise ValueError(f"url {problem}")
+        if not timedelta(seconds=1) <= self.connect_timeout <= timedelta(seconds=60):
+            raise ValueError("connect_timeout: expected a duration from 1s to 60s")
+        return self
+
+    def secret_files(self) -> list[tuple[Path, tuple[str, ...]]]:
+        """The files held to the secret-file rules (0600, the service user's), by key."""
+        found: list[tuple[Path, tuple[str, ...]]] = []
+        if self.password_file is not None:
+            found.append((self.password_file, ("state", "password_file")))
+        if self.tls is not None and self.tls.client_key_file is not None:
+            found.append((self.tls.client_key_file, ("state", "tls", "client_key_file")))
+        return found
+
+    def ca_files(self) -> list[tuple[Path, tuple[str, ...]]]:
+        return [] if self.tls is None else [(self.tls.ca_file, ("state", "tls", "ca_file"))]
+
+    @property
+    def postgres(self) -> PostgresLocation | None:
+        """Where the PostgreSQL state is; None for SQLite (files in ``paths.state_dir``)."""
+        if self.url == "sqlite":
+            return None
+        return PostgresLocation(
+            url=self.url,
+            password_file=self.password_file,
+            ca_file=self.tls.ca_file if self.tls else None,
+            client_cert_file=self.tls.client_cert_file if self.tls else None,
+            client_key_file=self.tls.client_key_file if self.tls else None,
+            connect_timeout=self.connect_timeout.total_seconds(),
+        )
