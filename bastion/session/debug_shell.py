@@ -48,7 +48,15 @@ from bastion.debug_container import (
 from bastion.errors import BackendUnavailable, BastionError, PolicyDenied, SessionExpired
 from bastion.kube import KubeApi
 from bastion.kube_attach import open_attach
-from bastion.policy import DebugRequest, DebugTarget, Mode, Principal, approved_images
+from bastion.policy import (
+    DebugRequest,
+    DebugTarget,
+    Mode,
+    Principal,
+    Scope,
+    approved_images,
+    decide,
+)
 from bastion.recording.asciicast import title_for
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
@@ -540,6 +548,15 @@ def _only_image(
     if len(images) == 1:
         return images[0]
     if not images:
+        for scope in Scope:
+            # A grant with views but no shell there: its refusal says what it does allow.
+            others = approved_images(config.policy(), principal, target, mode, now, scope=scope)
+            if others:
+                request = DebugRequest(mode, others[0])
+                decision = decide(
+                    config.policy(), principal, target, request, now, labels_known=False
+                )
+                raise PolicyDenied(decision.reason)
         raise PolicyDenied(
             f"no image is approved for you in {target.cluster}/{target.namespace} "
             f"in {mode} mode; ask an administrator for a grant"
