@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -64,6 +64,7 @@ __all__ = [
     "Failed",
     "GetDebugOptions",
     "GetPod",
+    "GetView",
     "Handover",
     "HiddenItem",
     "KeyValue",
@@ -80,6 +81,8 @@ __all__ = [
     "PodsPage",
     "ProtocolError",
     "StopWatch",
+    "ViewResult",
+    "ViewRow",
     "WatchNotices",
     "WatchPods",
     "Welcome",
@@ -284,6 +287,8 @@ class PodDetail(Message):
     annotations: list[KeyValue]
     containers: list[ContainerInfo]
     events: list[EventRow]
+    # The read-only views policy allows on this pod (docs/introspection.md), in key order.
+    views: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -445,6 +450,40 @@ class DebugRequest(Message):
 
 
 @dataclass(frozen=True)
+class GetView(Message):
+    """Console → broker: one read-only view of a container. Untrusted: the broker decides
+    with the view's scope and checks ``path`` (files view only) before any call."""
+
+    type: ClassVar[str] = "get_view"
+    id: int
+    cluster: str
+    namespace: str
+    pod: str
+    container: str
+    view: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ViewRow:
+    cells: list[str]
+
+
+@dataclass(frozen=True)
+class ViewResult(Message):
+    """A view's table: untrusted cells (the console neutralises them), at most MAX_LINE."""
+
+    type: ClassVar[str] = "view"
+    id: int
+    view: str
+    target: str
+    columns: list[str]
+    rows: list[ViewRow]
+    truncated: bool
+    note: str
+
+
+@dataclass(frozen=True)
 class ListApprovals(Message):
     type: ClassVar[str] = "list_approvals"
     id: int
@@ -488,6 +527,8 @@ _MESSAGES: tuple[type[Message], ...] = (
     ListApprovals,
     DecideApproval,
     WatchNotices,
+    GetView,
+    ViewResult,
 )
 _TYPES: dict[str, type[Message]] = {cls.type: cls for cls in _MESSAGES}
 CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
@@ -501,11 +542,21 @@ CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
         ListApprovals,
         DecideApproval,
         WatchNotices,
+        GetView,
     }
 )
 _RECORDS: dict[str, type[Any]] = {
     cls.__name__: cls
-    for cls in (HiddenItem, KeyValue, EnvVar, ContainerInfo, EventRow, ApprovalItem, NoticeItem)
+    for cls in (
+        HiddenItem,
+        KeyValue,
+        EnvVar,
+        ContainerInfo,
+        EventRow,
+        ApprovalItem,
+        NoticeItem,
+        ViewRow,
+    )
 }
 _SCALARS: dict[str, tuple[type, ...]] = {
     "str": (str,),

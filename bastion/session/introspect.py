@@ -27,6 +27,7 @@ from typing import Any
 
 from bastion.config import Config
 from bastion.config.models import Cluster
+from bastion.console_protocol import ProtocolError, ViewResult, ViewRow, encode
 from bastion.debug_command import DEFAULT_UID
 from bastion.debug_container import (
     DebugPlan,
@@ -59,6 +60,7 @@ from bastion.policy import (
     DebugRequest,
     DebugTarget,
     Mode,
+    Policy,
     Principal,
     Scope,
     approved_images,
@@ -73,7 +75,7 @@ from bastion.session.session import Session
 from bastion.terminal_text import printable
 from bastion.vault import VaultClient
 
-__all__ = ["ViewRequest", "open_view"]
+__all__ = ["ViewRequest", "allowed_views", "open_view", "view_message"]
 
 log = logging.getLogger(__name__)
 
@@ -352,3 +354,38 @@ def _only_image(
     raise PolicyDenied(
         "several images are approved there; name one with --image: " + ", ".join(images[:5])
     )
+
+
+def allowed_views(
+    policy: Policy, principal: Principal, target: DebugTarget, now: datetime
+) -> list[str]:
+    """The views policy allows on ``target`` (its labels known) without more input from the
+    operator: what the console offers keys for. A grant that wants a reason first leaves its
+    views to ``ssh bastion view ... --reason``."""
+    shown = []
+    for scope in VIEW_SCOPES:
+        images = approved_images(policy, principal, target, Mode.EPHEMERAL, now, scope=scope)
+        probe = DebugRequest(Mode.EPHEMERAL, images[0] if images else "", scope=scope)
+        if images and decide(policy, principal, target, probe, now).allowed:
+            shown.append(scope.value)
+    return shown
+
+
+def view_message(request_id: int, table: ViewTable) -> ViewResult:
+    """The console's message for ``table``, with rows dropped from the end (and said so)
+    until it fits one protocol line."""
+    rows = [ViewRow(list(row)) for row in table.rows]
+    truncated = table.truncated
+    while True:
+        message = ViewResult(
+            request_id, table.view, table.target, list(table.columns), rows, truncated, table.note
+        )
+        try:
+            encode(message)
+        except ProtocolError:
+            if not rows:
+                raise
+            rows = rows[: len(rows) // 2]
+            truncated = True
+            continue
+        return message
