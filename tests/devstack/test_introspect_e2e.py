@@ -4,15 +4,18 @@ view and no shell, and a request outside the grant makes no API call at all."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+import pexpect
 import pytest
 import yaml
 from front_door.harness import BastionEnv, make_env
 from front_door.test_login_asyncssh import login
+from front_door.test_real_clients import spawn_ssh
 from kubernetes import client
 
 from bastion.config import load_config
@@ -87,7 +90,7 @@ class Served:
     def __init__(self, env: BastionEnv, worker: Worker, stack: ThreadedStack) -> None:
         self.env, self.worker, self.stack = env, worker, stack
         # A login burns its user's TOTP step: each run logs in as another of the group.
-        self.lookers = [env.fresh() for _ in range(6)]  # every view, no shell
+        self.lookers = [env.fresh() for _ in range(8)]  # every view, no shell
         self.env_only = [env.fresh() for _ in range(2)]  # the env view only
         self.requests: list[tuple[str, str]] = []
 
@@ -122,7 +125,7 @@ def grants(lookers: list[str], env_only: list[str]) -> list[dict[str, Any]]:
 @pytest.fixture
 async def served(tmp_path: Path, stack: ThreadedStack) -> AsyncIterator[Served]:
     info = stack.info  # type: ignore[attr-defined]
-    env = make_env(tmp_path, operators=8)
+    env = make_env(tmp_path, operators=10)
     config = yaml.safe_load(env.config_path.read_text())
     worker_env = Served(env, None, stack)  # type: ignore[arg-type]
     config.update(
@@ -286,3 +289,29 @@ async def test_a_view_outside_the_grant_is_refused_before_any_api_call(
     assert refused["target"] == "?/payments/api-1"
     issued = served.env.audit_events("session.credential_issued")
     assert not [e for e in issued if e["session"] == refused["session"]]
+
+
+def _openssh(port: int, op: Any, command: str) -> tuple[str, int | None]:
+    child = spawn_ssh(port, op, "-T", command=command)
+    child.expect("Verification code: ")
+    child.sendline(op.code())
+    child.expect(pexpect.EOF, timeout=60)
+    child.close()
+    return str(child.before), child.exitstatus
+
+
+async def test_openssh_client_gets_a_view_for_scripts(served: Served) -> None:
+    op = served.lookers.pop(0)
+    out, status = await asyncio.to_thread(
+        _openssh, served.worker.port, op, "view env payments/api-1 -c app"
+    )
+    assert status == 0, out
+    assert "NAME\tVALUE\tSOURCE" in out
+    assert "DB_PASSWORD\t<secret db-creds/password>\tsecret" in out
+    assert "s3cr3t" not in out
+    op = served.lookers.pop(0)
+    out, status = await asyncio.to_thread(
+        _openssh, served.worker.port, op, "view files payments/api-1 --path /etc/../root"
+    )
+    assert status == 1
+    assert "bastion: the path '/etc/../root' contains '..'" in out
