@@ -92,6 +92,7 @@ class Served:
         # A login burns its user's TOTP step: each run logs in as another of the group.
         self.lookers = [env.fresh() for _ in range(8)]  # every view, no shell
         self.env_only = [env.fresh() for _ in range(2)]  # the env view only
+        self.approved = [env.fresh()]  # processes, with another operator's approval
         self.requests: list[tuple[str, str]] = []
 
     def next(self, group: str) -> str:
@@ -103,7 +104,7 @@ class Served:
         return info
 
 
-def grants(lookers: list[str], env_only: list[str]) -> list[dict[str, Any]]:
+def grants(lookers: list[str], env_only: list[str], approved: list[str]) -> list[dict[str, Any]]:
     common = {
         "clusters": ["local"],
         "namespaces": ["payments"],
@@ -119,19 +120,28 @@ def grants(lookers: list[str], env_only: list[str]) -> list[dict[str, Any]]:
             **common,
         },
         {"name": "env-only", "users": env_only, "scopes": ["env"], **common},
+        {
+            "name": "look-approved",
+            "users": approved,
+            "scopes": ["processes"],
+            "approval": {"approvers": {"groups": ["oncall"]}},
+            **common,
+        },
     ]
 
 
 @pytest.fixture
 async def served(tmp_path: Path, stack: ThreadedStack) -> AsyncIterator[Served]:
     info = stack.info  # type: ignore[attr-defined]
-    env = make_env(tmp_path, operators=10)
+    env = make_env(tmp_path, operators=11)
     config = yaml.safe_load(env.config_path.read_text())
     worker_env = Served(env, None, stack)  # type: ignore[arg-type]
     config.update(
         stack_sections(info),
         grants=grants(
-            [op.name for op in worker_env.lookers], [op.name for op in worker_env.env_only]
+            [op.name for op in worker_env.lookers],
+            [op.name for op in worker_env.env_only],
+            [op.name for op in worker_env.approved],
         ),
     )
     env.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -315,3 +325,15 @@ async def test_openssh_client_gets_a_view_for_scripts(served: Served) -> None:
     )
     assert status == 1
     assert "bastion: the path '/etc/../root' contains '..'" in out
+
+
+async def test_an_approval_of_a_view_names_the_view_and_so_never_opens_a_shell(
+    served: Served,
+) -> None:
+    _, result = await run(served, "approved", "view processes payments/api-1")
+    assert result.exit_status == 1
+    assert "bastion: this debug needs the approval of another operator" in str(result.stderr)
+    requested = served.env.audit_events("approval.requested")[-1]
+    # The approval store matches a debug by its whole key: a shell's mode is "ephemeral".
+    assert requested["mode"] == "ephemeral view processes"
+    assert requested["container"] == "app"
