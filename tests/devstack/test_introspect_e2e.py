@@ -24,6 +24,7 @@ from bastion.devstack.stack import VaultRole
 from bastion.policy import Mode
 from bastion.ssh.worker import Worker
 from devstack.kubesim_harness import TOOLBOX, ThreadedStack, stack_sections
+from devstack.test_browse import ScriptConsole, script_console
 from devstack.test_vault import service_account_exists
 
 SECRET_LINE = "db_password=hunter2hunter2"
@@ -90,7 +91,7 @@ class Served:
     def __init__(self, env: BastionEnv, worker: Worker, stack: ThreadedStack) -> None:
         self.env, self.worker, self.stack = env, worker, stack
         # A login burns its user's TOTP step: each run logs in as another of the group.
-        self.lookers = [env.fresh() for _ in range(8)]  # every view, no shell
+        self.lookers = [env.fresh() for _ in range(9)]  # every view, no shell
         self.env_only = [env.fresh() for _ in range(2)]  # the env view only
         self.approved = [env.fresh()]  # processes, with another operator's approval
         self.requests: list[tuple[str, str]] = []
@@ -133,7 +134,7 @@ def grants(lookers: list[str], env_only: list[str], approved: list[str]) -> list
 @pytest.fixture
 async def served(tmp_path: Path, stack: ThreadedStack) -> AsyncIterator[Served]:
     info = stack.info  # type: ignore[attr-defined]
-    env = make_env(tmp_path, operators=11)
+    env = make_env(tmp_path, operators=12)
     config = yaml.safe_load(env.config_path.read_text())
     worker_env = Served(env, None, stack)  # type: ignore[arg-type]
     config.update(
@@ -337,3 +338,55 @@ async def test_an_approval_of_a_view_names_the_view_and_so_never_opens_a_shell(
     # The approval store matches a debug by its whole key: a shell's mode is "ephemeral".
     assert requested["mode"] == "ephemeral view processes"
     assert requested["container"] == "app"
+
+
+async def test_the_console_gets_the_allowed_views_and_tables_through_the_broker(
+    served: Served,
+) -> None:
+    """The console's requests, as a (possibly forged) console sends them on the socketpair."""
+    info = served.info
+    config = yaml.safe_load(served.env.config_path.read_text())
+    config.update(stack_sections(info, browse=True))
+    served.env.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    worker = Worker(load_config(served.env.config_path))
+    await worker.start()
+    assert worker.door is not None
+    worker.door.console_command = script_console
+    op = served.lookers.pop(0)
+    try:
+        conn, answers = await login(worker.port, op.name, op.key, [op.code()])
+        assert conn is not None, answers.shown
+        async with conn:
+            process = await conn.create_process(term_type="xterm", term_size=(80, 24))
+            con = ScriptConsole(process)
+            await con.start()
+            pod = await con.ask("get_pod", cluster="local", namespace="payments", pod="api-1")
+            assert pod["views"] == VIEWS
+            assert [c["debuggable"] for c in pod["containers"]] == [False]
+            table = await con.ask(
+                "get_view",
+                cluster="local",
+                namespace="payments",
+                pod="api-1",
+                container="app",
+                view="files",
+                path="/etc",
+            )
+            assert table["type"] == "view"
+            assert table["columns"][-1] == "NAME"
+            assert any(r["cells"][5] == "passwd" for r in table["rows"])
+            refused = await con.ask(
+                "get_view",
+                cluster="local",
+                namespace="payments",
+                pod="api-1",
+                container="app",
+                view="shell",
+                path="",
+            )
+            assert refused["type"] == "failed"
+            assert refused["message"].startswith("'shell' is not a view")
+            process.stdin.write("q\n")
+            await process.wait_closed()
+    finally:
+        await worker.stop()
