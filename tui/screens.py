@@ -389,7 +389,7 @@ class PodScreen(_ConsoleScreen):
         it allows views but no shell."""
         detail = self.detail
         if action == "view":
-            return detail is not None and parameters[:1][0] in detail.views
+            return detail is not None and bool(parameters) and parameters[0] in detail.views
         if action == "debug" and detail is not None and detail.views:
             return any(info.debuggable for info in detail.containers)
         return True

@@ -66,7 +66,7 @@ from bastion.policy import (
     approved_images,
     decide,
 )
-from bastion.session.approvals import ApprovalDesk
+from bastion.session.approvals import ApprovalDesk, ApprovalPending
 from bastion.session.debug import DEBUG_PURPOSE, DebugAccess, start_debug
 from bastion.session.debug_shell import CONTAINER, end_debug_container
 from bastion.session.lifecycle import State
@@ -116,19 +116,26 @@ async def open_view(
     except PolicyDenied as exc:
         await session.record("introspect.view", outcome="refused", reason=exc.message, **audit)
         raise
-    audit["target"] = where = f"{cluster.name}/{request.namespace}/{request.pod}"
-    access = await start_debug(
-        session,
-        config=config,
-        vault=vault,
-        principal=principal,
-        target=target,
-        request=DebugRequest(Mode.EPHEMERAL, image, request.reason, scope=scope),
-        labels_known=False,
-        run_as_user=DEFAULT_UID,
-        approvals=approvals,
-        now=now,
-    )
+    audit["target"] = f"{cluster.name}/{request.namespace}/{request.pod}"
+    try:
+        access = await start_debug(
+            session,
+            config=config,
+            vault=vault,
+            principal=principal,
+            target=target,
+            request=DebugRequest(Mode.EPHEMERAL, image, request.reason, scope=scope),
+            labels_known=False,
+            run_as_user=DEFAULT_UID,
+            approvals=approvals,
+            now=now,
+        )
+    except BastionError as exc:
+        # start_debug recorded why and released its credential; the view's own record says
+        # which view it was (refused with the pod's real labels, or waiting for approval).
+        outcome = "awaiting_approval" if isinstance(exc, ApprovalPending) else "refused"
+        await session.record("introspect.view", outcome=outcome, reason=exc.message, **audit)
+        raise
     try:
         table = await _view(session, access, scope, request, config=config, image=image)
     except BaseException as exc:

@@ -338,6 +338,8 @@ async def test_an_approval_of_a_view_names_the_view_and_so_never_opens_a_shell(
     # The approval store matches a debug by its whole key: a shell's mode is "ephemeral".
     assert requested["mode"] == "ephemeral view processes"
     assert requested["container"] == "app"
+    view = served.env.audit_events("introspect.view")[-1]
+    assert (view["view"], view["outcome"]) == ("processes", "awaiting_approval")
 
 
 async def test_the_console_gets_the_allowed_views_and_tables_through_the_broker(
