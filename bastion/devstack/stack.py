@@ -81,8 +81,8 @@ class VaultRole:
     # "ClusterRole" with explicit ``rules``: the console's browse role (BROWSE_RULES).
     role_type: str = "Role"
     rules: tuple[Rule, ...] | None = None  # None: rules_for_scopes(modes, scopes)
-    # Every scope by default: a grant's scopes, not the role, decide what its holders do.
-    scopes: tuple[Scope, ...] = tuple(Scope)
+    # The grants' scopes this role serves: the views add exec and log reads to its rules.
+    scopes: tuple[Scope, ...] = (Scope.SHELL,)
 
     @classmethod
     def browse(

@@ -21,7 +21,7 @@ from kubernetes import client
 from bastion.config import load_config
 from bastion.devstack.background import kube_client
 from bastion.devstack.stack import VaultRole
-from bastion.policy import Mode
+from bastion.policy import Mode, Scope
 from bastion.ssh.worker import Worker
 from devstack.kubesim_harness import TOOLBOX, ThreadedStack, stack_sections
 from devstack.test_browse import ScriptConsole, script_console
@@ -75,7 +75,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
     running = ThreadedStack(
         tmp_path_factory.mktemp("stack"),
         FIXTURE,
-        roles=[VaultRole("debug", ("payments",), modes=(Mode.EPHEMERAL,))],
+        roles=[VaultRole("debug", ("payments",), modes=(Mode.EPHEMERAL,), scopes=tuple(Scope))],
     )
     info = running.start()
     running.info = info  # type: ignore[attr-defined]
