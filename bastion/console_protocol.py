@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -64,6 +64,7 @@ __all__ = [
     "Failed",
     "GetDebugOptions",
     "GetPod",
+    "GetView",
     "Handover",
     "HiddenItem",
     "KeyValue",
@@ -83,6 +84,8 @@ __all__ = [
     "PodsPage",
     "ProtocolError",
     "StopWatch",
+    "ViewResult",
+    "ViewRow",
     "WatchNotices",
     "WatchPods",
     "WatchSession",
@@ -304,6 +307,8 @@ class PodDetail(Message):
     annotations: list[KeyValue]
     containers: list[ContainerInfo]
     events: list[EventRow]
+    # The read-only views policy allows on this pod (docs/introspection.md), in key order.
+    views: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -474,6 +479,40 @@ class DebugRequest(Message):
 
 
 @dataclass(frozen=True)
+class GetView(Message):
+    """Console → broker: one read-only view of a container. Untrusted: the broker decides
+    with the view's scope and checks ``path`` (files view only) before any call."""
+
+    type: ClassVar[str] = "get_view"
+    id: int
+    cluster: str
+    namespace: str
+    pod: str
+    container: str
+    view: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ViewRow:
+    cells: list[str]
+
+
+@dataclass(frozen=True)
+class ViewResult(Message):
+    """A view's table: untrusted cells (the console neutralises them), at most MAX_LINE."""
+
+    type: ClassVar[str] = "view"
+    id: int
+    view: str
+    target: str
+    columns: list[str]
+    rows: list[ViewRow]
+    truncated: bool
+    note: str
+
+
+@dataclass(frozen=True)
 class ListApprovals(Message):
     type: ClassVar[str] = "list_approvals"
     id: int
@@ -539,6 +578,8 @@ _MESSAGES: tuple[type[Message], ...] = (
     LiveSessions,
     ListSessions,
     WatchSession,
+    GetView,
+    ViewResult,
 )
 _TYPES: dict[str, type[Message]] = {cls.type: cls for cls in _MESSAGES}
 CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
@@ -554,6 +595,7 @@ CONSOLE_SENDS: frozenset[type[Message]] = frozenset(
         WatchNotices,
         ListSessions,
         WatchSession,
+        GetView,
     }
 )
 _RECORDS: dict[str, type[Any]] = {
@@ -567,6 +609,7 @@ _RECORDS: dict[str, type[Any]] = {
         ApprovalItem,
         NoticeItem,
         LiveSessionItem,
+        ViewRow,
     )
 }
 _SCALARS: dict[str, tuple[type, ...]] = {

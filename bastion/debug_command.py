@@ -16,11 +16,22 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bastion.policy import Mode
+from bastion.terminal_text import printable
 
-__all__ = ["DEFAULT_UID", "USAGE", "DebugCommand", "parse_debug_command"]
+__all__ = [
+    "DEFAULT_UID",
+    "MAX_COMMAND",
+    "USAGE",
+    "DebugCommand",
+    "check_name",
+    "is_label",
+    "is_subdomain",
+    "parse_debug_command",
+]
 
 DEFAULT_UID = 65532
 USAGE = (
@@ -130,4 +141,25 @@ def _check(value: str, shape: re.Pattern[str], what: str) -> None:
     if not shape.fullmatch(value):
         raise ValueError(
             f"{value[:80]!r} is not a valid {what} name (lower-case letters, digits and '-')"
+        )
+
+
+def is_label(value: str) -> bool:
+    """A DNS label: a namespace or container name."""
+    return _LABEL.fullmatch(value) is not None
+
+
+def is_subdomain(value: str) -> bool:
+    """A DNS subdomain: a pod or cluster name."""
+    return _SUBDOMAIN.fullmatch(value) is not None
+
+
+def check_name(value: str, shape: Callable[[str], bool], what: str) -> None:
+    """ValueError saying what was wrong when ``value`` is no valid ``what`` name."""
+    if not value:
+        raise ValueError(f"the target needs a {what}: NAMESPACE/POD")
+    if not shape(value):
+        raise ValueError(
+            f"{printable(value[:80])!r} is not a valid {what} name "
+            "(lower-case letters, digits and '-')"
         )

@@ -97,6 +97,20 @@ class KubeApi:
         _, pod = await self._call("GET", path, f"read pod {namespace}/{name}")
         return pod
 
+    async def read_log(
+        self, namespace: str, pod: str, container: str, *, tail_lines: int, limit_bytes: int
+    ) -> str:
+        """The container's last ``tail_lines`` log lines, at most ``limit_bytes`` (the API
+        server stops there), decoded leniently: a log is untrusted bytes."""
+        _check_names(namespace, pod)
+        _check_label(container, "container")
+        raw = await self.read_raw(
+            _pod_path(namespace, pod) + "/log",
+            f"read the log of container {container} in pod {namespace}/{pod}",
+            {"container": container, "tailLines": str(tail_lines), "limitBytes": str(limit_bytes)},
+        )
+        return raw[:limit_bytes].decode("utf-8", errors="replace")
+
     async def add_ephemeral_container(
         self, namespace: str, pod: str, container: dict[str, Any]
     ) -> dict[str, Any]:

@@ -45,7 +45,16 @@ from bastion.errors import BackendUnavailable, BastionError, PolicyDenied
 from bastion.terminal_text import printable
 from bastion.vault import KubeToken
 
-__all__ = ["PROTOCOLS", "READ_BATCH", "V4", "V5", "AttachStream", "open_attach"]
+__all__ = [
+    "PROTOCOLS",
+    "READ_BATCH",
+    "V4",
+    "V5",
+    "AttachStream",
+    "ExecResult",
+    "open_attach",
+    "run_exec",
+]
 
 V5: Final = "v5.channel.k8s.io"
 V4: Final = "v4.channel.k8s.io"
@@ -353,11 +362,99 @@ async def open_attach(
         raise ValueError(f"protocols must be taken from {PROTOCOLS}, got {protocols!r}")
     target = _Target(namespace, pod, container)
     query = {"container": container, "stdin": "true", "stdout": "true", "tty": "true"}
+    ws, protocol = await _connect(
+        http, token, target, "attach", list(query.items()), timeout=timeout, protocols=protocols
+    )
+    stream = AttachStream(ws, protocol, str(target))
+    try:
+        await stream.resize(cols, rows)
+    except BaseException:
+        await stream.aclose()
+        raise
+    return stream
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    output: bytes  # stdout, at most the limit asked for
+    exit_status: int | None  # None when the stream ended without a status
+    failure: str | None  # one sentence when the cluster said the command failed to run
+    truncated: bool
+
+
+async def run_exec(
+    http: aiohttp.ClientSession,
+    token: KubeToken,
+    *,
+    namespace: str,
+    pod: str,
+    container: str,
+    argv: tuple[str, ...],
+    timeout: float,  # noqa: ASYNC109 - bounds the whole command: a view is short
+    max_output: int,
+) -> ExecResult:
+    """Run ``argv`` in ``container`` without a terminal or stdin (``pods/exec``) and collect
+    its stdout, up to ``max_output`` bytes (the rest ends the command: the stream is closed).
+
+    ``argv`` goes as one ``command`` parameter per element: the kubelet runs it without a
+    shell, so no element is ever interpreted."""
+    for value, what, pattern in (
+        (namespace, "namespace", _LABEL),
+        (pod, "pod", _NAME),
+        (container, "container", _LABEL),
+    ):
+        if not pattern.fullmatch(value):
+            raise PolicyDenied(f"{value!r} is not a valid {what} name")
+    if not argv:
+        raise ValueError("argv must name a program")
+    target = _Target(namespace, pod, container)
+    query = [
+        ("container", container),
+        *(("command", part) for part in argv),
+        ("stdout", "true"),
+        ("stderr", "false"),
+    ]
+    ws, protocol = await _connect(
+        http, token, target, "exec", query, timeout=timeout, protocols=PROTOCOLS
+    )
+    parts: list[bytes] = []
+    size = 0
+    truncated = False
+    async with AttachStream(ws, protocol, str(target)) as stream:
+        try:
+            async with asyncio.timeout(timeout):
+                while (chunk := await stream.read()) is not None:
+                    if size + len(chunk) > max_output:
+                        parts.append(chunk[: max_output - size])
+                        truncated = True
+                        break
+                    parts.append(chunk)
+                    size += len(chunk)
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"the command in {target} did not finish within {timeout:g} s",
+                hint="the pod may be overloaded; try again",
+            ) from None
+        return ExecResult(b"".join(parts), stream.exit_status, stream.failure, truncated)
+
+
+async def _connect(
+    http: aiohttp.ClientSession,
+    token: KubeToken,
+    target: _Target,
+    subresource: str,
+    query: list[tuple[str, str]],
+    *,
+    timeout: float,  # noqa: ASYNC109 - bounds the opening only, not the stream
+    protocols: tuple[str, ...],
+) -> tuple[aiohttp.ClientWebSocketResponse[Any], str]:
+    """Open the WebSocket of ``pods/{name}/{subresource}``; the socket and its protocol."""
+    doing = "attach to" if subresource == "attach" else "run a command in"
     headers = {"Authorization": f"Bearer {token.reveal()}"}
     try:
         async with asyncio.timeout(timeout):
             ws = await http.ws_connect(
-                f"{target.pod_path}/attach",
+                f"{target.pod_path}/{subresource}",
                 params=query,
                 headers=headers,
                 protocols=protocols,
@@ -371,68 +468,64 @@ async def open_attach(
             )
     except aiohttp.WSServerHandshakeError as refused:
         problem = None
-        if refused.status == 400:
+        if refused.status == 400 and subresource == "attach":
             # aiohttp drops the body of a refused upgrade; the pod itself says what is wrong.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     problem = await _container_problem(http, headers, target)
-        raise problem or _refusal(refused.status, target) from None
+        raise problem or _refusal(refused.status, target, doing) from None
     except (aiohttp.ClientSSLError, ssl.SSLError):
         raise BackendUnavailable(
-            f"could not attach to {target}: the cluster's API certificate is not signed by its "
+            f"could not {doing} {target}: the cluster's API certificate is not signed by its "
             "configured CA",
             hint="check clusters[].ca_file",
         ) from None
     except TimeoutError:
         raise BackendUnavailable(
-            f"could not attach to {target}: the cluster's API did not answer within {timeout:g} s",
+            f"could not {doing} {target}: the cluster's API did not answer within {timeout:g} s",
             hint="check that the API server is up and reachable from the bastion",
         ) from None
     except (aiohttp.ClientError, OSError) as exc:
         raise BackendUnavailable(
-            f"could not attach to {target}: the cluster's API did not answer "
-            f"({type(exc).__name__})",
+            f"could not {doing} {target}: the cluster's API did not answer ({type(exc).__name__})",
             hint="check that the API server is up and reachable from the bastion",
         ) from None
     protocol = ws.protocol
     if protocol is None or protocol not in protocols:
         await ws.close()
         raise BackendUnavailable(
-            f"could not attach to {target}: the cluster's API speaks neither "
+            f"could not {doing} {target}: the cluster's API speaks neither "
             f"{' nor '.join(protocols)}",
             hint="the bastion needs Kubernetes 1.30 or later (WebSocket streaming, KEP-4006)",
         )
-    stream = AttachStream(ws, protocol, str(target))
-    try:
-        await stream.resize(cols, rows)
-    except BaseException:
-        await stream.aclose()
-        raise
-    return stream
+    return ws, protocol
 
 
-def _refusal(status: int, target: _Target) -> BastionError:
+def _refusal(status: int, target: _Target, doing: str = "attach to") -> BastionError:
     """The error for an upgrade answered with ``status`` instead of 101."""
+    subresource = "pods/attach" if doing == "attach to" else "pods/exec"
     if status == 404:
-        return PolicyDenied(f"could not attach to {target}: the pod does not exist (any more)")
+        return PolicyDenied(f"could not {doing} {target}: the pod does not exist (any more)")
     if status == 401:
         return BackendUnavailable(
-            f"could not attach to {target}: the session's credential was refused (401)",
+            f"could not {doing} {target}: the session's credential was refused (401)",
             hint="the credential expired or was revoked; start the debug session again",
         )
     if status == 403:
         return BackendUnavailable(
-            f"could not attach to {target}: the session's credential may not attach there (403)",
-            hint="the Vault role's Kubernetes rules must allow get and create on pods/attach "
+            f"could not {doing} {target}: the session's credential may not "
+            f"{'attach' if subresource == 'pods/attach' else 'run commands'} there (403)",
+            hint=f"the Vault role's Kubernetes rules must allow get and create on {subresource} "
             "(bastion.kube_permissions)",
         )
     if status == 400:
+        needs = "have stdin and tty set" if subresource == "pods/attach" else "be running"
         return PolicyDenied(
-            f"could not attach to {target}: the cluster refused it (400)",
-            hint="the container must exist, be running and have stdin and tty set",
+            f"could not {doing} {target}: the cluster refused it (400)",
+            hint=f"the container must exist and {needs}",
         )
     return BackendUnavailable(
-        f"could not attach to {target}: the cluster's API answered {status}",
+        f"could not {doing} {target}: the cluster's API answered {status}",
         hint="see the API server's logs",
     )
 

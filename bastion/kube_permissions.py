@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bastion.policy import Mode
+from bastion.policy import Mode, Scope
 
 __all__ = [
     "BROWSE_RULES",
@@ -25,6 +25,8 @@ __all__ = [
     "ENGINE_ROLE_RULES",
     "Rule",
     "rules_for_modes",
+    "rules_for_scopes",
+    "view_rules",
 ]
 
 
@@ -66,6 +68,30 @@ def rules_for_modes(modes: Iterable[Mode]) -> list[Rule]:
     if wanted & {Mode.COPY, Mode.POD}:
         rules.extend(_OWN_PODS)
     return rules
+
+
+# The read-only views (docs/introspection.md) run fixed commands in the debug container:
+_EXEC = (Rule(("pods/exec",), ("get", "create")),)
+# The logs view reads the target container's log through the API.
+_LOGS = (Rule(("pods/log",), ("get",)),)
+_EXEC_SCOPES = frozenset({Scope.PROCESSES, Scope.FILES, Scope.SOCKETS})
+
+
+def view_rules(scopes: Iterable[Scope]) -> list[Rule]:
+    """What ``scopes`` add to a session's rules: exec for the views that run a command, log
+    reads for the logs view, nothing for the shell or the env view (the pod read has it)."""
+    wanted = set(scopes)
+    rules: list[Rule] = []
+    if wanted & _EXEC_SCOPES:
+        rules.extend(_EXEC)
+    if Scope.LOGS in wanted:
+        rules.extend(_LOGS)
+    return rules
+
+
+def rules_for_scopes(modes: Iterable[Mode], scopes: Iterable[Scope]) -> list[Rule]:
+    """The rules for a grant allowing ``modes`` and ``scopes``."""
+    return [*rules_for_modes(modes), *view_rules(scopes)]
 
 
 # What Vault's Kubernetes secrets engine itself does to issue and revoke one credential

@@ -42,6 +42,7 @@ __all__ = [
     "Mode",
     "Policy",
     "Principal",
+    "Scope",
     "approved_images",
     "decide",
 ]
@@ -57,6 +58,21 @@ class Mode(StrEnum):
     EPHEMERAL = "ephemeral"
     COPY = "copy"
     POD = "pod"
+
+
+class Scope(StrEnum):
+    """What a grant lets its holders do in a pod (docs/introspection.md): the interactive
+    shell, or one of the fixed read-only views."""
+
+    SHELL = "shell"
+    PROCESSES = "processes"
+    ENV = "env"
+    FILES = "files"
+    SOCKETS = "sockets"
+    LOGS = "logs"
+
+
+SHELL_ONLY = frozenset({Scope.SHELL})
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,8 @@ class DebugRequest:
     mode: Mode
     image: str
     reason: str = ""
+    # A view asks for its own scope; a shell for ``shell``.
+    scope: Scope = Scope.SHELL
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,8 @@ class Limits:
     vault_role: str
     # None: no covering grant requires approval (bastion.approval).
     approval: ApprovalNeed | None = None
+    # The path prefixes of the ``files`` view, from the covering grants (union).
+    path_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,9 @@ class Grant:
     approval: ApprovalRule | None = None
     # The config's break_glass grant: it names nobody, and covers break-glass principals only.
     break_glass: bool = False
+    scopes: frozenset[Scope] = SHELL_ONLY
+    # Where the ``files`` view may look (absolute, normalised; checked by the config).
+    path_prefixes: tuple[str, ...] = ()
     _cluster_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _namespace_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
@@ -159,7 +182,8 @@ class _Step(IntEnum):
     POD = 4
     MODE = 5
     IMAGE = 6
-    COVERS = 7
+    SCOPE = 7
+    COVERS = 8
 
 
 @dataclass(frozen=True)
@@ -226,6 +250,8 @@ def _evaluate(
         return _Step.MODE
     if request.image not in grant.images:
         return _Step.IMAGE
+    if request.scope not in grant.scopes:
+        return _Step.SCOPE
     return _Step.COVERS
 
 
@@ -271,6 +297,7 @@ def decide(
         # Kubernetes rules are what the grant's modes need, and order makes it predictable.
         vault_role=covering[0].vault_role,
         approval=ApprovalNeed.combine((g.name, g.approval) for g in covering if g.approval),
+        path_prefixes=tuple(dict.fromkeys(p for g in covering for p in g.path_prefixes)),
     )
     names = tuple(g.name for g in covering)
     if len(request.reason) > MAX_REASON_CHARS:
@@ -294,14 +321,20 @@ def decide(
 
 
 def approved_images(
-    policy: Policy, principal: Principal, target: DebugTarget, mode: Mode, now: datetime
+    policy: Policy,
+    principal: Principal,
+    target: DebugTarget,
+    mode: Mode,
+    now: datetime,
+    *,
+    scope: Scope = Scope.SHELL,
 ) -> list[str]:
     """The images a grant in force lets ``principal`` use in ``target``'s namespace in
     ``mode``, in config order: what an operator who named no image chooses from. Pod
     selectors are not checked here; the decision that follows checks everything."""
     seen: dict[str, None] = {}
     for grant in policy.grants_for(principal):
-        probe = DebugRequest(mode, next(iter(grant.images), ""))
+        probe = DebugRequest(mode, next(iter(grant.images), ""), scope=scope)
         if _evaluate(grant, target, probe, now, labels_known=False) is _Step.COVERS:
             seen.update(dict.fromkeys(sorted(grant.images)))
     return list(seen)
@@ -343,12 +376,27 @@ def _denial(
                 f"mode {request.mode.value!r} is not allowed for {who} in "
                 f"{target.cluster}/{target.namespace}; allowed: {modes}"
             )
+        case _Step.SCOPE:
+            return _scope_denial(who, target, request, closest)
         case _:
             images = _listing(i for g in closest for i in g.images)
             return (
                 f"image {request.image!r} is not approved for {target.cluster}/"
                 f"{target.namespace}; approved: {images}"
             )
+
+
+def _scope_denial(
+    who: str, target: DebugTarget, request: DebugRequest, closest: list[Grant]
+) -> str:
+    allowed = _listing((s.value for g in closest for s in g.scopes), limit=6)
+    where = f"{target.cluster}/{target.namespace}"
+    if request.scope is Scope.SHELL:
+        return (
+            f"the grants for {who} in {where} allow only the read-only views ({allowed}), "
+            "not a debug shell: open one of those views instead, or ask an administrator"
+        )
+    return f"the {request.scope.value} view is not allowed for {who} in {where}; allowed: {allowed}"
 
 
 def _validity(grant: Grant) -> str:

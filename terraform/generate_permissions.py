@@ -27,8 +27,9 @@ from bastion.kube_permissions import (
     ENGINE_ROLE_RULES,
     Rule,
     rules_for_modes,
+    view_rules,
 )
-from bastion.policy import Mode
+from bastion.policy import Mode, Scope
 
 PERMISSIONS_JSON = Path(__file__).resolve().parent / "modules" / "permissions" / "permissions.json"
 
@@ -64,6 +65,10 @@ def document() -> dict[str, Any]:
             modes_key(combination): _rules(rules_for_modes(Mode(m) for m in combination))
             for combination in combinations
         },
+        # The scopes in the bastion's order, which is the order their rules are added in.
+        "scopes": [scope.value for scope in Scope],
+        # What each read-only view (docs/introspection.md) adds to a grant's session rules.
+        "scope_rules": {scope.value: _rules(view_rules((scope,))) for scope in Scope},
         "browse_rules": _rules(BROWSE_RULES),
         "engine_account_rules": _rules(ENGINE_ACCOUNT_RULES),
         "engine_role_rules": _rules(ENGINE_ROLE_RULES),

@@ -75,7 +75,7 @@ def test_unknown_key_lists_the_allowed_ones(write_config: WriteConfig) -> None:
         "57: grants[1].namespace: unknown key 'namespace'; allowed keys here: name, users, "
         "groups, clusters, namespaces, pod_selector, modes, images, max_session, "
         "idle_timeout, reason_required, record_input, vault_role, not_before, not_after, "
-        "approval"
+        "approval, scopes, path_prefixes"
     ]
 
 

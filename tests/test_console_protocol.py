@@ -21,6 +21,7 @@ from bastion.console_protocol import (
     DecideApproval,
     EnvVar,
     EventRow,
+    GetView,
     Handover,
     HiddenItem,
     KeyValue,
@@ -34,6 +35,8 @@ from bastion.console_protocol import (
     PodsChanged,
     PodsPage,
     ProtocolError,
+    ViewResult,
+    ViewRow,
     WatchNotices,
     Welcome,
     decode,
@@ -204,10 +207,22 @@ def test_pod_pages_take_exactly_their_fields(fields: dict[str, object], error: s
 def test_a_console_may_send_only_requests() -> None:
     names = sorted(cls.type for cls in CONSOLE_SENDS)
     assert names == [
-        "debug", "decide_approval", "get_debug_options", "get_pod", "list_approvals",
-        "list_namespaces", "list_sessions", "stop_watch", "watch_notices", "watch_pods",
-        "watch_session",
+        "debug", "decide_approval", "get_debug_options", "get_pod", "get_view",
+        "list_approvals", "list_namespaces", "list_sessions", "stop_watch", "watch_notices",
+        "watch_pods", "watch_session",
     ]  # fmt: skip
+
+
+def test_view_messages_round_trip_and_are_checked() -> None:
+    request = GetView(4, "prod", "shop", "web-1", "app", "files", "/etc")
+    assert decode(encode(request)) == request
+    result = ViewResult(
+        4, "files", "prod/shop/web-1 app /etc", ["NAME"], [ViewRow(["a\x1b"])], True, ""
+    )
+    assert decode(encode(result)) == result
+    with pytest.raises(ProtocolError, match="must be a list of strings"):
+        decode(b'{"type":"view","id":1,"view":"env","target":"t","columns":["A"],'
+               b'"rows":[{"cells":[1]}],"truncated":false,"note":""}')  # fmt: skip
 
 
 def _approval_item(**overrides: object) -> ApprovalItem:

@@ -75,6 +75,7 @@ KEYS: list[tuple[str, str, str]] = [
     ("pod", "up/down", "choose a container"),
     ("pod", "d", "debug the container (asks for confirmation)"),
     ("pod", "r", "reload the details"),
+    ("pod", "p e f s l", "read-only views your grant allows: processes, env, files, sockets, logs"),
     ("confirmation", "ctrl+d / enter", "start the debug shell"),
     ("confirmation", "escape", "cancel"),
     ("approvals", "y / n", "approve / deny the request (asks for a reason)"),
@@ -102,6 +103,7 @@ class ConsoleApp(App[int]):
     .hidden-panel { height: auto; max-height: 8; border-top: solid $warning; }
     #containers { height: auto; max-height: 6; }
     #pod-body { height: 1fr; }
+    #view-table { height: 1fr; }
     #confirm, #progress, #help {
         width: 90%;
         max-width: 100;
@@ -111,7 +113,7 @@ class ConsoleApp(App[int]):
         background: $surface;
         padding: 0 1;
     }
-    DebugConfirmation, DebugProgressScreen, HelpScreen { align: center middle; }
+    DebugConfirmation, DebugProgressScreen, HelpScreen, PathQuestion { align: center middle; }
     #confirm Button { margin: 1 1 0 0; }
     #confirm-error { height: auto; }
     """

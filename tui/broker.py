@@ -31,6 +31,7 @@ from bastion.console_protocol import (
     Failed,
     GetDebugOptions,
     GetPod,
+    GetView,
     ListApprovals,
     ListNamespaces,
     ListSessions,
@@ -43,6 +44,7 @@ from bastion.console_protocol import (
     PodsPage,
     ProtocolError,
     StopWatch,
+    ViewResult,
     WatchNotices,
     WatchPods,
     WatchSession,
@@ -291,6 +293,13 @@ class BrokerClient:
     ) -> DebugOptions:
         request = GetDebugOptions(self.next_id(), cluster, namespace, pod, container)
         return await self._ask(request, DebugOptions)
+
+    async def view(  # noqa: PLR0917 - the request's own fields, in its order
+        self, cluster: str, namespace: str, pod: str, container: str, view: str, path: str = ""
+    ) -> ViewResult:
+        """One read-only view of a container (RequestFailed: refused, with the reason)."""
+        request = GetView(self.next_id(), cluster, namespace, pod, container, view, path)
+        return await self._ask(request, ViewResult)
 
     async def watch_pods(self, cluster: str, namespace: str) -> PodWatch:
         request = WatchPods(self.next_id(), cluster, namespace)

@@ -24,6 +24,7 @@ from tui.pod_list import Column, PodList
 from tui.pod_table import PodTable, status_style
 from tui.safe_text import clean, safe
 from tui.session_bar import SessionBar
+from tui.view_screens import VIEW_KEYS, PathQuestion, ViewScreen
 
 if TYPE_CHECKING:
     from tui.app import ConsoleApp
@@ -331,6 +332,7 @@ class PodScreen(_ConsoleScreen):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("d", "debug", "Debug container"),
         Binding("r", "reload", "Reload"),
+        *(Binding(key, f"view('{view}')", label) for key, view, label in VIEW_KEYS),
     ]
 
     def __init__(self, cluster: str, namespace: str, pod: str) -> None:
@@ -380,6 +382,49 @@ class PodScreen(_ConsoleScreen):
         if detail.containers:
             containers.highlighted = 0
         self.query_one("#pod-detail", Static).update(_detail_text(detail))
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The footer shows the views policy allows here, and no debug key for a pod where
+        it allows views but no shell."""
+        detail = self.detail
+        if action == "view":
+            return detail is not None and bool(parameters) and parameters[0] in detail.views
+        if action == "debug" and detail is not None and detail.views:
+            return any(info.debuggable for info in detail.containers)
+        return True
+
+    def _container(self) -> str:
+        detail = self.detail
+        if detail is None or not detail.containers:
+            return ""
+        index = self.query_one("#containers", OptionList).highlighted or 0
+        return detail.containers[min(index, len(detail.containers) - 1)].name
+
+    def action_view(self, view: str) -> None:
+        if self.detail is None or view not in self.detail.views:
+            return
+        self._open_view(view, self._container())
+
+    @work(exclusive=True, group="view")
+    async def _open_view(self, view: str, container: str) -> None:
+        path = ""
+        if view == "files":
+            asked = await self.app.push_screen_wait(PathQuestion())
+            if not asked:
+                return
+            path = asked
+        self.tell(f"Opening the {view} view of {container}…")
+        try:
+            result = await self.console.broker.view(
+                self.cluster, self.namespace, self.pod, container, view, path
+            )
+        except RequestFailed as exc:
+            self.tell(str(exc), error=True)
+            return
+        except BrokerGone:
+            return
+        await self.app.push_screen(ViewScreen(result))
 
     def action_debug(self) -> None:
         detail = self.detail

@@ -31,9 +31,10 @@ from bastion.config.state import State
 from bastion.durations import format_duration, parse_duration
 from bastion.globs import compile_glob
 from bastion.images import parse_pinned_image
+from bastion.introspect.paths import check_prefix
 from bastion.labels import LabelSelector, SelectorError, parse_selector
 from bastion.policy import Grant as PolicyGrant
-from bastion.policy import Mode, Policy, Principal
+from bastion.policy import Mode, Policy, Principal, Scope
 from bastion.sshkeys import PublicKey, parse_public_key
 from bastion.state.stores import StateStores
 
@@ -159,6 +160,7 @@ SshPublicKey = Annotated[PublicKey, BeforeValidator(_public_key)]
 HttpsUrl = Annotated[str, AfterValidator(_https_url)]
 IpAddress = Annotated[str, AfterValidator(_ip_address)]
 AwareTime = Annotated[datetime, AfterValidator(_aware)]
+PathPrefix = Annotated[str, AfterValidator(check_prefix)]
 
 
 class _Strict(BaseModel):
@@ -268,11 +270,23 @@ class Grant(_Strict):
     not_before: AwareTime | None = None
     not_after: AwareTime | None = None
     approval: Approval | None = None
+    # What its holders may do: the shell and/or read-only views (docs/introspection.md).
+    scopes: list[Scope] = Field(default=[Scope.SHELL], min_length=1)
+    # Where the files view may list, in the target container's filesystem.
+    path_prefixes: list[PathPrefix] = []
 
     @model_validator(mode="after")
     def _coherent(self) -> Grant:
         if not self.users and not self.groups:
             raise ValueError("a grant must name at least one of 'users' or 'groups'")
+        if len(set(self.scopes)) != len(self.scopes):
+            raise ValueError("'scopes' names a scope twice: list each once")
+        if Scope.FILES in self.scopes and not self.path_prefixes:
+            raise ValueError(
+                "scope 'files' needs 'path_prefixes': the directories it may list, e.g. [/etc]"
+            )
+        if self.path_prefixes and Scope.FILES not in self.scopes:
+            raise ValueError("'path_prefixes' is only for scope 'files': add it or remove them")
         if self.idle_timeout > self.max_session:
             raise ValueError("idle_timeout cannot be longer than max_session")
         if self.not_before and self.not_after and self.not_after <= self.not_before:
@@ -611,6 +625,8 @@ class Config(_Strict):
                 not_before=g.not_before,
                 not_after=g.not_after,
                 approval=g.approval.rule() if g.approval is not None else None,
+                scopes=frozenset(g.scopes),
+                path_prefixes=tuple(g.path_prefixes),
             )
             for g in self.grants
         ).with_grants([self.break_glass.policy_grant()] if self.break_glass else [])

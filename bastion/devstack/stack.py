@@ -12,7 +12,7 @@
    policy) trusting a throwaway CA that issued the bastion's client certificate, the
    Kubernetes secrets engine pointed at kubesim with its CA pinned, and one role per grant
    (or one ``debug`` role) whose generated rules are
-   :func:`bastion.kube_permissions.rules_for_modes`, and the console's read-only ``browse``
+   :func:`bastion.kube_permissions.rules_for_scopes`, and the console's read-only ``browse``
    role (type ClusterRole, rules :data:`bastion.kube_permissions.BROWSE_RULES`, service
    accounts in ``default``);
 4. writes ``devstack.json`` with everything a client needs.
@@ -52,9 +52,9 @@ from bastion.kube_permissions import (
     ENGINE_CLUSTER_ROLE_RULES,
     ENGINE_ROLE_RULES,
     Rule,
-    rules_for_modes,
+    rules_for_scopes,
 )
-from bastion.policy import Mode
+from bastion.policy import Mode, Scope
 
 __all__ = ["BROWSE_ROLE", "DEFAULT_FIXTURE", "ClientCA", "LocalStack", "VaultRole"]
 
@@ -80,7 +80,9 @@ class VaultRole:
     max_ttl_seconds: int = 3600
     # "ClusterRole" with explicit ``rules``: the console's browse role (BROWSE_RULES).
     role_type: str = "Role"
-    rules: tuple[Rule, ...] | None = None  # None: rules_for_modes(modes)
+    rules: tuple[Rule, ...] | None = None  # None: rules_for_scopes(modes, scopes)
+    # The grants' scopes this role serves: the views add exec and log reads to its rules.
+    scopes: tuple[Scope, ...] = (Scope.SHELL,)
 
     @classmethod
     def browse(
@@ -91,7 +93,9 @@ class VaultRole:
         return cls(name, (namespace,), (), 12 * 3600, "ClusterRole", BROWSE_RULES)
 
     def kubernetes_rules(self) -> list[Rule]:
-        return list(self.rules) if self.rules is not None else rules_for_modes(self.modes)
+        if self.rules is not None:
+            return list(self.rules)
+        return rules_for_scopes(self.modes, self.scopes)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -242,7 +246,7 @@ class LocalStack:
             RESOURCES[("", "serviceaccounts")], namespace, {"metadata": {"name": name}}
         )
         # The engine can only hand out what it holds (escalation prevention).
-        rules = [*_ENGINE_RULES, *rules_for_modes(Mode), *BROWSE_RULES]
+        rules = [*_ENGINE_RULES, *rules_for_scopes(Mode, Scope), *BROWSE_RULES]
         store.create(
             RESOURCES[("rbac.authorization.k8s.io", "clusterroles")],
             "",

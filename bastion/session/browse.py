@@ -44,6 +44,7 @@ from bastion.console_protocol import (
     Failed,
     GetDebugOptions,
     GetPod,
+    GetView,
     HiddenItem,
     ListApprovals,
     ListNamespaces,
@@ -55,6 +56,7 @@ from bastion.console_protocol import (
     PodsPage,
     ProtocolError,
     StopWatch,
+    ViewResult,
     WatchPods,
     encode,
 )
@@ -72,6 +74,7 @@ from bastion.policy import (
     decide,
 )
 from bastion.session.approvals import ApprovalDesk
+from bastion.session.introspect import ViewRequest, allowed_views, open_view, view_message
 from bastion.session.pod_view import (
     PodList,
     container_infos,
@@ -185,7 +188,7 @@ def _selector_text(selector: LabelSelector) -> str:
 
 class Browser:
     """Answers one session's console requests (ListNamespaces, WatchPods, StopWatch, GetPod,
-    GetDebugOptions; ListApprovals and DecideApproval go to the approvals desk). Use
+    GetDebugOptions, GetView; ListApprovals and DecideApproval go to the approvals desk). Use
     :meth:`submit` for each request; :meth:`stop_all` when the console ends; :meth:`close`
     when the session does."""
 
@@ -211,6 +214,7 @@ class Browser:
         self._tasks: set[asyncio.Task[None]] = set()
         self._watches: dict[int, asyncio.Task[None]] = {}
         self._timeout = config.limits.kubernetes_timeout.total_seconds()
+        self._viewing = asyncio.Lock()
 
     # ------------------------------------------------------------------ requests
     def submit(self, request: Message, reply: Reply) -> None:
@@ -271,6 +275,8 @@ class Browser:
                     await self.send(reply, await self._pod(request))
                 case GetDebugOptions():
                     await self.send(reply, await self._debug_options(request))
+                case GetView():
+                    await self.send(reply, await self._open_view(request))
                 case ListApprovals() | DecideApproval() if self._approvals is not None:
                     answer = await self._approvals.answer(self._session, self._principal, request)
                     await self.send(reply, answer)
@@ -410,7 +416,36 @@ class Browser:
             annotations=key_values(meta.get("annotations")),
             containers=container_infos(pod, debuggable),
             events=event_rows(mine),
+            views=allowed_views(
+                self._policy,
+                self._principal,
+                DebugTarget(request.cluster, request.namespace, request.pod, labels),
+                self._now(),
+            ),
         )
+
+    async def _open_view(self, request: GetView) -> ViewResult:
+        """One view at a time: each moves the session through ``starting_debug``."""
+        if self._vault is None:
+            raise BackendUnavailable("views need Vault, which this bastion does not use")
+        async with self._viewing:
+            table = await open_view(
+                self._session,
+                ViewRequest(
+                    cluster=request.cluster,
+                    namespace=request.namespace,
+                    pod=request.pod,
+                    view=request.view,
+                    container=request.container,
+                    path=request.path,
+                ),
+                config=self._config,
+                vault=self._vault,
+                principal=self._principal,
+                approvals=self._approvals,
+                now=self._now,
+            )
+        return view_message(request.id, table)
 
     async def _read_pod(
         self, cluster: str, namespace: str, name: str, view: _View

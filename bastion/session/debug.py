@@ -38,7 +38,15 @@ from bastion.debug_container import target_container
 from bastion.errors import BackendUnavailable, BastionError, PolicyDenied
 from bastion.images import parse_pinned_image
 from bastion.kube import KubeApi
-from bastion.policy import DebugRequest, DebugTarget, Decision, Limits, Principal, decide
+from bastion.policy import (
+    DebugRequest,
+    DebugTarget,
+    Decision,
+    Limits,
+    Principal,
+    Scope,
+    decide,
+)
 from bastion.session.approvals import ApprovalDesk, ApprovalPending
 from bastion.session.lifecycle import State
 from bastion.session.session import Session
@@ -233,6 +241,7 @@ async def _credential_and_check(
         pod_uid=(pod.get("metadata") or {}).get("uid"),
         target_container=_target_container(pod, target.container),
         mode=str(request.mode),
+        scope=str(request.scope),
         image=request.image,
         image_digest=_digest(request.image),
         grants=list(final.grants),
@@ -280,7 +289,9 @@ async def _approval(
         pod_uid=uid,
         # Resolved, so that "the only container" and its name are one approval.
         container=target_container(pod, target.container),
-        mode=str(request.mode),
+        # A view's approval names the view: approving one never opens a shell, nor another
+        # view (docs/introspection.md).
+        mode=_approved_use(request),
         image=request.image,
         run_as_user=run_as_user,
         duration_seconds=round(limits.max_session.total_seconds()),
@@ -289,6 +300,12 @@ async def _approval(
     return await approvals.admit(
         session, principal=principal, key=key, reason=request.reason, need=need
     )
+
+
+def _approved_use(request: DebugRequest) -> str:
+    if request.scope is Scope.SHELL:
+        return str(request.mode)
+    return f"{request.mode} view {request.scope}"
 
 
 def _target_container(pod: dict[str, Any], requested: str | None) -> str | None:

@@ -52,7 +52,15 @@ from bastion.oversight.admission import moderation_for
 from bastion.oversight.gate import await_watcher, watch_point
 from bastion.oversight.roles import Moderation
 from bastion.oversight.watch_point import WatchPoint
-from bastion.policy import DebugRequest, DebugTarget, Mode, Principal, approved_images
+from bastion.policy import (
+    DebugRequest,
+    DebugTarget,
+    Mode,
+    Principal,
+    Scope,
+    approved_images,
+    decide,
+)
 from bastion.recording.asciicast import title_for
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
@@ -569,6 +577,15 @@ def _only_image(
     if len(images) == 1:
         return images[0]
     if not images:
+        for scope in Scope:
+            # A grant with views but no shell there: its refusal says what it does allow.
+            others = approved_images(config.policy(), principal, target, mode, now, scope=scope)
+            if others:
+                request = DebugRequest(mode, others[0])
+                decision = decide(
+                    config.policy(), principal, target, request, now, labels_known=False
+                )
+                raise PolicyDenied(decision.reason)
         raise PolicyDenied(
             f"no image is approved for you in {target.cluster}/{target.namespace} "
             f"in {mode} mode; ask an administrator for a grant"

@@ -60,6 +60,7 @@ from bastion.console_protocol import (
 from bastion.console_protocol import Notice as NoticeMessage
 from bastion.debug_command import DebugCommand, parse_debug_command
 from bastion.errors import AuditUnavailable, BackendUnavailable, BastionError
+from bastion.introspect.command import ViewCommand, parse_view_command
 from bastion.oversight.admission import auditors_of
 from bastion.oversight.console import list_live_sessions
 from bastion.oversight.roles import is_auditor
@@ -80,6 +81,7 @@ from bastion.session.debug_shell import (
 from bastion.session.lifecycle import Ending, State
 from bastion.session.session import Session
 from bastion.ssh.console import Console, TerminalSize
+from bastion.ssh.view_command import run_view_command
 from bastion.terminal_text import printable
 
 if TYPE_CHECKING:
@@ -90,8 +92,8 @@ __all__ = ["EXEC_REFUSAL", "NEEDS_TERMINAL", "OperatorSession"]
 log = logging.getLogger(__name__)
 
 EXEC_REFUSAL = (
-    "this bastion offers only the interactive debug console, 'debug NAMESPACE/POD' and, "
-    "for auditors, 'watch SESSION_ID'"
+    "this bastion offers only the interactive debug console, 'debug NAMESPACE/POD', "
+    "'view VIEW NAMESPACE/POD' and, for auditors, 'watch SESSION_ID'"
 )
 NEEDS_TERMINAL = "this bastion offers only the interactive debug console: connect with a terminal"
 _TYPEAHEAD_MAX = 64 * 1024
@@ -118,6 +120,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
         self._pty = False
         self._exec: str | None = None
         self._debug_command: DebugCommand | None = None
+        self._view_command: ViewCommand | None = None
         self._console: Console | None = None
         self._outbox: _Outbox | None = None  # to the console that runs now
         self._browser: Browser | None = None
@@ -152,7 +155,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
 
     def exec_requested(self, command: str) -> bool:
         self._exec = command
-        if command.split(maxsplit=1)[:1] in (["debug"], ["watch"]):
+        if command.split(maxsplit=1)[:1] in (["debug"], ["view"], ["watch"]):
             return True  # parsed, and refused with the reason if wrong, when the session starts
         self._connection.refuse("exec", command[:200])
         return True
@@ -180,6 +183,17 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 chan.exit(2)
                 return
             self._watched = words[1]
+        elif self._exec is not None and self._exec.split(maxsplit=1)[:1] == ["view"]:
+            try:
+                self._view_command = parse_view_command(self._exec)
+            except ValueError as exc:
+                self._connection.refuse("exec", self._exec[:200])
+                chan.write_stderr(f"bastion: {exc}\n".encode())
+                chan.exit(2)
+                return
+            # A view prints a table: no terminal needed, for scripts.
+            self._door.track(self._run())
+            return
         elif self._exec is not None:
             chan.write_stderr(f"{EXEC_REFUSAL}\n".encode())
             chan.exit(1)
@@ -222,6 +236,17 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 code = await self._run_direct_debug(session, self._debug_command)
             elif self._watched is not None:
                 code = await self._run_watch(session, self._watched)
+            elif self._view_command is not None:
+                code = await run_view_command(
+                    session,
+                    self._view_command,
+                    config=self._door.config,
+                    vault=self._door.vault,
+                    principal=self._principal(),
+                    approvals=self._door.broker.approvals,
+                    out=chan.write,
+                    err=chan.write_stderr,
+                )
             else:
                 self._browser = Browser(
                     session,

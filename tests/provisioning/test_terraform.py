@@ -36,8 +36,9 @@ from bastion.kube_permissions import (
     ENGINE_ROLE_RULES,
     Rule,
     rules_for_modes,
+    view_rules,
 )
-from bastion.policy import Mode
+from bastion.policy import Mode, Scope
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "terraform"
@@ -163,7 +164,7 @@ class Permissions:
         shutil.copytree(source, workdir / "permissions")
         arguments = (
             "clusters", "grants", "mount_prefix", "browse_role_name", "reserved_namespaces",
-            "token_default_ttl", "token_max_ttl", "token_max_ttls",
+            "token_default_ttl", "token_max_ttl", "token_max_ttls", "grant_scopes",
         )  # fmt: skip
         root = {
             "variable": {name: {} for name in arguments},
@@ -202,6 +203,7 @@ class Permissions:
             "token_default_ttl": 600,
             "token_max_ttl": 600,
             "token_max_ttls": {},
+            "grant_scopes": {},
         }
         self._runs += 1
         variables = self.workdir / f"{self._runs}.tfvars.json"
@@ -538,12 +540,18 @@ def rules_problems(
     outputs: Mapping[str, Any],
     grants: Mapping[str, Any],
     clusters: Mapping[str, Any] = CLUSTERS,
+    grant_scopes: Mapping[str, list[str]] | None = None,
 ) -> list[str]:
     """Where the module's evaluated rules differ from bastion.kube_permissions."""
+    scopes = grant_scopes or {}
+
+    def views(name: str) -> list[Rule]:
+        return view_rules(Scope(s) for s in scopes.get(name, ["shell"]))
+
     problems = []
     roles = outputs["vault_roles"]
     for name, spec in grants.items():
-        want = kube(rules_for_modes(Mode(m) for m in spec["modes"]))
+        want = kube(rules_for_modes(Mode(m) for m in spec["modes"])) + kube(views(name))
         for cluster in spec["clusters"]:
             role = roles[f"{cluster}/{name}"]
             got = json.loads(role["generated_role_rules"])
@@ -565,6 +573,15 @@ def rules_problems(
                 for m in spec["modes"]
             }
             want = kube([*ENGINE_ACCOUNT_RULES, *ENGINE_ROLE_RULES, *rules_for_modes(modes)])
+            # Terraform walks the grants in key order and keeps each view rule's first place.
+            for rule in kube(
+                rule
+                for name in sorted(grants)
+                if cluster in grants[name]["clusters"] and namespace in grants[name]["namespaces"]
+                for rule in views(name)
+            ):
+                if rule not in want:
+                    want.append(rule)
             if got != want:
                 problems.append(f"engine in {cluster}/{namespace}: {got} != {want}")
     for cluster, browse in outputs["engine_browse_rules"].items():
@@ -606,6 +623,28 @@ def test_the_roles_and_the_engine_get_exactly_the_bastions_rules(permissions: Pe
     assert sorted(outputs["engine_namespace_rules"]["prod"]) == ["checkout", "payments"]
     # No browse role on staging: the engine gets no cluster-wide right there.
     assert list(outputs["engine_browse_rules"]) == ["prod"]
+
+
+def test_grants_with_views_get_exec_and_log_rules_and_the_engine_holds_them(
+    permissions: Permissions,
+) -> None:
+    scopes = {"debug-payments": ["processes", "logs"], "debug-toolbox": ["shell", "env"]}
+    outputs = permissions.apply(CLUSTERS, GRANTS, grant_scopes=scopes)
+    assert rules_problems(outputs, GRANTS, grant_scopes=scopes) == []
+    roles = outputs["vault_roles"]
+    resources = {r["resources"][0] for r in roles["prod/debug-payments"]["rules"]}
+    assert {"pods/exec", "pods/log"} <= resources
+    # The env view reads the pod, which every role may: nothing more for it.
+    assert roles["staging/debug-toolbox"]["rules"] == kube(rules_for_modes([Mode.POD]))
+    engine = outputs["engine_namespace_rules"]["prod"]["payments"]
+    assert {"pods/exec", "pods/log"} <= {r["resources"][0] for r in engine}
+    assert "pods/log" not in {
+        r["resources"][0] for r in outputs["engine_namespace_rules"]["prod"]["checkout"]
+    }
+    refused = permissions.refused(CLUSTERS, GRANTS, grant_scopes={"typo": ["env"]})
+    assert "grant_scopes names typo, which is not a grant" in refused
+    refused = permissions.refused(CLUSTERS, GRANTS, grant_scopes={"debug-payments": ["root"]})
+    assert "A grant's scopes are" in refused
 
 
 def test_a_stale_permissions_json_gives_rules_the_comparison_rejects(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from bastion.console_protocol import (
     Failed,
     GetDebugOptions,
     GetPod,
+    GetView,
     Handover,
     HiddenItem,
     KeyValue,
@@ -43,6 +44,8 @@ from bastion.console_protocol import (
     PodsChanged,
     PodsPage,
     StopWatch,
+    ViewResult,
+    ViewRow,
     WatchNotices,
     WatchPods,
     WatchSession,
@@ -147,6 +150,8 @@ class Script:
     # Oversight: an auditor's console lists these and may watch; others get Failed.
     auditor: bool = False
     live_sessions: list[LiveSessionItem] = field(default_factory=list)
+    views: list[str] = field(default_factory=list)  # PodDetail.views
+    shell: bool = True  # False: no container is debuggable (an introspect-only grant)
 
 
 class FakeBroker:
@@ -193,10 +198,9 @@ class FakeBroker:
                 self.notice_watch = request_id
                 self.push(NoticesChanged(request_id, list(self.script.notices)))
             case GetPod(id=request_id, namespace=namespace, pod=name):
-                if name.startswith("gone"):
-                    self.push(Failed(request_id, f"pod {namespace}/{name} is gone; refresh"))
-                else:
-                    self.push(detail(request_id, namespace, name))
+                self._pod(request_id, namespace, name)
+            case GetView(id=request_id, view=view, container=container, path=path):
+                self._view(request_id, view, container, path)
             case GetDebugOptions(id=request_id, container=container):
                 self.push(DebugOptions(request_id, [IMAGE], ["ephemeral", "copy"], container,
                                        3600.0, self.script.reason_required, True,
@@ -228,6 +232,25 @@ class FakeBroker:
             self.push(Failed(message.id, f"there is no live session {message.session!r}"))
         else:
             self.push(Handover(f"watching session {message.session}"))
+
+    def _pod(self, request_id: int, namespace: str, name: str) -> None:
+        if name.startswith("gone"):
+            self.push(Failed(request_id, f"pod {namespace}/{name} is gone; refresh"))
+            return
+        shown = detail(request_id, namespace, name)
+        containers = [
+            replace(c, debuggable=c.debuggable and self.script.shell) for c in shown.containers
+        ]
+        self.push(replace(shown, containers=containers, views=self.script.views))
+
+    def _view(self, request_id: int, view: str, container: str, path: str) -> None:
+        if view not in self.script.views:
+            self.push(Failed(request_id, f"the {view} view is not allowed for alice"))
+            return
+        self.push(ViewResult(request_id, view, f"prod/shop/web-1 {container} {path}",
+                             ["PID", "COMMAND"],
+                             [ViewRow(["1", "server \x1b[2J[b]x[/b]"]), ViewRow(["7", "sh"])],
+                             False, ""))  # fmt: skip
 
     def _decide(self, request_id: int, wanted: str, *, approve: bool, reason: str) -> None:
         if wanted in self.script.refuse:

@@ -67,6 +67,7 @@ class PodRuntime:
                 "ephemeralcontainers": self._ephemeral_containers,
                 "attach": self._attach,
                 "exec": self._exec,
+                "log": self._log,
             }
         )
         api.on_pod_created = self._pod_created
@@ -447,6 +448,7 @@ class PodRuntime:
         if not command:
             raise ApiError(400, "you must specify at least 1 command")
         await self._running_process(info.namespace, pod, container, section)
+        command = await self._in_target_namespace(info.namespace, pod, container, command)
         tty = request.query.get("tty") in _TRUE
         stdin = request.query.get("stdin") in _TRUE
         # An exec runs as its container does.
@@ -462,6 +464,54 @@ class PodRuntime:
             tty=tty,
             owns_process=True,
         )
+
+    async def _in_target_namespace(
+        self, namespace: str, pod: Obj, container: Obj, command: list[str]
+    ) -> list[str]:
+        """An ephemeral container with a target shares its process namespace, in which the
+        target's entrypoint is PID 1. kubesim has no PID namespaces: for such a container,
+        an argument naming ``/proc/1`` names the target's real process instead, which is
+        all the bastion's files view relies on (its ``/proc/1/root``)."""
+        target = container.get("targetContainerName")
+        if not target or not any(_names_pid_1(part) for part in command):
+            return command
+        for candidate in pod["spec"].get("containers") or []:
+            if candidate["name"] == target:
+                process = await self._running_process(
+                    namespace, pod, candidate, "containerStatuses"
+                )
+                pid = str(process.pid)
+                return [
+                    "/proc/" + pid + part[len("/proc/1") :] if _names_pid_1(part) else part
+                    for part in command
+                ]
+        return command
+
+    async def _log(
+        self, request: web.Request, user: UserInfo, info: RequestInfo
+    ) -> web.StreamResponse:
+        """``pods/{name}/log``: the container's recent output as text, with ``tailLines`` and
+        ``limitBytes`` (no ``follow``, ``previous``, ``sinceSeconds`` or timestamps)."""
+        pod = self.store.get(POD, info.namespace, info.name)
+        container, section = self._container(pod, request.query.get("container", ""))
+        key = (info.namespace, info.name, container["name"])
+        process = self.processes.get(key)
+        if process is None:
+            # A seeded container becomes a process when first used, and its log with it.
+            process = await self._running_process(info.namespace, pod, container, section)
+        text = process.recent_output()
+        tail = request.query.get("tailLines", "")
+        if tail.isdigit():
+            lines = text.splitlines(keepends=True)
+            text = b"".join(lines[-int(tail) :]) if int(tail) else b""
+        limit = request.query.get("limitBytes", "")
+        if limit.isdigit() and int(limit) > 0:
+            text = text[: int(limit)]
+        return web.Response(body=text, content_type="text/plain", charset="utf-8")
+
+
+def _names_pid_1(part: str) -> bool:
+    return part == "/proc/1" or part.startswith("/proc/1/")
 
 
 def _started_at(status: Obj | None) -> str | None:

@@ -95,6 +95,10 @@ except OSError as error:
 """
 
 
+# How much of a container's output kubesim keeps for pods/log.
+LOG_LIMIT = 256 * 1024
+
+
 class OutputChunk(NamedTuple):
     """A piece of output: ``channel`` is :data:`STDOUT` or :data:`STDERR`."""
 
@@ -272,6 +276,9 @@ class ContainerProcess:
         self._master_fd: int | None = None
         self._stdin_fd: int | None = None
         self._output_fds: list[tuple[int, int]] = []  # (fd, channel)
+
+        # The container's log: its most recent output, as the kubelet keeps a log file.
+        self._log = bytearray()
 
         self._stdin_open = stdin
         self._stdin_lock = asyncio.Lock()
@@ -456,6 +463,10 @@ class ContainerProcess:
                 _set_winsize(self._master_fd, cols, rows)
 
     # ------------------------------------------------------------------------ output
+    def recent_output(self) -> bytes:
+        """What ``pods/log`` serves: the last :data:`LOG_LIMIT` bytes of output."""
+        return bytes(self._log)
+
     def subscribe(self) -> Subscription:
         """Start receiving output produced from now on (no replay of earlier output).
 
@@ -481,6 +492,9 @@ class ContainerProcess:
             if not data:
                 return
             chunk = OutputChunk(channel, data)
+            self._log += data
+            if len(self._log) > LOG_LIMIT:
+                del self._log[: len(self._log) - LOG_LIMIT]
             for sub in self._subscribers:
                 sub._push(chunk)
             # _read_fd returns at once while the PTY has data, so a busy process would keep

@@ -920,6 +920,7 @@ _SUBRESOURCES: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
         ("attach", "PodAttachOptions", ("create", "get")),
         ("ephemeralcontainers", "Pod", ("get", "patch", "update")),
         ("exec", "PodExecOptions", ("create", "get")),
+        ("log", "Pod", ("get",)),
         ("status", "Pod", ("get",)),
     ),
     "serviceaccounts": (("token", "TokenRequest", ("create",)),),

@@ -6,6 +6,7 @@ module "kubernetes" {
 
   cluster_name     = var.cluster_name
   grants           = var.grants
+  grant_scopes     = var.grant_scopes
   browse_namespace = var.browse_namespace
 }
 
@@ -21,6 +22,7 @@ module "vault" {
   }
   service_account_jwts = { (var.cluster_name) = module.kubernetes.engine_service_account_token }
   grants               = var.grants
+  grant_scopes         = var.grant_scopes
   token_max_ttls       = var.token_max_ttls
   bastion_cidrs        = var.bastion_cidrs
   audit_file_path      = var.vault_audit_file_path

@@ -13,6 +13,10 @@ module "permissions" {
       modes      = grant.modes
     } if contains(grant.clusters, var.cluster_name)
   }
+  grant_scopes = {
+    for name, scopes in var.grant_scopes : name => scopes
+    if contains(try(var.grants[name].clusters, []), var.cluster_name)
+  }
   # A debug with copy or pod mode creates pods: there it could mount the engine's token.
   reserved_namespaces = [var.engine_namespace]
 }

@@ -72,3 +72,9 @@ variable "pod_security_version" {
     error_message = "The pod_security_version must be \"latest\" or a version such as \"v1.30\"."
   }
 }
+
+variable "grant_scopes" {
+  description = "Per grant key, the scopes of the bastion's grants using that Vault role (grants[].scopes: \"shell\", \"processes\", \"env\", \"files\", \"sockets\", \"logs\"); the views add pods/exec and pods/log to the role's rules. A grant not named here has the shell only (docs/introspection.md)."
+  type        = map(list(string))
+  default     = {}
+}

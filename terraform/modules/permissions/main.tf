@@ -48,6 +48,10 @@ locals {
       if contains(var.reserved_namespaces, settings.browse_namespace)
     ],
     [
+      for name in sort(setsubtract(keys(var.grant_scopes), keys(var.grants))) :
+      "grant_scopes names ${name}, which is not a grant"
+    ],
+    [
       for name in sort(setsubtract(keys(var.token_max_ttls), concat(keys(var.grants), [var.browse_role_name]))) :
       "token_max_ttls names ${name}, which is neither a grant nor the browse role"
     ],
@@ -68,6 +72,14 @@ locals {
   )
   # tobool of a sentence fails, and its error shows the sentence.
   checked = length(local.problems) == 0 ? true : tobool("the grants and clusters do not fit together: ${join("; ", local.problems)}")
+
+  # What each grant's views add to its modes' rules (none for a grant with the shell only).
+  view_rules = {
+    for name in keys(var.grants) : name => distinct(flatten([
+      for scope in local.permissions.scopes : local.permissions.scope_rules[scope]
+      if contains(lookup(var.grant_scopes, name, ["shell"]), scope)
+    ]))
+  }
 
   # One Vault role per grant and cluster, keyed "<cluster>/<role>".
   debug_roles = {
@@ -94,9 +106,9 @@ locals {
         kubernetes_role_type = "Role"
         token_default_ttl    = var.token_default_ttl
         token_max_ttl        = lookup(var.token_max_ttls, role.name, var.token_max_ttl)
-        rules                = local.permissions.session_rules[join(",", role.modes)]
+        rules                = concat(local.permissions.session_rules[join(",", role.modes)], local.view_rules[role.name])
         # What Vault's generated_role_rules takes (JSON or YAML of {"rules": [...]}).
-        generated_role_rules = jsonencode({ rules = local.permissions.session_rules[join(",", role.modes)] })
+        generated_role_rules = jsonencode({ rules = concat(local.permissions.session_rules[join(",", role.modes)], local.view_rules[role.name]) })
         # The request fields the bastion sends to this role's creds path (bastion/vault.py).
         creds_parameters = ["kubernetes_namespace", "ttl"]
       }
@@ -167,6 +179,10 @@ locals {
           for grant in values(var.grants) : grant.modes
           if contains(grant.clusters, cluster) && contains(grant.namespaces, namespace)
         ]))))],
+        distinct(flatten([
+          for name, grant in var.grants : local.view_rules[name]
+          if contains(grant.clusters, cluster) && contains(grant.namespaces, namespace)
+        ])),
       )
     } if local.checked
   }

@@ -142,3 +142,21 @@ variable "token_max_ttls" {
     error_message = "Every token_max_ttls value must be a whole number of seconds from 600 to 43200."
   }
 }
+
+variable "grant_scopes" {
+  description = <<-EOT
+    Per grant key, the scopes of the bastion's grants that use that Vault role (grants[].scopes,
+    docs/introspection.md): "shell" and the read-only views "processes", "env", "files",
+    "sockets" and "logs". A role's rules are its modes' plus what its views need (pods/exec for
+    processes, files and sockets; pods/log for logs). A grant not named here has the shell only.
+  EOT
+  type        = map(list(string))
+  default     = {}
+
+  validation {
+    condition = alltrue(flatten([
+      for scopes in values(var.grant_scopes) : [for scope in scopes : contains(["shell", "processes", "env", "files", "sockets", "logs"], scope)]
+    ]))
+    error_message = "A grant's scopes are \"shell\", \"processes\", \"env\", \"files\", \"sockets\" and \"logs\"."
+  }
+}

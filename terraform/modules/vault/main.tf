@@ -12,6 +12,7 @@ module "permissions" {
   token_default_ttl = var.token_default_ttl
   token_max_ttl     = var.token_max_ttl
   token_max_ttls    = var.token_max_ttls
+  grant_scopes      = var.grant_scopes
 }
 
 resource "vault_kubernetes_secret_backend" "cluster" {

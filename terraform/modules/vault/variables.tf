@@ -187,3 +187,9 @@ variable "audit_file_path" {
   type        = string
   default     = "/var/log/vault/audit.log"
 }
+
+variable "grant_scopes" {
+  description = "Per grant key, the scopes of the bastion's grants using that Vault role (grants[].scopes: \"shell\", \"processes\", \"env\", \"files\", \"sockets\", \"logs\"); the views add pods/exec and pods/log to the role's rules. A grant not named here has the shell only (docs/introspection.md)."
+  type        = map(list(string))
+  default     = {}
+}
