@@ -90,10 +90,12 @@ def shell_setup(nonce: str) -> str:
     if not _NONCE.fullmatch(nonce):
         raise ValueError("a command-report nonce is 32 lowercase hex digits")
     rc = (
-        "unset ENV\n"
+        "unset ENV HISTFILE\n"
         "exec 3<&-\n"
+        # A shell without a history (dash) cannot say what ran: no hook, its plain prompt.
+        "command -v history >/dev/null 2>&1 &&\n"
         "__bastion_report() { __h=$(history | tail -n 1); LC_ALL=C; "
-        f'printf \'\\033]7770;{nonce};%s;%s;%s\\007\' "$1" "${{#__h}}" "$__h"; }}\n'
+        f'printf \'\\033]7770;{nonce};%s;%s;%s\\007\' "$1" "${{#__h}}" "$__h"; }} &&\n'
         "PS1='\\[$(__bastion_report $?)\\]'\"${PS1:-\\$ }\"\n"
     )
     return (
