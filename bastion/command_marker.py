@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
@@ -65,6 +65,9 @@ class CommandReport:
     number: int | None
     command: str
     exit_status: int
+    # Where the report was in the output :meth:`MarkerFilter.feed` returned with it (where
+    # the prompt starts): a notice about the command goes there, before the next prompt.
+    at: int = field(default=0, compare=False)
 
 
 def new_nonce() -> str:
@@ -140,6 +143,7 @@ class MarkerFilter:
         out: list[bytes] = []
         reports: list[CommandReport] = []
         pos = 0
+        written = 0  # bytes in out
         size = len(buf)
         while True:
             at = buf.find(PREFIX, pos)
@@ -149,12 +153,14 @@ class MarkerFilter:
                 self._held = buf[keep:]
                 break
             out.append(buf[pos:at])
+            written += at - pos
             header = _HEADER.match(buf, at)
             if header is None:
                 if _PARTIAL_HEADER.fullmatch(buf, at) and size - at < _HEADER_MAX:
                     self._held = buf[at:]  # may still become a header
                     break
                 out.append(PREFIX)  # not a report: passed through, scanned on
+                written += len(PREFIX)
                 pos = at + len(PREFIX)
                 continue
             nonce, status, length = header.groups()
@@ -164,6 +170,7 @@ class MarkerFilter:
                 if nonce != self._nonce:
                     self.forged += 1
                 out.append(PREFIX)
+                written += len(PREFIX)
                 pos = at + len(PREFIX)
                 continue
             if body_end >= size:
@@ -171,9 +178,10 @@ class MarkerFilter:
                 break
             if buf[body_end] != 0x07:
                 out.append(PREFIX)
+                written += len(PREFIX)
                 pos = at + len(PREFIX)
                 continue
-            reports.append(_report(buf[body_start:body_end], int(status)))
+            reports.append(_report(buf[body_start:body_end], int(status), written))
             pos = body_end + 1
         return b"".join(out), reports
 
@@ -187,9 +195,9 @@ def _partial_prefix_at_end(buf: bytes, pos: int) -> int:
     return size
 
 
-def _report(line: bytes, status: int) -> CommandReport:
+def _report(line: bytes, status: int, at: int) -> CommandReport:
     text = line.decode("utf-8", "replace")
     found = _HISTORY_LINE.fullmatch(text)
     if found is None:
-        return CommandReport(None, text.strip(), status)
-    return CommandReport(int(found.group(1)), found.group(2).strip(), status)
+        return CommandReport(None, text.strip(), status, at)
+    return CommandReport(int(found.group(1)), found.group(2).strip(), status, at)

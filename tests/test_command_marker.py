@@ -39,6 +39,7 @@ def test_report_is_removed_and_parsed() -> None:
     out, reports = run(stream, [])
     assert out == b"$ ls\r\nfile\r\n$ "
     assert reports == [CommandReport(12, "ls -l /tmp", 2)]
+    assert reports[0].at == len(b"$ ls\r\nfile\r\n")  # where the prompt starts
 
 
 def test_empty_history_is_a_prompt_without_a_command() -> None:
