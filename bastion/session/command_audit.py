@@ -108,12 +108,15 @@ class WatchedStream:
 
     async def _reported(self, report: CommandReport) -> bytes:
         """Audit one prompt's report if it names a new command; the guard's notices."""
-        entered, self._entered = self._entered, None
-        first, self._baseline = not self._baseline, True
-        if first or report.number is None or report.number == self._last:
-            # The first prompt, or an empty line (the history did not move): no command.
-            self._last = report.number if report.number is not None else self._last
+        if not self._baseline:
+            # The first prompt: no command ran before it, and a line typed before it showed
+            # up is the first command's.
+            self._baseline = True
+            self._last = report.number
             return b""
+        entered, self._entered = self._entered, None
+        if report.number is None or report.number == self._last:
+            return b""  # an empty line: the history did not move
         self._last = report.number
         self.commands += 1
         command = redact_text(report.command, self._secrets)
