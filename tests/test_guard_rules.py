@@ -154,6 +154,7 @@ def test_config_defaults_and_errors() -> None:
         ({"output_volume": {"bytes": 4096, "action": "stop"}}, "'warn', 'alert' or 'end'"),
         ({"failures_from_source": {"count": 5, "action": "end"}}, "can only 'alert'"),
         ({"new_source": {"action": "alert", "extra": 1}}, "Extra inputs"),
+        ({"new_source": {"action": "end"}}, "can only 'alert'"),
     ]
     for data, message in bad:
         with pytest.raises(ValidationError, match=re.escape(message)):

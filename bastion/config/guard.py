@@ -94,6 +94,15 @@ class DeniedCommands(_Section):
 class NewSource(_Section):
     action: Action
 
+    @model_validator(mode="after")
+    def _alert_only(self) -> NewSource:
+        if self.action is not Action.ALERT:
+            raise ValueError(
+                "new_source can only 'alert': at login there is no shell to warn in yet, and "
+                "ending the login would lock an operator out of every new address"
+            )
+        return self
+
 
 class FailuresFromSource(_Section):
     count: int = Field(ge=2)

@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 import yaml
 from audit.receivers import WebhookReceiver, make_ca
 from front_door.break_glass import break_glass_section
 from front_door.harness import BastionEnv, make_env
-from front_door.test_login_asyncssh import fresh_login
+from front_door.test_login_asyncssh import fresh_login, login
 
 from bastion.command_marker import PREFIX
 from bastion.config import load_config
@@ -49,6 +50,8 @@ GUARD = {
     "output_volume": {"bytes": 200_000, "window": "1m", "action": "alert"},
     "sensitive_paths": {"action": "warn"},
     "denied_commands": {"action": "end", "patterns": [{"glob": "strace *"}]},
+    "new_source": {"action": "alert"},
+    "failures_from_source": {"count": 3, "window": "10m", "action": "alert"},
 }
 REPORT = PREFIX.decode()
 
@@ -207,3 +210,56 @@ async def test_guard_warns_alerts_and_ends_the_session(
         session,
     )
     await env.event("breakglass.alert_delivered", session=session)
+
+
+async def guard_alerts(webhook: WebhookReceiver, rule: str) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 20
+    while True:
+        found = [json.loads(b) for b in webhook.bodies if b'"alert":"guard"' in b]
+        found = [a for a in found if a["rule"] == rule]
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"no {rule} alert reached the webhook"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_login_from_a_new_address_alerts(
+    served: tuple[BastionEnv, Worker], webhook: WebhookReceiver
+) -> None:
+    env, worker = served
+    op, conn = await fresh_login(env, worker.port)  # from 127.0.0.1: the first login is no news
+    conn.close()
+    await env.event("login.succeeded", actor=op.name)
+    assert not env.audit_events("guard.triggered")
+    # The next TOTP step (a login burns the current one), from another loopback address.
+    again, client = await login(
+        worker.port, op.name, op.key, [op.code(steps=1)], local_addr=("127.0.0.2", 0)
+    )
+    assert again is not None, client.shown
+    again.close()
+    triggered = await env.event("guard.triggered", rule="new_source")
+    assert (triggered["action"], triggered["user"], triggered["source"]) == (
+        "alert",
+        op.name,
+        "127.0.0.2",
+    )
+    (alert,) = [a for a in await guard_alerts(webhook, "new_source") if a["user"] == op.name]
+    assert alert["source"] == "127.0.0.2"
+
+
+async def test_failed_logins_from_one_address_across_users_alert(
+    served: tuple[BastionEnv, Worker], webhook: WebhookReceiver
+) -> None:
+    env, worker = served
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+    for user in ("nobody", "root", "admin"):
+        conn, _ = await login(worker.port, user, stranger, [], local_addr=("127.0.0.3", 0))
+        assert conn is None
+    triggered = await env.event("guard.triggered", rule="failures_from_source")
+    assert triggered["source"] == "127.0.0.3"
+    assert triggered["evidence"] == (
+        "3 failed logins from 127.0.0.3 for 3 user(s) within the window"
+    )
+    (alert,) = [a for a in await guard_alerts(webhook, "failures_from_source")
+                if a["source"] == "127.0.0.3"]  # fmt: skip
+    assert alert["event"] == "guard.triggered"
