@@ -46,7 +46,9 @@ class WatchedStream:
         self._guard = guard
         self._secrets = secrets
         self._clock = clock
-        self._last: int | None = None  # the history number of the last report
+        # The last report's history entry: busybox ash stops numbering when its history is
+        # full (255), so the line tells a new entry from the old one too.
+        self._last: tuple[int | None, str] | None = None
         self._baseline = False  # the first prompt's report was seen
         self._entered: float | None = None  # first Enter since the last prompt
         self._ended = False
@@ -112,12 +114,13 @@ class WatchedStream:
             # The first prompt: no command ran before it, and a line typed before it showed
             # up is the first command's.
             self._baseline = True
-            self._last = report.number
+            self._last = (report.number, report.command)
             return b""
         entered, self._entered = self._entered, None
-        if report.number is None or report.number == self._last:
+        entry = (report.number, report.command)
+        if report.number is None or entry == self._last:
             return b""  # an empty line: the history did not move
-        self._last = report.number
+        self._last = entry
         self.commands += 1
         command = redact_text(report.command, self._secrets)
         await self._session.record(
