@@ -136,10 +136,12 @@ def test_any_cut_gives_the_whole_streams_result(
     stream = b""
     expected_out = b""
     expected: list[tuple[int, int]] = []
+    expected_at: list[int] = []  # where each report was, in the output without them
     for kind, value, status in parts:
         if kind == "report":
             stream += encode_report(NONCE, status, value)
             expected.append((int(value.split()[0]), status))
+            expected_at.append(len(expected_out))
         else:
             stream += value
             expected_out += value
@@ -149,6 +151,7 @@ def test_any_cut_gives_the_whole_streams_result(
     assert (out, reports) == (whole_out, whole_reports)
     assert out == expected_out
     assert [(r.number, r.exit_status) for r in reports] == expected
+    assert [r.at for r in whole_reports] == expected_at  # one feed: positions in the whole
 
 
 @settings(max_examples=100, deadline=None)

@@ -29,7 +29,6 @@ _SEEN = {
     "output_volume": "more shell output than the guard allows in its window",
     "sensitive_path": "a command naming a sensitive path",
     "denied_command": "a command on the deny list",
-    "new_source": "a login from a new address",
 }
 
 
