@@ -86,10 +86,14 @@ def shell_setup(nonce: str) -> str:
     The prompt hook is read through ``ENV`` from a here-document on descriptor 3, so nothing
     is written to the read-only filesystem, the image needs no extra file, and the nonce is
     neither in the shell's environment nor in its argument list (``ps``, ``/proc/*/cmdline``):
-    only in the container's spec. ``$1`` is the watchdog's seconds. The report goes inside
-    ``\\[ \\]`` so line editing counts it as taking no columns; ``LC_ALL=C`` makes ``${#h}`` a
-    byte count; the hook runs in the prompt's command substitution, so its variables and
-    ``LC_ALL`` stay out of the operator's shell."""
+    only in the container's spec. ``$1`` is the watchdog's seconds.
+
+    The hook runs in the prompt's command substitution (so its variables and ``LC_ALL`` stay
+    out of the operator's shell) and writes the report to stderr, the terminal, not into the
+    prompt: busybox ash applies the prompt's backslash escapes (``\\t``, ``\\033``...) to
+    what a substitution returns, which would change the command line and its length, and
+    line editing would count the report's bytes as columns. ``LC_ALL=C`` makes ``${#h}`` a
+    byte count."""
     if not _NONCE.fullmatch(nonce):
         raise ValueError("a command-report nonce is 32 lowercase hex digits")
     rc = (
@@ -98,8 +102,8 @@ def shell_setup(nonce: str) -> str:
         # A shell without a history (dash) cannot say what ran: no hook, its plain prompt.
         "command -v history >/dev/null 2>&1 &&\n"
         "__bastion_report() { __h=$(history | tail -n 1); LC_ALL=C; "
-        f'printf \'\\033]7770;{nonce};%s;%s;%s\\007\' "$1" "${{#__h}}" "$__h"; }} &&\n'
-        "PS1='\\[$(__bastion_report $?)\\]'\"${PS1:-\\$ }\"\n"
+        f'printf \'\\033]7770;{nonce};%s;%s;%s\\007\' "$1" "${{#__h}}" "$__h" >&2; }} &&\n'
+        "PS1='$(__bastion_report $?)'\"${PS1:-\\$ }\"\n"
     )
     return (
         f"exec 3<<'BASTION_RC'\n{rc}BASTION_RC\n"

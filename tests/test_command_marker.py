@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import shutil
+from pathlib import Path
+
+import pexpect
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -170,3 +176,38 @@ def test_huge_stream_with_many_reports() -> None:
     out, reports = run(stream, list(range(0, len(stream), 4093)))
     assert out == b"z" * 7000 * 200
     assert len(reports) == 200
+
+
+# ----------------------------------------------------------------------- the real shells
+SHELLS = {"bash": shutil.which("bash"), "busybox ash": shutil.which("busybox")}
+
+
+@pytest.mark.parametrize("name", sorted(SHELLS))
+def test_the_shell_setup_reports_what_was_typed(name: str, tmp_path: Path) -> None:
+    """The container's script on a PTY, with ``sh`` being bash or busybox ash (the image's:
+    install Debian's busybox 1.35, the version the image builds, to run it)."""
+    program = SHELLS[name]
+    if program is None:
+        pytest.skip(f"{name} is not installed")
+    (tmp_path / "sh").symlink_to(program)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LANG": "C.UTF-8", "TERM": "xterm", "HOME": "/"}
+    shell = pexpect.spawn(
+        "/bin/sh", ["-c", shell_setup(NONCE), "bastion-session=x", "30"], env=env, timeout=10
+    )
+    shell.logfile_read = seen = io.BytesIO()
+    lines = ["echo 'a\\tb \\033[31m %s'", "false", "", "x=$(printf 'é'); echo \"$x\"", "exit"]
+    for line in lines:
+        shell.expect("[$#] ")  # the prompt: one line at a time, as typed
+        shell.sendline(line)
+    shell.expect(pexpect.EOF)
+    clean, reports = MarkerFilter(NONCE).feed(seen.getvalue())
+    assert PREFIX not in clean
+    typed = [(r.command, r.exit_status) for r in reports if r.number is not None]
+    assert typed == [
+        ("echo 'a\\tb \\033[31m %s'", 0),
+        ("false", 1),
+        ("false", 1),  # the empty line: the same entry again
+        ("x=$(printf 'é'); echo \"$x\"", 0),
+    ]
+    assert b"ENV" not in clean
+    assert b"__bastion" not in clean
