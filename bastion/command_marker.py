@@ -100,10 +100,12 @@ def shell_setup(nonce: str) -> str:
         "unset ENV HISTFILE\n"
         "exec 3<&-\n"
         # A shell without a history (dash) cannot say what ran: no hook, its plain prompt.
-        "command -v history >/dev/null 2>&1 &&\n"
+        # An `if`, not `&&`: the shell's first $? (what a bare `exit` returns) stays 0.
+        "if command -v history >/dev/null 2>&1; then\n"
         "__bastion_report() { __h=$(history | tail -n 1); LC_ALL=C; "
-        f'printf \'\\033]7770;{nonce};%s;%s;%s\\007\' "$1" "${{#__h}}" "$__h" >&2; }} &&\n'
+        f'printf \'\\033]7770;{nonce};%s;%s;%s\\007\' "$1" "${{#__h}}" "$__h" >&2; }}\n'
         "PS1='$(__bastion_report $?)'\"${PS1:-\\$ }\"\n"
+        "fi\n"
     )
     return (
         f"exec 3<<'BASTION_RC'\n{rc}BASTION_RC\n"

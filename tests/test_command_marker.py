@@ -211,3 +211,20 @@ def test_the_shell_setup_reports_what_was_typed(name: str, tmp_path: Path) -> No
     ]
     assert b"ENV" not in clean
     assert b"__bastion" not in clean
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_a_bare_exit_right_away_ends_with_status_0(shell: str, tmp_path: Path) -> None:
+    """The prompt hook leaves no failed status behind, with a history or without (dash)."""
+    program = shutil.which(shell)
+    assert program is not None
+    (tmp_path / "sh").symlink_to(program)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LANG": "C.UTF-8", "TERM": "xterm", "HOME": "/"}
+    child = pexpect.spawn(
+        "/bin/sh", ["-c", shell_setup(NONCE), "bastion-session=x", "30"], env=env, timeout=10
+    )
+    child.expect("[$#] ")
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
