@@ -27,6 +27,7 @@ from pydantic import (
 
 from bastion.approval import DEFAULT_EXPIRY, ApprovalRule
 from bastion.approval import Approvers as PolicyApprovers
+from bastion.config.guard import Guard
 from bastion.durations import format_duration, parse_duration
 from bastion.globs import compile_glob
 from bastion.images import parse_pinned_image
@@ -533,6 +534,7 @@ class Config(_Strict):
     keys: Keys = Field(default_factory=Keys)
     # None: no account can break the glass (a user marked break_glass is a config error).
     break_glass: BreakGlass | None = None
+    guard: Guard = Field(default_factory=Guard)
 
     # Set by the loader: the file this config came from, and for each user read from
     # paths.users_dir, its file there (users of the config file itself are not listed).

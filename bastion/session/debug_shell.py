@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bastion.attach_bridge import EXIT_DETACHED, AttachBridge
+from bastion.breakglass.alerts import AlertDispatcher
+from bastion.command_marker import new_nonce
 from bastion.config import Config
 from bastion.config.models import Cluster
 from bastion.debug_command import DebugCommand
@@ -53,7 +55,9 @@ from bastion.recording.asciicast import title_for
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
 from bastion.session.approvals import ApprovalDesk
+from bastion.session.command_audit import WatchedStream
 from bastion.session.debug import DEBUG_PURPOSE, DebugAccess, start_debug
+from bastion.session.guard import SessionGuard
 from bastion.session.lifecycle import Ending, State
 from bastion.session.session import Session
 from bastion.vault import KubeToken, VaultClient
@@ -107,6 +111,7 @@ async def run_debug_shell(
     principal: Principal,
     terminal: Terminal,
     approvals: ApprovalDesk | None = None,
+    alerts: AlertDispatcher | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> DebugOutcome:
     """Run one debug shell for ``session``; raises BastionError (one sentence) when it could
@@ -156,6 +161,7 @@ async def run_debug_shell(
             terminal=terminal,
             where=where,
             clock=_Clock(started, access),
+            alerts=alerts,
         )
     except BaseException as exc:
         # Whatever was made for this debug goes now, newest first; the session goes on.
@@ -178,6 +184,7 @@ async def _attached(
     terminal: Terminal,
     where: str,
     clock: _Clock,
+    alerts: AlertDispatcher | None = None,
 ) -> DebugOutcome:
     left = timedelta(seconds=max(session.deadlines.hard_deadline - session.now(), 0))
     # Copy and toolbox pods run their own debug container; the target is for ephemeral mode
@@ -194,6 +201,7 @@ async def _attached(
         watchdog_seconds=watchdog_seconds_for(left),
         run_as_user=command.run_as_user,
         ordinal=next_ordinal(access.pod, session.id),
+        command_nonce=new_nonce(),
     )
     token = access.credential.token
     timeouts = config.limits
@@ -253,8 +261,16 @@ async def _attached(
         except BaseException:
             await stream.aclose()
             raise
-        bridge = AttachBridge(
+        secrets = [token.reveal(), access.credential.lease_id]
+        watched = WatchedStream(
             stream,
+            session=session,
+            nonce=plan.command_nonce,
+            guard=SessionGuard(session, config.guard, alerts=alerts, secrets=secrets),
+            secrets=secrets,
+        )
+        bridge = AttachBridge(
+            watched,
             write=terminal.write,
             pause_input=terminal.pause_input,
             on_output=recorder.append,
@@ -297,6 +313,8 @@ async def _attached(
         target=where,
         container=container,
         exit_status=status,
+        commands=watched.commands,
+        forged_command_reports=watched.forged_reports,
         resources=ended + revoked,
         **recording,
     )

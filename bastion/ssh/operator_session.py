@@ -569,6 +569,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 pause_input=self._pause_input,
             ),
             approvals=self._door.broker.approvals,
+            alerts=self._door.alerts,
         )
 
     async def _attach(self, bridge: AttachBridge) -> int:
@@ -710,6 +711,7 @@ _ENDINGS = {
     Ending.ADMIN_KILL: "an administrator ended this session",
     Ending.SHUTDOWN: "the bastion is shutting down; this session has ended",
     Ending.ERROR: "the session could not be recorded and has ended",
+    Ending.GUARD: "a guard rule ended this session; it is in the audit log",
 }
 
 
