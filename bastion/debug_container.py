@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from bastion.command_marker import shell_setup
 from bastion.errors import PolicyDenied
 from bastion.images import parse_pinned_image
 from bastion.policy import Mode
@@ -154,6 +155,8 @@ class DebugPlan:
     watchdog_seconds: int
     run_as_user: int = DEBUG_UID
     ordinal: int = 1
+    # The shell's command reports carry it (bastion.command_marker); "" for a plain shell.
+    command_nonce: str = ""
 
     def __post_init__(self) -> None:
         _check_session_id(self.session_id)
@@ -236,15 +239,16 @@ def security_context(run_as_user: int) -> dict[str, Any]:
     }
 
 
-def watchdog_command(session_id: str, seconds: int) -> list[str]:
+def watchdog_command(session_id: str, seconds: int, command_nonce: str = "") -> list[str]:
     """An interactive shell that ends when stdin closes or after ``seconds``, whichever is
-    first: ``timeout`` kills it with SIGKILL (exit code 137), which no shell can ignore."""
+    first: ``timeout`` kills it with SIGKILL (exit code 137), which no shell can ignore.
+    With ``command_nonce`` its prompt reports each command (:func:`shell_setup`)."""
     if seconds < 1:
         raise ValueError(f"the watchdog needs at least 1 second, not {seconds}")
     return [
         "/bin/sh",
         "-c",
-        'exec timeout -s KILL "$1" sh -i',
+        shell_setup(command_nonce) if command_nonce else 'exec timeout -s KILL "$1" sh -i',
         session_marker(session_id),
         str(seconds),
     ]
@@ -256,7 +260,7 @@ def _debug_container(plan: DebugPlan) -> dict[str, Any]:
         "name": plan.container,
         "image": plan.image,
         "imagePullPolicy": "IfNotPresent",  # pinned by digest: the cached copy is the same
-        "command": watchdog_command(plan.session_id, plan.watchdog_seconds),
+        "command": watchdog_command(plan.session_id, plan.watchdog_seconds, plan.command_nonce),
         "stdin": True,
         "stdinOnce": True,
         "tty": True,

@@ -18,7 +18,11 @@ counts the bytes until the stream ends. Rows, each the median of ``--runs`` fres
     and writes, and the bridge holds output back when it falls behind; (d) against (e) is
     what recording costs the attach path on NUL bytes (its worst case: 6-byte JSON escapes),
     and "recorder CPU" is the recording process's CPU time;
-(d'), (e') the same two on letters (``tr '\\0' x``), a terminal's usual output.
+(d'), (e') the same two on letters (``tr '\\0' x``), a terminal's usual output;
+(f), (f') (d) and (d') with the stream watched as a debug shell's is: the command-report
+    filter and the guard's output meter (:class:`bastion.session.command_audit.WatchedStream`)
+    between the stream and the bridge; (d) against (f) is what command audit and the guard
+    cost the attach path when no command ends (no report in the stream).
 
 Every run must deliver exactly N bytes of zeros plus the terminal's echo of the newline
 (``\\r\\n``), and the attach rows must end with a Success status; otherwise the script exits
@@ -60,11 +64,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from kubernetes import client
 
 from bastion.attach_bridge import AttachBridge
+from bastion.command_marker import new_nonce
+from bastion.config.guard import Guard
 from bastion.devstack.background import Background, kube_client
 from bastion.devstack.kubesim.app import KubeSim
 from bastion.kube_attach import V4, V5, AttachStream, open_attach
 from bastion.recording.key_files import load_or_create_signing_key
 from bastion.recording.recorder import open_recording, recording_process, stop_recording_processes
+from bastion.session.command_audit import WatchedStream
+from bastion.session.guard import SessionGuard
 from bastion.vault import KubeToken
 
 NAMESPACE = "bench"
@@ -223,7 +231,7 @@ async def read_all(stream: AttachStream) -> int:
     return received
 
 
-async def through_bridge(stream: AttachStream) -> int:
+async def through_bridge(stream: AttachStream | WatchedStream) -> int:
     written = recorded = 0
 
     def write(data: bytes) -> None:
@@ -240,6 +248,24 @@ async def through_bridge(stream: AttachStream) -> int:
     check(await run == 0, "the bridge did not end with status 0")
     check(written == recorded, "the recorder did not see every byte")
     return written
+
+
+async def watched_bridge(stream: AttachStream) -> int:
+    """Rows (f), (f'): the debug shell's watched stream in front of the bridge. The session
+    is only reached when a report or a trigger is seen, and the output here has neither (the
+    limit is above the run), so the bench passes none."""
+    session: Any = None
+    guard = Guard.model_validate(
+        {"output_volume": {"bytes": 10**15, "window": "1m", "action": "warn"}}
+    )
+    watched = WatchedStream(
+        stream,
+        session=session,
+        nonce=new_nonce(),
+        guard=SessionGuard(session, guard, alerts=None, secrets=[]),
+        secrets=[],
+    )
+    return await through_bridge(watched)
 
 
 def recorded_bridge(directory: Path) -> Sink:
@@ -379,11 +405,13 @@ def measure(kubesim: KubesimChild, nbytes: int, runs: int, workdir: Path) -> lis
         (Row("(c) attach v4: AttachStream.read -> sink", []), V4, read_all, None),
         (Row("(d) attach v5: AttachBridge -> sink", []), V5, through_bridge, None),
         (Row("(e) attach v5: AttachBridge, recorded -> sink", []), V5, recorded, recordings),
+        (Row("(f) attach v5: watched stream, AttachBridge -> sink", []), V5, watched_bridge, None),
     ]
     # Text: (d) and (e) again on letters, the recording's usual case.
     text_rows: list[tuple[Row, Sink, Path | None]] = [
         (Row("(d') the same on text: AttachBridge -> sink", []), through_bridge, None),
         (Row("(e') the same on text: AttachBridge, recorded", []), recorded, recordings),
+        (Row("(f') the same on text: watched, AttachBridge", []), watched_bridge, None),
     ]
     # Interleaved, so that a slow minute of the machine does not land on one row only.
     for _ in range(runs):

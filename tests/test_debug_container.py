@@ -262,6 +262,23 @@ def test_watchdog_command_is_exact() -> None:
         watchdog_command(SESSION, 0)
 
 
+def test_watchdog_command_with_command_reports_keeps_the_nonce_out_of_argv() -> None:
+    nonce = "0123456789abcdef0123456789abcdef"
+    shell, flag, script, marker, seconds = watchdog_command(SESSION, 2100, nonce)
+    assert (shell, flag, marker, seconds) == (
+        "/bin/sh",
+        "-c",
+        "bastion-session=3f9c2a7b1d4e5f60",
+        "2100",
+    )
+    # In the script (the container spec), not in an argument the shell's `ps` line shows.
+    assert nonce in script
+    assert script.endswith('exec timeout -s KILL "$1" sh -i')
+    added = ephemeral_container(plan(command_nonce=nonce))
+    assert added["command"] == watchdog_command(SESSION, 2100, nonce)
+    assert "env" not in added
+
+
 def test_the_watchdog_is_the_hard_limit_plus_the_margin() -> None:
     assert watchdog_seconds_for(timedelta(minutes=30)) == 35 * 60
     assert watchdog_seconds_for(timedelta(seconds=0.2)) == 301

@@ -22,7 +22,8 @@ PURE = ["bastion.policy", "bastion.labels", "bastion.audit.chain", "bastion.reda
         "bastion.session.deadlines", "bastion.debug_command", "bastion.terminal_text",
         "bastion.debug_container", "bastion.audit.checkpoint", "bastion.keys.model",
         "bastion.approval", "bastion.breakglass.codes", "bastion.breakglass.reason",
-        "bastion.recording.transcript"]  # fmt: skip
+        "bastion.recording.transcript", "bastion.command_marker",
+        "bastion.guard_rules"]  # fmt: skip
 
 
 def loaded_after_import(module: str) -> set[str]:

@@ -92,12 +92,20 @@ class AlertDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def send(
-        self, event: str, *, user: str, session: str | None, connection: str, **fields: Any
+        self,
+        event: str,
+        *,
+        user: str,
+        session: str | None,
+        connection: str,
+        alert: str = "break_glass",
+        **fields: Any,
     ) -> None:
-        """Announce ``event`` (``breakglass.login``, ``breakglass.started``) everywhere, now;
-        returns at once. ``fields`` must be JSON values, already neutralised and redacted."""
+        """Announce ``event`` (``breakglass.login``, ``breakglass.started``, and the guard's
+        ``guard.triggered`` with ``alert="guard"``) everywhere, now; returns at once.
+        ``fields`` must be JSON values, already neutralised and redacted."""
         body = {
-            "alert": "break_glass",
+            "alert": alert,
             "event": event,
             "id": secrets.token_hex(8),
             "time": rfc3339(datetime.now(UTC)),

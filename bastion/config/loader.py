@@ -31,6 +31,7 @@ from bastion.config.models import Config, User
 from bastion.config.oversight_checks import oversight_problems
 from bastion.errors import ConfigError, SecretFileError
 from bastion.globs import compile_glob
+from bastion.guard_rules import Action
 
 __all__ = [
     "ConfigIssue",
@@ -287,6 +288,14 @@ def _cross_check(config: Config) -> list[ConfigIssue]:
                 )
     issues.extend(ConfigIssue(loc, message) for loc, message in approval_problems(config))
     issues.extend(ConfigIssue(loc, message) for loc, message in oversight_problems(config))
+    if Action.ALERT in config.guard.actions() and config.break_glass is None:
+        issues.append(
+            ConfigIssue(
+                ("guard",),
+                "a guard rule has action 'alert', but alerts go to break_glass.alerts and "
+                "the config has no break_glass section: add one or use 'warn' or 'end'",
+            )
+        )
     return issues + _break_glass_issues(config, cluster_names)
 
 

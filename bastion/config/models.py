@@ -27,6 +27,7 @@ from pydantic import (
 
 from bastion.approval import DEFAULT_EXPIRY, ApprovalRule
 from bastion.approval import Approvers as PolicyApprovers
+from bastion.config.guard import Guard
 from bastion.config.state import State
 from bastion.durations import format_duration, parse_duration
 from bastion.globs import compile_glob
@@ -572,6 +573,7 @@ class Config(_Strict):
     oversight: Oversight | None = None
     # Where the shared state lives: SQLite files in paths.state_dir, or PostgreSQL.
     state: State = Field(default_factory=State)
+    guard: Guard = Field(default_factory=Guard)
 
     # Set by the loader: the file this config came from, and for each user read from
     # paths.users_dir, its file there (users of the config file itself are not listed).

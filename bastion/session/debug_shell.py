@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bastion.attach_bridge import EXIT_DETACHED, AttachBridge
+from bastion.breakglass.alerts import AlertDispatcher
+from bastion.command_marker import new_nonce
 from bastion.config import Config
 from bastion.config.models import Cluster
 from bastion.debug_command import DebugCommand
@@ -65,7 +67,9 @@ from bastion.recording.asciicast import title_for
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import Recorder, open_recorder
 from bastion.session.approvals import ApprovalDesk
+from bastion.session.command_audit import WatchedStream
 from bastion.session.debug import DEBUG_PURPOSE, DebugAccess, start_debug
+from bastion.session.guard import SessionGuard
 from bastion.session.lifecycle import Ending, State
 from bastion.session.session import Session
 from bastion.vault import KubeToken, VaultClient
@@ -121,6 +125,7 @@ async def run_debug_shell(
     principal: Principal,
     terminal: Terminal,
     approvals: ApprovalDesk | None = None,
+    alerts: AlertDispatcher | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> DebugOutcome:
     """Run one debug shell for ``session``; raises BastionError (one sentence) when it could
@@ -181,6 +186,7 @@ async def run_debug_shell(
                 clock=_Clock(started, access),
                 point=point,
                 moderation=moderation,
+                alerts=alerts,
             )
     except BaseException as exc:
         # Whatever was made for this debug goes now, newest first; the session goes on.
@@ -191,6 +197,26 @@ async def run_debug_shell(
         if session.ending is None and session.state is not State.BROWSING:
             await session.move(State.BROWSING)
         raise
+
+
+def _plan(session: Session, access: DebugAccess, command: DebugCommand, image: str) -> DebugPlan:
+    left = timedelta(seconds=max(session.deadlines.hard_deadline - session.now(), 0))
+    # Copy and toolbox pods run their own debug container; the target is for ephemeral mode
+    # (process namespace) and for naming what was debugged.
+    wanted = target_container(access.pod, command.container or None)
+    return DebugPlan(
+        session_id=session.id,
+        user=session.info.user,
+        mode=command.mode,
+        image=image,
+        namespace=command.namespace,
+        pod=command.pod,
+        target_container=wanted,
+        watchdog_seconds=watchdog_seconds_for(left),
+        run_as_user=command.run_as_user,
+        ordinal=next_ordinal(access.pod, session.id),
+        command_nonce=new_nonce(),
+    )
 
 
 async def _attached(
@@ -205,6 +231,7 @@ async def _attached(
     clock: _Clock,
     point: WatchPoint,
     moderation: Moderation | None,
+    alerts: AlertDispatcher | None = None,
 ) -> DebugOutcome:
     # The moderated-session gate: before anything of the shell exists in the cluster, for
     # every way in (console, direct command, reattach). Nothing is created until it passes.
@@ -214,22 +241,7 @@ async def _attached(
     _still_open(session)
     if moderation is not None:
         clock.mark("watcher")  # the wait is the auditor's time, not the bastion's
-    left = timedelta(seconds=max(session.deadlines.hard_deadline - session.now(), 0))
-    # Copy and toolbox pods run their own debug container; the target is for ephemeral mode
-    # (process namespace) and for naming what was debugged.
-    wanted = target_container(access.pod, command.container or None)
-    plan = DebugPlan(
-        session_id=session.id,
-        user=session.info.user,
-        mode=command.mode,
-        image=image,
-        namespace=command.namespace,
-        pod=command.pod,
-        target_container=wanted,
-        watchdog_seconds=watchdog_seconds_for(left),
-        run_as_user=command.run_as_user,
-        ordinal=next_ordinal(access.pod, session.id),
-    )
+    plan = _plan(session, access, command, image)
     token = access.credential.token
     timeouts = config.limits
     # The bridge, once attached: the container's cleanup closes it first, whoever runs it.
@@ -289,8 +301,16 @@ async def _attached(
             await stream.aclose()
             raise
         point.attach(recorder)
-        bridge = AttachBridge(
+        secrets = [token.reveal(), access.credential.lease_id]
+        watched = WatchedStream(
             stream,
+            session=session,
+            nonce=plan.command_nonce,
+            guard=SessionGuard(session, config.guard, alerts=alerts, secrets=secrets),
+            secrets=secrets,
+        )
+        bridge = AttachBridge(
+            watched,
             write=terminal.write,
             pause_input=terminal.pause_input,
             on_output=recorder.append,
@@ -334,6 +354,8 @@ async def _attached(
         target=where,
         container=container,
         exit_status=status,
+        commands=watched.commands,
+        forged_command_reports=watched.forged_reports,
         resources=ended + revoked,
         **recording,
     )

@@ -36,6 +36,7 @@ class Ending(StrEnum):
     ADMIN_KILL = "admin_kill"
     SHUTDOWN = "shutdown"  # the bastion is stopping (SIGTERM)
     ERROR = "error"  # something the session needs (audit log, console) failed
+    GUARD = "guard"  # a guard rule with action "end" tripped (bastion.session.guard)
 
 
 _MOVES: dict[State, frozenset[State]] = {

@@ -36,6 +36,7 @@ from bastion.ssh import asyncssh_ext
 from bastion.ssh.algorithms import algorithms
 from bastion.ssh.key_watch import Refusal
 from bastion.ssh.login import BREAK_GLASS_METHOD, LoginService, Peer, Verdict
+from bastion.ssh.login_watch import LoginWatch
 from bastion.ssh.operator_session import EXEC_REFUSAL, OperatorSession
 from bastion.ssh.throttle import SourceThrottle, source_key
 from bastion.sshkeys import PublicKey
@@ -99,9 +100,11 @@ class FrontDoor:
         gate: LoginGate | None = None,
         alerts: AlertDispatcher | None = None,
         notices: NoticeFeed | None = None,
+        login_watch: LoginWatch | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.login_watch = login_watch  # the guard's login rules; None when none is set
         self.vault = vault
         self.alerts = alerts  # break-glass alerts; None when there is no break_glass section
         self.notices = notices  # what every console shows (break-glass banners)
@@ -309,6 +312,12 @@ class _Connection(asyncssh.SSHServer):
             reason=reason,
             **self._fields(),
         )
+        if self._door.login_watch is not None:
+            self._door.track(
+                self._door.login_watch.failed(
+                    self._username[:_MAX_NAME], self.peer.address, self.id
+                )
+            )
 
     # ------------------------------------------------------------------ first factor
     def begin_auth(self, username: str) -> bool:
@@ -445,6 +454,8 @@ class _Connection(asyncssh.SSHServer):
             peer=self.peer,
             break_glass=break_glass,
         )
+        if self._door.login_watch is not None:
+            await self._door.login_watch.succeeded(username, self.peer.address, self.id)
         if break_glass and self._door.alerts is not None:
             self._door.alerts.send(
                 "breakglass.login",

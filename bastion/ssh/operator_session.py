@@ -697,6 +697,7 @@ class OperatorSession(asyncssh.SSHServerSession[bytes]):
                 give_up=self._interrupted,
             ),
             approvals=self._door.broker.approvals,
+            alerts=self._door.alerts,
         )
 
     async def _attach(self, bridge: AttachBridge) -> int:
@@ -845,6 +846,7 @@ _ENDINGS = {
     Ending.ADMIN_KILL: "an administrator ended this session",
     Ending.SHUTDOWN: "the bastion is shutting down; this session has ended",
     Ending.ERROR: "the session could not be recorded and has ended",
+    Ending.GUARD: "a guard rule ended this session; it is in the audit log",
 }
 
 

@@ -40,6 +40,7 @@ from bastion.ssh.console import python_argv
 from bastion.ssh.front_door import FrontDoor, Identity
 from bastion.ssh.key_watch import HostKeyWatch
 from bastion.ssh.login import LoginService
+from bastion.ssh.login_watch import LoginWatch, sources_db_path
 from bastion.ssh.throttle import SourceThrottle
 from bastion.ssh.zygote import Zygote
 from bastion.vault import VaultClient
@@ -108,6 +109,7 @@ class Worker:
         self.reaper: Reaper | None = None
         self._reaping: asyncio.Task[None] | None = None
         self.door: FrontDoor | None = None
+        self.login_watch: LoginWatch | None = None
         self.host_keys: HostKeyWatch | None = None
         self.zygote: Zygote | None = None
         self.port = 0
@@ -154,6 +156,13 @@ class Worker:
             await asyncio.to_thread(adopt_keys, config, time.time())
         except BastionError as exc:  # only the ages shown by `bastion keys list` miss it
             log.error("the keys in use could not be recorded in the key registry: %s", exc)  # noqa: TRY400
+        if LoginWatch.active(config.guard):
+            self.login_watch = LoginWatch(
+                config.guard,
+                sources_db_path(config.paths.state_dir),
+                audit=self.login.audit,
+                alerts=self.alerts,
+            )
         self.door = FrontDoor(
             config,
             host_keys=self.host_keys.keys.offered,
@@ -166,6 +175,7 @@ class Worker:
             vault=self.vault,
             alerts=self.alerts,
             notices=self.notices,
+            login_watch=self.login_watch,
         )
         listen_port = config.listener.port if port is None else port
         self.port = await self.door.listen(
@@ -211,6 +221,8 @@ class Worker:
         await self.audit.aclose()
         if self.login is not None:
             self.login.close()
+        if self.login_watch is not None:
+            self.login_watch.close()
         self.throttle.close()
 
     async def __aenter__(self) -> Worker:

@@ -18,7 +18,8 @@ T = TypeVar("T")
 TOOLBOX = TOOLBOX_IMAGE
 
 FIXTURE: dict[str, Any] = {
-    "images": {TOOLBOX: {"command": ["/bin/sh"]}},
+    # The toolbox's `sh` keeps a history its prompt reports (busybox ash there, bash here).
+    "images": {TOOLBOX: {"command": ["/bin/sh"], "shell": "bash"}},
     "namespaces": [
         {
             "name": "payments",

@@ -3,7 +3,7 @@
 Fixture format::
 
     images:                      # image reference -> the local command its containers run
-      "registry.example.com/debug-toolbox@sha256:...": {command: ["/bin/sh"]}
+      "registry.example.com/debug-toolbox@sha256:...": {command: ["/bin/sh"], shell: bash}
       default: {command: ["/bin/sh", "-c", "exec sleep 86400"]}
     namespaces:
       - name: payments
@@ -60,6 +60,10 @@ DEFAULT_COMMAND = ("/bin/sh", "-c", "exec sleep 86400")
 @dataclass(frozen=True)
 class ImageSpec:
     command: tuple[str, ...]
+    # The program the image's `sh` is, when it matters: the toolbox's busybox ash keeps a
+    # command history that its prompt reports, and the local dash has none, so kubesim puts
+    # a shell that has one (bash, as `sh`: its POSIX mode) first on the container's PATH.
+    shell: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,11 @@ def load_fixture(source: Path | dict[str, Any]) -> Fixture:
     default = ImageSpec(DEFAULT_COMMAND)
     for ref, spec in (data.get("images") or {}).items():
         command = tuple(str(part) for part in spec["command"])
+        shell = str(spec["shell"]) if spec.get("shell") else None
         if ref == "default":
-            default = ImageSpec(command)
+            default = ImageSpec(command, shell)
         else:
-            images[str(ref)] = ImageSpec(command)
+            images[str(ref)] = ImageSpec(command, shell)
     return Fixture(list(data.get("namespaces") or []), images, default)
 
 

@@ -23,6 +23,7 @@ import contextlib
 import copy
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ class PodRuntime:
         self.fixture = fixture
         self.workdir = workdir
         self.processes: dict[Key, ContainerProcess] = {}
+        self._shell_dirs: dict[str, Path] = {}  # an image's shell -> a PATH dir with its `sh`
         self._stdin_closed: set[Key] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -89,8 +91,12 @@ class PodRuntime:
         return [*image.command, *(str(p) for p in container.get("args") or [])]
 
     def _env(self, pod: Obj, container: Obj, sandbox: Path, tty: bool) -> dict[str, str]:
+        image = self.fixture.images.get(container.get("image", ""), self.fixture.default_image)
+        path = "/usr/local/bin:/usr/bin:/bin"
+        if image.shell is not None:
+            path = f"{self._shell_dir(image.shell)}:{path}"
         env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "PATH": path,
             "HOME": str(sandbox),
             "HOSTNAME": pod["metadata"]["name"],
             "LANG": "C.UTF-8",
@@ -102,6 +108,22 @@ class PodRuntime:
             if isinstance(item, dict) and "value" in item and item.get("name"):
                 env[str(item["name"])] = str(item["value"])
         return env
+
+    def _shell_dir(self, shell: str) -> Path:
+        """A directory whose ``sh`` is ``shell``: the image's shell, first on PATH. World-
+        readable, since a container's process may run as another uid (runAsUser)."""
+        found = self._shell_dirs.get(shell)
+        if found is None:
+            program = shutil.which(shell)
+            if program is None:
+                raise FileNotFoundError(
+                    f"kubesim: the fixture's image shell {shell!r} is not installed"
+                )
+            found = Path(tempfile.mkdtemp(prefix="kubesim-shell-"))
+            found.chmod(0o755)
+            (found / "sh").symlink_to(program)
+            self._shell_dirs[shell] = found
+        return found
 
     def _process(
         self, argv: list[str], namespace: str, pod: Obj, container: Obj, *, tty: bool, stdin: bool
@@ -265,6 +287,9 @@ class PodRuntime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for directory in self._shell_dirs.values():
+            shutil.rmtree(directory, ignore_errors=True)
+        self._shell_dirs.clear()
 
     # ------------------------------------------------------------------ ephemeral containers
     async def _ephemeral_containers(
