@@ -78,7 +78,9 @@ __all__ = [
     "DebugOutcome",
     "Terminal",
     "close_recording",
+    "cluster_named",
     "end_debug_container",
+    "only_image",
     "recording_failed",
     "run_debug_shell",
 ]
@@ -134,7 +136,7 @@ async def run_debug_shell(
     No labels are taken from the console: the first decision skips pod selectors and only
     picks the Vault role; the pod read with the new credential decides (see debug.py)."""
     started = time.monotonic()
-    cluster = _cluster(config, command.cluster)
+    cluster = cluster_named(config, command.cluster)
     where = f"{cluster.name}/{command.namespace}/{command.pod}"
     try:
         check_privileges(
@@ -143,7 +145,7 @@ async def run_debug_shell(
         target = DebugTarget(
             cluster.name, command.namespace, command.pod, {}, command.container or None
         )
-        image = command.image or _only_image(config, principal, target, command.mode, now())
+        image = command.image or only_image(config, principal, target, command.mode, now())
     except PolicyDenied as exc:
         await _refused(session, where, exc.message)
         raise
@@ -579,38 +581,53 @@ async def _exit_code(kube: KubeApi, namespace: str, pod: str, container: str, re
     return reported if state.exit_code is None else state.exit_code
 
 
-def _cluster(config: Config, name: str) -> Cluster:
+def cluster_named(config: Config, name: str) -> Cluster:
+    """The cluster an operator named, or the only one; PolicyDenied saying which exist."""
     if name:
         cluster = config.cluster(name)
         if cluster is not None:
             return cluster
         names = ", ".join(c.name for c in config.clusters)
-        raise PolicyDenied(f"there is no cluster named {name!r} here; clusters: {names}")
+        raise PolicyDenied(f"there is no cluster named {name[:80]!r} here; clusters: {names}")
     if len(config.clusters) == 1:
         return config.clusters[0]
     names = ", ".join(c.name for c in config.clusters)
     raise PolicyDenied(f"this bastion serves several clusters ({names}): name one with --cluster")
 
 
-def _only_image(
-    config: Config, principal: Principal, target: DebugTarget, mode: Mode, now: datetime
+def only_image(
+    config: Config,
+    principal: Principal,
+    target: DebugTarget,
+    mode: Mode,
+    now: datetime,
+    *,
+    scope: Scope = Scope.SHELL,
 ) -> str:
-    images = approved_images(config.policy(), principal, target, mode, now)
+    """The one image approved for ``scope`` there; PolicyDenied (saying what a grant there
+    does allow, if one does) when none is, or asking for --image when several are."""
+    images = approved_images(config.policy(), principal, target, mode, now, scope=scope)
     if len(images) == 1:
         return images[0]
     if not images:
-        for scope in Scope:
-            # A grant with views but no shell there: its refusal says what it does allow.
-            others = approved_images(config.policy(), principal, target, mode, now, scope=scope)
-            if others:
-                request = DebugRequest(mode, others[0])
+        for other in Scope:
+            # A grant there with other scopes: its refusal says which ones it allows.
+            found = approved_images(config.policy(), principal, target, mode, now, scope=other)
+            if found:
+                probe = DebugRequest(mode, found[0], scope=scope)
                 decision = decide(
-                    config.policy(), principal, target, request, now, labels_known=False
+                    config.policy(), principal, target, probe, now, labels_known=False
                 )
                 raise PolicyDenied(decision.reason)
+        where = f"{target.cluster}/{target.namespace}"
+        if scope is Scope.SHELL:
+            raise PolicyDenied(
+                f"no image is approved for you in {where} in {mode} mode; ask an administrator "
+                "for a grant"
+            )
         raise PolicyDenied(
-            f"no image is approved for you in {target.cluster}/{target.namespace} "
-            f"in {mode} mode; ask an administrator for a grant"
+            f"no grant lets you open the {scope.value} view in {where}; ask an administrator "
+            "for a grant"
         )
     raise PolicyDenied(
         "several images are approved there; name one with --image: " + ", ".join(images[:5])

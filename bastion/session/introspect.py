@@ -68,7 +68,7 @@ from bastion.policy import (
 )
 from bastion.session.approvals import ApprovalDesk, ApprovalPending
 from bastion.session.debug import DEBUG_PURPOSE, DebugAccess, start_debug
-from bastion.session.debug_shell import CONTAINER, end_debug_container
+from bastion.session.debug_shell import CONTAINER, cluster_named, end_debug_container, only_image
 from bastion.session.lifecycle import State
 from bastion.session.pod_view import masked_env
 from bastion.session.session import Session
@@ -179,11 +179,11 @@ def _checked(
         raise PolicyDenied(f"{request.view[:40]!r} is not a view; the views are {names}") from None
     if scope not in VIEW_SCOPES:
         raise PolicyDenied(f"{scope.value!r} is not a view; the views are {names}")
-    cluster = _cluster(config, request.cluster)
+    cluster = cluster_named(config, request.cluster)
     target = DebugTarget(
         cluster.name, request.namespace, request.pod, {}, request.container or None
     )
-    image = request.image or _only_image(config, principal, target, scope, now)
+    image = request.image or only_image(config, principal, target, Mode.EPHEMERAL, now, scope=scope)
     probe = DebugRequest(Mode.EPHEMERAL, image, request.reason, scope=scope)
     decision = decide(config.policy(), principal, target, probe, now, labels_known=False)
     if not decision.allowed or decision.limits is None:
@@ -321,46 +321,6 @@ async def _debug_container(
         ),
     )
     return name
-
-
-def _cluster(config: Config, name: str) -> Cluster:
-    if name:
-        cluster = config.cluster(name)
-        if cluster is not None:
-            return cluster
-        names = ", ".join(c.name for c in config.clusters)
-        raise PolicyDenied(f"there is no cluster named {name[:80]!r} here; clusters: {names}")
-    if len(config.clusters) == 1:
-        return config.clusters[0]
-    names = ", ".join(c.name for c in config.clusters)
-    raise PolicyDenied(f"this bastion serves several clusters ({names}): name one with --cluster")
-
-
-def _only_image(
-    config: Config, principal: Principal, target: DebugTarget, scope: Scope, now: datetime
-) -> str:
-    images = approved_images(config.policy(), principal, target, Mode.EPHEMERAL, now, scope=scope)
-    if len(images) == 1:
-        return images[0]
-    if not images:
-        for other in Scope:
-            # A grant there with other scopes: its refusal says which ones it allows.
-            found = approved_images(
-                config.policy(), principal, target, Mode.EPHEMERAL, now, scope=other
-            )
-            if found:
-                probe = DebugRequest(Mode.EPHEMERAL, found[0], scope=scope)
-                decision = decide(
-                    config.policy(), principal, target, probe, now, labels_known=False
-                )
-                raise PolicyDenied(decision.reason)
-        raise PolicyDenied(
-            f"no grant lets you open the {scope.value} view in {target.cluster}/"
-            f"{target.namespace}; ask an administrator for a grant"
-        )
-    raise PolicyDenied(
-        "several images are approved there; name one with --image: " + ", ".join(images[:5])
-    )
 
 
 def allowed_views(
