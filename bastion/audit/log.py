@@ -62,6 +62,7 @@ from bastion.audit.checkpoint import (
     checkpoint_fields,
     rotation_fields,
 )
+from bastion.durable import write_all
 from bastion.errors import AuditUnavailable
 from bastion.recording.key_files import (
     SigningKeyFile,
@@ -563,7 +564,7 @@ class AuditLog:
                 head = _HeadRecord(seq, entry["hash"], seq, now.timestamp(), signer)
             if not chunks:
                 return sealed
-            _write_all(fd, b"".join(chunks))
+            write_all(fd, b"".join(chunks))
             os.fsync(fd)
             old_head = os.pread(head_fd, _HEAD_SIZE, 0)
             os.pwrite(head_fd, head.encode(), 0)
@@ -818,10 +819,3 @@ def _rotation(
         fields=fields,
         prev=last.hash,
     )
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]

@@ -37,6 +37,7 @@ from bastion.audit.log import AuditLog, load_or_create_hmac_key
 from bastion.config import Config, load_config
 from bastion.config.loader import parse_user_file, secret_file_problem, service_owner
 from bastion.config.models import User, UserName
+from bastion.durable import fsync_dir, write_all
 from bastion.enrolment import (
     new_scratch_codes,
     new_totp_secret,
@@ -154,20 +155,6 @@ def _find_user(config: Config, name: str) -> User:
     )
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _source(config: Config, user: User) -> str:
     found = config.user_file(user.name)
     return str(found) if found else f"{config.source} (config)"
@@ -237,12 +224,12 @@ def _publish_user_file(directory: Path, name: str, text: str) -> Path:
         ) from None
     try:
         os.fchmod(fd, 0o644)
-        _write_all(fd, text.encode())
+        write_all(fd, text.encode())
         os.fsync(fd)
         os.close(fd)
         fd = -1
         os.link(tmp, target)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except FileExistsError:
         raise BastionError(
             f"{target} already exists", hint=f"choose another name, or remove {target} first"
@@ -354,7 +341,7 @@ def _write_secret(path: Path, secret: str, before_publish: Callable[[], None]) -
         )
         try:
             os.fchmod(fd, 0o600)
-            _write_all(fd, f"{secret}\n".encode())
+            write_all(fd, f"{secret}\n".encode())
             os.fsync(fd)
         finally:
             os.close(fd)

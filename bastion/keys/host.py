@@ -129,11 +129,3 @@ def write_host_key(key: NewHostKey, directory: Path) -> Path:
         raise BastionError(f"cannot write a new host key in {directory}: {exc.strerror}") from None
     os.close(fd)
     return Path(temp)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

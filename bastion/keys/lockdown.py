@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion.durable import fsync_dir
 from bastion.errors import BastionError
 from bastion.keys.registry import keys_dir
 
@@ -77,7 +78,7 @@ def lockdown(state_dir: Path, *, since: float, actor: str) -> None:
         finally:
             os.close(fd)
         Path(temp).replace(path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         raise BastionError(
             f"cannot refuse logins: writing {path} failed: {exc.strerror or exc}",
@@ -89,17 +90,9 @@ def lift(state_dir: Path) -> None:
     path = lockdown_path(state_dir)
     try:
         path.unlink(missing_ok=True)
-        _fsync_dir(keys_dir(state_dir))
+        fsync_dir(keys_dir(state_dir))
     except OSError as exc:
         raise BastionError(
             f"cannot allow logins again: removing {path} failed: {exc.strerror}",
             hint=f"remove {path} by hand once the rotation has finished",
         ) from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -33,11 +33,11 @@ from typing import Any
 
 from bastion.audit.log import AUDIT_SIGNING_KEY, AuditLog, key_id
 from bastion.config import Config
+from bastion.durable import fsync_dir
 from bastion.errors import BastionError
 from bastion.keys.host import (
     ALGORITHM,
     HostKeyFile,
-    fsync_dir,
     new_host_key,
     next_path,
     read_host_key,

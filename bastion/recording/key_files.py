@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from bastion.config.loader import secret_file_problem
+from bastion.durable import fsync_dir, write_all
 from bastion.errors import BastionError
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.keys import (
@@ -132,7 +133,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         raise BastionError(f"cannot create {path}: {exc.strerror}") from None
     try:
         os.fchmod(fd, mode)  # whatever the umask
-        _write_all(fd, data)
+        write_all(fd, data)
         os.fsync(fd)
     except OSError as exc:
         os.close(fd)
@@ -269,7 +270,7 @@ def _link_new(state_dir: Path, path: Path, seed: bytes, kind: SigningKeyFile) ->
         fd, temp = tempfile.mkstemp(dir=state_dir, prefix=f".{kind.name}.")
         try:
             os.fchmod(fd, 0o600)
-            _write_all(fd, seed)
+            write_all(fd, seed)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -277,7 +278,7 @@ def _link_new(state_dir: Path, path: Path, seed: bytes, kind: SigningKeyFile) ->
             os.link(temp, path)
         finally:
             Path(temp).unlink()
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
     except FileExistsError:
         raise
     except OSError as exc:
@@ -285,14 +286,6 @@ def _link_new(state_dir: Path, path: Path, seed: bytes, kind: SigningKeyFile) ->
             f"cannot create {kind.what} in {state_dir}: {exc.strerror or exc}",
             hint="state_dir must be writable by the service user",
         ) from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_signing_key(
@@ -351,7 +344,7 @@ def install_staged_signing_key(
         raise kind.error(f"there is no staged {kind.what} to install in {state_dir}")
     try:
         staged_signing_key_path(state_dir, kind).replace(signing_key_path(state_dir, kind))
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
         _write_public(
             signing_public_key_path(state_dir, kind), public_key_line(key.public_key()), kind
         )
@@ -373,7 +366,7 @@ def _write_public(path: Path, line: str, kind: SigningKeyFile) -> None:
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{kind.name}-pub.")
     try:
         os.fchmod(fd, 0o644)
-        _write_all(fd, f"{line}\n".encode())
+        write_all(fd, f"{line}\n".encode())
     finally:
         os.close(fd)
     Path(temp).replace(path)
@@ -390,9 +383,3 @@ def read_signer_public_key(path: Path) -> bytes:
         return raw_public(parse_signer_public_key(lines[0] if len(lines) == 1 else ""))
     except ValueError as exc:
         raise BastionError(f"signer key file {path}: {exc}") from None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

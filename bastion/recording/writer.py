@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from bastion.durable import fsync_dir, write_all
 from bastion.recording.asciicast import CastEncoder, CastHeader
 from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.redaction import StreamRedactor
@@ -101,9 +102,9 @@ class RecordingFile:
         except OSError as exc:
             raise _unavailable("create", path, exc) from None
         try:
-            _write_all(fd, sealer.header_record)
+            write_all(fd, sealer.header_record)
             os.fsync(fd)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -129,7 +130,7 @@ class RecordingFile:
         ]
         data = b"".join(records)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             if final or time.monotonic() - self._synced >= self._fsync_interval:
                 os.fsync(fd)
                 self._synced = time.monotonic()
@@ -155,20 +156,6 @@ class RecordingFile:
                 os.fchmod(fd, 0o400)  # finished: nothing is ever appended to it again
         finally:
             os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------ writer
