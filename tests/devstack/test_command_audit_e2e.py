@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -151,18 +149,8 @@ async def test_typed_commands_are_audited_and_their_reports_never_seen(
     assert "hunter2" in seen  # what the operator typed is echoed; only the event is redacted
     # The recording has neither (decrypted with the auditors' key).
     cast = tmp_path / "shell.cast"
-    exported = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable, "-m", "bastion.cli.main", "recordings", "export", ended["recording"],
-            "--key", str(env.auditor_key), "-o", str(cast), "--config", str(env.config_path),
-        ],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert exported.returncode == 0, exported.stderr
-    output = "".join(
-        e[2] for e in map(json.loads, cast.read_text().splitlines()[1:]) if e[1] == "o"
-    )
+    _header, *events = await asyncio.to_thread(env.export_recording, ended["recording"], cast)
+    output = "".join(e[2] for e in events if e[1] == "o")
     assert "one two" in output
     assert output.count(REPORT) == 1  # the forged one, as the program printed it
     assert "ab" * 16 in output

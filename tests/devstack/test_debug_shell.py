@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -262,19 +261,8 @@ async def test_the_shell_is_recorded_sealed_and_redacted_and_exports_for_asciine
     (sealed,) = [p for p in env.recordings_dir.iterdir() if ended["recording"] in p.name]
     assert b"MARK-42" not in sealed.read_bytes()
     cast = tmp_path / "shell.cast"
-    exported = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable, "-m", "bastion.cli.main", "recordings", "export", ended["recording"],
-            "--key", str(env.auditor_key), "-o", str(cast), "--config", str(env.config_path),
-        ],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert exported.returncode == 0, exported.stderr
-    lines = cast.read_text().splitlines()
-    header = json.loads(lines[0])
+    header, *events = await asyncio.to_thread(env.export_recording, ended["recording"], cast)
     assert (header["version"], header["width"], header["height"]) == (2, 100, 30)
-    events = [json.loads(line) for line in lines[1:]]
     output = "".join(e[2] for e in events if e[1] == "o")
     assert "MARK-42 [REDACTED:jwt]" in output
     assert jwt not in cast.read_text()

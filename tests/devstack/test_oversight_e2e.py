@@ -14,7 +14,6 @@ Every wait polls the screen (or the audit log) against a deadline: no fixed slee
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import shutil
@@ -146,13 +145,7 @@ def terminals() -> Iterator[Terminals]:
 
 
 def recorded_output(env: BastionEnv, recording: str, out: Path) -> bytes:
-    exported = subprocess.run(
-        [sys.executable, "-m", "bastion.cli.main", "recordings", "export", recording,
-         "--key", str(env.auditor_key), "-o", str(out), "--config", str(env.config_path)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert exported.returncode == 0, exported.stderr
-    events = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    _header, *events = env.export_recording(recording, out)
     return "".join(e[2] for e in events if e[1] == "o").encode()
 
 

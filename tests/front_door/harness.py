@@ -110,6 +110,17 @@ class BastionEnv:
             time.sleep(0.05)
         raise AssertionError(f"no {event} event matching {match} in {self.audit_log}")
 
+    def export_recording(self, recording: str, out: Path) -> list[Any]:
+        """``recording`` as ``bastion recordings export`` writes it to ``out`` with the auditors'
+        key: its header, then its events."""
+        exported = subprocess.run(
+            [sys.executable, "-m", "bastion.cli.main", "recordings", "export", recording,
+             "--key", str(self.auditor_key), "-o", str(out), "--config", str(self.config_path)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert exported.returncode == 0, exported.stderr
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
     async def event(self, event: str, **match: Any) -> dict[str, Any]:
         """For a server on this event loop (which must keep running while we wait)."""
         deadline = time.monotonic() + 10

@@ -4,9 +4,7 @@ resizes and exit status cross the bridge, and a dropped connection ends the proc
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -115,16 +113,7 @@ async def test_what_the_console_draws_is_recorded_with_its_resizes(
     closed = await env.event("session.console_recording", actor=op.name, outcome="closed")
     assert closed["recording_complete"] is True
     cast = tmp_path / "console.cast"
-    exported = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable, "-m", "bastion.cli.main", "recordings", "export", closed["recording"],
-            "--key", str(env.auditor_key), "-o", str(cast), "--config", str(env.config_path),
-        ],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert exported.returncode == 0, exported.stderr
-    header, *events = [json.loads(line) for line in cast.read_text().splitlines()]
+    header, *events = await asyncio.to_thread(env.export_recording, closed["recording"], cast)
     assert (header["width"], header["height"]) == (120, 40)
     output = "".join(e[2] for e in events if e[1] == "o")
     assert "size 120x40" in output
