@@ -400,6 +400,9 @@ class Route:
     def worker_pid(self) -> int:
         return next(p for p in self.server.pids() if "bastion.ssh.worker" in _cmdline(p))
 
+    def recorder_pid(self) -> int:
+        return next(p for p in self.server.pids() if "bastion.recording.service" in _cmdline(p))
+
     def waited(self) -> float:
         """Seconds the bastion's event loop has waited for a CPU (0 for sshd)."""
         return _waited_for_cpu(self.worker_pid()) if self.is_bastion else 0.0
@@ -1395,7 +1398,11 @@ def profile_stream(bench: Bench, root: Path) -> None:
     if spy is None:
         print("--profile: py-spy not found; install it with pip install py-spy")
         return
-    pids = {"bastion worker": bench.bastion.worker_pid(), "kubesim": bench.stack.pid}
+    pids = {
+        "bastion worker": bench.bastion.worker_pid(),
+        "recording process": bench.bastion.recorder_pid(),
+        "kubesim": bench.stack.pid,
+    }
     with profiled(pids, spy, root) as outputs:
         run = stream_once(bench, bench.bastion, AES)
     rate = bench.args.bytes / run.seconds / 1e6

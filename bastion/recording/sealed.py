@@ -241,10 +241,15 @@ class Sealer:
         ciphertext = self._aead.encrypt(_nonce(number), plaintext, aad)
         head = _SEGMENT_HEAD.pack(number, flags, len(ciphertext))
         head += _check(head)
-        self._chain = hashlib.sha256(self._chain + head + ciphertext).digest()
+        # Hashed piece by piece: no copy of the ciphertext just to hash it.
+        chain = hashlib.sha256(self._chain)
+        chain.update(head)
+        chain.update(ciphertext)
+        self._chain = chain.digest()
         self._number += 1
         self._closed = final
-        return head + ciphertext + self._signing_key.sign(_DOMAIN_SEGMENT + self._chain)
+        signature = self._signing_key.sign(_DOMAIN_SEGMENT + self._chain)
+        return b"".join((head, ciphertext, signature))
 
 
 # ------------------------------------------------------------------------------ reading
@@ -383,7 +388,10 @@ class SealedReader:
             if len(ciphertext) != length or len(signature) != _SIGNATURE:
                 self._end(complete=False, number=number, chain=chain, detail=offset)
                 return
-            chain = hashlib.sha256(chain + head + ciphertext).digest()
+            hashed = hashlib.sha256(chain)
+            hashed.update(head)
+            hashed.update(ciphertext)
+            chain = hashed.digest()
             try:
                 signer.verify(signature, _DOMAIN_SEGMENT + chain)
             except InvalidSignature:

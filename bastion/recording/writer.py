@@ -55,6 +55,9 @@ __all__ = [
 FLUSH_BYTES: Final = 256 * 1024
 # Output data redacted, encoded and sealed in one step (bounds the plaintext held at once).
 WRITE_BATCH: Final = 256 * 1024
+# Output chunks this close to the first of a run are one asciicast event (at most this big).
+COALESCE_WINDOW: Final = 0.01
+COALESCE_BYTES: Final = 256 * 1024
 _OUTPUT, _INPUT, _RESIZE = 0, 1, 2
 _HINTS: Final = {
     errno.ENOSPC: "free space on the recordings filesystem; sessions stay refused until then",
@@ -128,7 +131,7 @@ class RecordingFile:
             self._sealer.seal(piece, final=final and i == len(pieces) - 1)
             for i, piece in enumerate(pieces)
         ]
-        data = b"".join(records)
+        data = records[0] if len(records) == 1 else b"".join(records)
         try:
             write_all(fd, data)
             if final or time.monotonic() - self._synced >= self._fsync_interval:
@@ -304,7 +307,7 @@ class RecordingWriter:
         lines = [self._waiting]
         self._waiting = b""
         cast = self._cast
-        for moment, kind, data in events:
+        for moment, kind, data in _coalesced(events):
             self._last_time = moment
             if kind == _OUTPUT:
                 lines.append(cast.output(moment, self._watched(moment, self._output.feed(data))))
@@ -327,6 +330,33 @@ class RecordingWriter:
         if redacted and self.on_output is not None:
             self.on_output(moment, redacted)
         return redacted
+
+
+def _coalesced(events: list[tuple[float, int, bytes]]) -> Iterator[tuple[float, int, bytes]]:
+    """``events`` with runs of output chunks that came within COALESCE_WINDOW of the run's
+    first made one event at that first time. Bulk output (``cat`` of a large file arrives
+    in 32 KiB chunks a fraction of a millisecond apart) is then redacted, encoded and played
+    as a few large events instead of thousands of small ones: the redactor's cost per call
+    is paid once per run; typed echoes, which come further apart, stay events of their own."""
+    run: list[bytes] = []
+    started = 0.0
+    size = 0
+    for event in events:
+        moment, kind, data = event
+        if run and (
+            kind != _OUTPUT or moment - started > COALESCE_WINDOW or size >= COALESCE_BYTES
+        ):
+            yield started, _OUTPUT, run[0] if len(run) == 1 else b"".join(run)
+            run, size = [], 0
+        if kind != _OUTPUT:
+            yield event
+            continue
+        if not run:
+            started = moment
+        run.append(data)
+        size += len(data)
+    if run:
+        yield started, _OUTPUT, run[0] if len(run) == 1 else b"".join(run)
 
 
 def _batches(

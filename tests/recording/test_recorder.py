@@ -33,7 +33,7 @@ from bastion.recording.recorder import (
     stop_recording_processes,
 )
 from bastion.recording.sealed import SealedReader
-from bastion.recording.writer import RecordingWriter
+from bastion.recording.writer import COALESCE_BYTES, RecordingWriter
 
 from .conftest import Setup
 
@@ -115,6 +115,49 @@ def test_output_resizes_and_secrets_split_across_flushes(setup: Setup) -> None:
     assert summary.segments == reader.verdict.segments
     assert summary.size == summary.path.stat().st_size
     assert stat.S_IMODE(summary.path.stat().st_mode) == 0o400
+
+
+def test_bulk_output_becomes_few_events_and_typed_echoes_stay_apart(setup: Setup) -> None:
+    recorder = start(setup, secrets=[LEASE])
+    # A burst: 100 chunks 0.1 ms apart, a secret split across two of them.
+    burst = [b"x" * 1000 for _ in range(100)]
+    burst[40] += LEASE.encode()[:7]
+    burst[41] = LEASE.encode()[7:] + burst[41]
+    for i, chunk in enumerate(burst):
+        recorder.append(chunk, at=1.0 + i * 0.0001)
+    recorder.resize(100, 30, at=1.0105)  # a resize ends a run
+    recorder.append(b"after", at=1.0106)
+    for i, key in enumerate(b"xyz"):  # typed echoes, 50 ms apart (no redaction lead)
+        recorder.append(bytes([key]), at=2.0 + i * 0.05)
+    summary = recorder.close()
+    lines, _ = read(setup, summary.path)
+    events = lines[1:]
+    assert [(e[0], e[1]) for e in events] == [
+        (1.0, "o"),
+        (1.0105, "r"),
+        (1.0106, "o"),
+        (2.0, "o"),
+        (2.05, "o"),
+        (2.1, "o"),
+    ]
+    burst_text = events[0][2]
+    assert "[REDACTED:session-secret]" in burst_text
+    assert LEASE[:7] not in burst_text
+    assert burst_text.count("x") == 100 * 1000
+    assert [e[2] for e in events[3:]] == ["x", "y", "z"]
+
+
+def test_a_run_of_output_is_cut_at_its_size_limit(setup: Setup) -> None:
+    recorder = start(setup)
+    chunk = b"y" * 32768
+    for i in range(20):  # 640 KiB within a millisecond
+        recorder.append(chunk, at=5.0 + i * 0.00005)
+    summary = recorder.close()
+    lines, _ = read(setup, summary.path)
+    sizes = [len(e[2]) for e in lines[1:]]
+    assert sum(sizes) == 20 * 32768
+    assert max(sizes) <= COALESCE_BYTES + 32768
+    assert len(sizes) >= 3
 
 
 def test_without_an_auditor_key_nothing_is_recorded(write_config: Any, tmp_path: Path) -> None:
