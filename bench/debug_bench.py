@@ -987,16 +987,68 @@ class StreamRun:
 class StreamRow:
     route: Route
     cipher: str
+    aside: bool = False  # what is outside the server under test runs at nice 19
     runs: list[StreamRun] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.route.label + (ASIDE if self.aside else "")
 
     @property
     def median(self) -> StreamRun:
         return sorted(self.runs, key=lambda r: r.seconds)[len(self.runs) // 2]
 
 
-def stream_once(bench: Bench, route: Route, cipher: str) -> StreamRun:
+def outside_pids(route: Route, client: int) -> list[int]:
+    """What streams outside the server under test: the client, and the shell with (for the
+    bastion) the API server it streams from; not the bench's reader (this process)."""
+    pids = [client]
+    if route.is_bastion:
+        pids += [p for sim in route.kubesims for p in (sim.pid, *sim.shell_pids())]
+    else:
+        pids += [p for p in route.server.pids() if _comm(p) != "sshd"]
+    return pids
+
+
+@contextlib.contextmanager
+def stepped_aside(pids: Sequence[int], aside: bool) -> Iterator[None]:
+    """Nice 19 for ``pids`` while the body runs (when ``aside``), then nice 0 again: the
+    API server is shared with the rows that run as is."""
+    if aside:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, pid, NICE_OUTSIDE)
+    try:
+        yield
+    finally:
+        if aside:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.setpriority(os.PRIO_PROCESS, pid, 0)
+
+
+def may_renice() -> bool:
+    """Whether this process may take a nice value back down (root, or CAP_SYS_NICE)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0))
+        child = subprocess.Popen(["sleep", "5"])
+        try:
+            os.setpriority(os.PRIO_PROCESS, child.pid, 19)
+            os.setpriority(os.PRIO_PROCESS, child.pid, 0)
+        finally:
+            child.kill()
+            child.wait()
+    except PermissionError:
+        return False
+    return True
+
+
+def stream_once(bench: Bench, route: Route, cipher: str, aside: bool = False) -> StreamRun:
     nbytes = bench.args.bytes
-    with openssh_shell(bench, route, cipher) as (proc, pipe, _):
+    with (
+        openssh_shell(bench, route, cipher) as (proc, pipe, _),
+        stepped_aside(outside_pids(route, proc.pid), aside),
+    ):
         before, waited = route.cpu([proc.pid]), route.waited()
         started = time.perf_counter()
         # Text, as `cat` of a large file is: every byte is recorded (sealed, redacted), and
@@ -1016,17 +1068,29 @@ def stream_once(bench: Bench, route: Route, cipher: str) -> StreamRun:
 
 def measure_throughput(bench: Bench) -> list[StreamRow]:
     routes = [r for r in (bench.bastion, bench.sshd) if r is not None]
-    rows = [StreamRow(r, c) for c in bench.args.ciphers for r in routes]
+    shapes = [False]
+    if may_renice():
+        shapes.append(True)
+    else:
+        print("throughput: not root (no CAP_SYS_NICE): no rows with the outside niced")
+    rows = [StreamRow(r, c, aside) for aside in shapes for c in bench.args.ciphers for r in routes]
     for row in rows:
-        stream_once(bench, row.route, row.cipher)  # the warm-up
+        stream_once(bench, row.route, row.cipher, row.aside)  # the warm-up
     for _ in range(bench.args.stream_runs):  # interleaved: the machine's other load hits all
         for row in rows:
-            row.runs.append(stream_once(bench, row.route, row.cipher))
+            row.runs.append(stream_once(bench, row.route, row.cipher, row.aside))
     return rows
 
 
 def _baseline(rows: Sequence[StreamRow], row: StreamRow) -> StreamRow | None:
-    return next((r for r in rows if r.cipher == row.cipher and not r.route.is_bastion), None)
+    return next(
+        (
+            r
+            for r in rows
+            if r.cipher == row.cipher and r.aside == row.aside and not r.route.is_bastion
+        ),
+        None,
+    )
 
 
 def print_throughput(rows: Sequence[StreamRow], nbytes: int) -> None:
@@ -1039,7 +1103,7 @@ def print_throughput(rows: Sequence[StreamRow], nbytes: int) -> None:
             versus = f"{base.median.seconds / run.seconds:.2f}x" if base else "-"
         out.append(
             (
-                row.route.label,
+                row.label,
                 row.cipher,
                 f"{nbytes / run.seconds / 1e6:,.0f}",
                 versus,
@@ -1069,8 +1133,9 @@ def throughput_verdicts(rows: Sequence[StreamRow]) -> bool:
         ratio = base.median.seconds / row.median.seconds
         met = ratio >= TARGET_THROUGHPUT
         ok &= met
+        shape = ", outside niced" if row.aside else ""
         print(
-            f"target: >= {TARGET_THROUGHPUT}x sshd's throughput with {row.cipher}: "
+            f"target: >= {TARGET_THROUGHPUT}x sshd's throughput with {row.cipher}{shape}: "
             f"{ratio:.2f}x: {'meets it' if met else 'MISSES it'}"
         )
     return ok

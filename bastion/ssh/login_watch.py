@@ -20,26 +20,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from bastion.breakglass.alerts import AlertDispatcher
 from bastion.config.guard import Guard
 from bastion.guard_rules import Trigger, check_failures, check_source
+from bastion.state.database import database_errors
 from bastion.state.sources import SourceHistory
 
-__all__ = ["LoginWatch", "sources_db_path"]
+__all__ = ["LoginWatch"]
 
 log = logging.getLogger(__name__)
 
 Audit = Callable[..., Awaitable[bool]]
-
-
-def sources_db_path(state_dir: Path) -> Path:
-    return state_dir / "login-sources.db"
 
 
 class LoginWatch:
@@ -48,7 +43,7 @@ class LoginWatch:
     def __init__(
         self,
         guard: Guard,
-        path: Path,
+        open_history: Callable[[], SourceHistory],
         *,
         audit: Audit,
         alerts: AlertDispatcher | None,
@@ -56,7 +51,7 @@ class LoginWatch:
     ) -> None:
         self._new_source = guard.new_source
         self._failures = guard.failures_from_source
-        self._history = SourceHistory(path) if self.active(guard) else None
+        self._history = open_history() if self.active(guard) else None
         self._audit = audit
         self._alerts = alerts
         self._clock = clock
@@ -76,7 +71,7 @@ class LoginWatch:
             new, known_user = await asyncio.to_thread(
                 self._history.remember, user, source, self._clock()
             )
-        except sqlite3.Error as exc:
+        except database_errors() as exc:
             log.error("the login sources database failed; new_source not checked: %s", exc)  # noqa: TRY400
             return
         trigger = check_source(self._new_source.action, user, source, known=not new)
@@ -91,7 +86,7 @@ class LoginWatch:
             count, users = await asyncio.to_thread(
                 self._history.failed, source, user, self._clock(), rule.window.total_seconds()
             )
-        except sqlite3.Error as exc:
+        except database_errors() as exc:
             log.error("the login sources database failed; failures not counted: %s", exc)  # noqa: TRY400
             return
         trigger = check_failures(rule.action, source, count, users, rule.count)

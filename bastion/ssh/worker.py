@@ -40,7 +40,7 @@ from bastion.ssh.console import python_argv
 from bastion.ssh.front_door import FrontDoor, Identity
 from bastion.ssh.key_watch import HostKeyWatch
 from bastion.ssh.login import LoginService
-from bastion.ssh.login_watch import LoginWatch, sources_db_path
+from bastion.ssh.login_watch import LoginWatch
 from bastion.ssh.throttle import SourceThrottle
 from bastion.ssh.zygote import Zygote
 from bastion.vault import VaultClient
@@ -159,7 +159,7 @@ class Worker:
         if LoginWatch.active(config.guard):
             self.login_watch = LoginWatch(
                 config.guard,
-                sources_db_path(config.paths.state_dir),
+                config.state_stores().login_sources,
                 audit=self.login.audit,
                 alerts=self.alerts,
             )

@@ -50,10 +50,21 @@ __all__ = [
     "SqliteDatabase",
     "StateDatabase",
     "connect_postgres",
+    "database_errors",
     "postgres_url_problem",
 ]
 
 Params = Sequence[Any] | Mapping[str, Any]
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """What a statement may raise on either database: for callers that carry on without the
+    store (psycopg's errors only when the optional driver is installed)."""
+    try:
+        import psycopg  # noqa: PLC0415 - the optional extra
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
 
 
 class Rows(Protocol):
@@ -138,9 +149,10 @@ class SqliteDatabase:
         self.connection.execute("COMMIT")
 
 
-def open_sqlite(path: Path) -> SqliteDatabase:
+def open_sqlite(path: Path, *, any_thread: bool = False) -> SqliteDatabase:
     """The state database file at ``path``: created 0600 in a 0700 directory, never through a
-    symbolic link, durable (WAL, ``synchronous=FULL``), foreign keys enforced."""
+    symbolic link, durable (WAL, ``synchronous=FULL``), foreign keys enforced. Used from one
+    thread, unless ``any_thread`` (the caller then holds a lock around every use)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Create the file 0600 ourselves, so it is never readable by others, not even
     # between SQLite creating it and a chmod; SQLite gives -wal and -shm the same mode.
@@ -157,7 +169,7 @@ def open_sqlite(path: Path) -> SqliteDatabase:
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from None
     path.chmod(0o600)
     # Autocommit: every statement is its own transaction; timeout is the busy timeout.
-    db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=not any_thread)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")

@@ -12,7 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bastion.state import approvals, breakglass_codes, journal, kill_notes, logins, notices
+from bastion.state import (
+    approvals,
+    breakglass_codes,
+    journal,
+    kill_notes,
+    logins,
+    notices,
+    sources,
+)
 from bastion.state.approvals import SqlApprovalStore, SqliteApprovalStore
 from bastion.state.breakglass_codes import SqlBreakGlassCodes, SqliteBreakGlassCodes
 from bastion.state.database import PostgresLocation, StateDatabase, connect_postgres, open_sqlite
@@ -21,6 +29,7 @@ from bastion.state.kill_notes import KillNotes
 from bastion.state.logins import LoginGuard
 from bastion.state.migrations import Migration, migrate
 from bastion.state.notices import NoticeBoard
+from bastion.state.sources import SourceHistory
 
 __all__ = ["COMPONENTS", "StateStores"]
 
@@ -32,6 +41,7 @@ COMPONENTS: dict[str, tuple[tuple[Migration, ...], str]] = {
     "approvals": (approvals.MIGRATIONS, "journal.db"),
     "notices": (notices.MIGRATIONS, "journal.db"),  # after the journal: it reads sessions
     "kill_notes": (kill_notes.MIGRATIONS, "journal.db"),
+    "login_sources": (sources.MIGRATIONS, "login-sources.db"),
 }
 
 
@@ -70,6 +80,10 @@ class StateStores:
 
     def kill_notes(self) -> KillNotes:
         return KillNotes(self._target("journal.db"))
+
+    def login_sources(self) -> SourceHistory:
+        """The guard's login memory: per host on SQLite, shared by replicas on PostgreSQL."""
+        return SourceHistory(self._target("login-sources.db"))
 
     def migrate(self) -> dict[str, int]:
         """Bring every component's schema up to date; the version each is at now.
