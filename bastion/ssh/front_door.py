@@ -320,7 +320,7 @@ class _Connection(asyncssh.SSHServer):
             )
 
     # ------------------------------------------------------------------ first factor
-    def begin_auth(self, username: str) -> bool:
+    async def begin_auth(self, username: str) -> bool:
         # A new user name restarts authentication from nothing (RFC 4252 section 5).
         if username != self._username:
             self._username = username
@@ -328,7 +328,20 @@ class _Connection(asyncssh.SSHServer):
             self._offered = ""
             self._code_attempts = 0
             self._second_factor = None
+        blocked = await self._blocked()
+        if blocked is not None and self._conn is not None:
+            self._conn.send_auth_banner(blocked + "\r\n")
         return True
+
+    async def _blocked(self) -> str | None:
+        """The guard's refusal of this address (``failures_from_source: end``), recorded
+        once; its message. Asked before the key and before each code."""
+        watch = self._door.login_watch
+        message = await watch.refusal(self.peer.address) if watch is not None else None
+        if message is not None and not self._closed_for_auth:
+            self._closed_for_auth = True
+            self._record_failure(message, mfa="not_reached" if self._key is None else "none")
+        return message
 
     def password_auth_supported(self) -> bool:
         return False
@@ -387,7 +400,7 @@ class _Connection(asyncssh.SSHServer):
     ) -> KbdIntChallenge | bool:
         if self._closed_for_auth or self._key is None:
             return False
-        refused = self._refused()
+        refused = self._refused() or await self._blocked()
         if refused is not None:
             return "", refused, "", []
         prompt = PROMPT if self._second_factor is None else BREAK_GLASS_PROMPT
@@ -427,7 +440,9 @@ class _Connection(asyncssh.SSHServer):
         self._second_factor = second_factor
         return "", BREAK_GLASS_INSTRUCTIONS, "", [(BREAK_GLASS_PROMPT, False)]
 
-    async def _logged_in(self, username: str, method: str, *, break_glass: bool = False) -> bool:
+    async def _logged_in(
+        self, username: str, method: str, *, break_glass: bool = False
+    ) -> KbdIntChallenge | bool:
         if self._key is None:  # asyncssh offers the code only after the key
             return False
         fields = self._fields()
@@ -444,6 +459,13 @@ class _Connection(asyncssh.SSHServer):
             self._closed_for_auth = True
             self._failure_recorded = True
             return False
+        if self._door.login_watch is not None:
+            # The guard may end a login from a new address, before any session exists.
+            ended = await self._door.login_watch.succeeded(username, self.peer.address, self.id)
+            if ended is not None:
+                self._closed_for_auth = True
+                self._failure_recorded = True  # its record is login.ended
+                return "", ended, "", []
         user = self._door.login.user(username)
         self._identity = Identity(
             user=username,
@@ -454,8 +476,6 @@ class _Connection(asyncssh.SSHServer):
             peer=self.peer,
             break_glass=break_glass,
         )
-        if self._door.login_watch is not None:
-            await self._door.login_watch.succeeded(username, self.peer.address, self.id)
         if break_glass and self._door.alerts is not None:
             self._door.alerts.send(
                 "breakglass.login",

@@ -40,9 +40,10 @@ from bastion.ssh.console import python_argv
 from bastion.ssh.front_door import FrontDoor, Identity
 from bastion.ssh.key_watch import HostKeyWatch
 from bastion.ssh.login import LoginService
-from bastion.ssh.login_watch import LoginWatch, sources_db_path
+from bastion.ssh.login_watch import LoginWatch
 from bastion.ssh.throttle import SourceThrottle
 from bastion.ssh.zygote import Zygote
+from bastion.state.sources import sources_db_path
 from bastion.vault import VaultClient
 
 __all__ = [
@@ -162,6 +163,7 @@ class Worker:
                 sources_db_path(config.paths.state_dir),
                 audit=self.login.audit,
                 alerts=self.alerts,
+                notices=self.notices,
             )
         self.door = FrontDoor(
             config,
