@@ -328,20 +328,23 @@ class _Connection(asyncssh.SSHServer):
             self._offered = ""
             self._code_attempts = 0
             self._second_factor = None
-        blocked = await self._blocked()
-        if blocked is not None and self._conn is not None:
-            self._conn.send_auth_banner(blocked + "\r\n")
+        await self._blocked()
         return True
 
-    async def _blocked(self) -> str | None:
-        """The guard's refusal of this address (``failures_from_source: end``), recorded
-        once; its message. Asked before the key and before each code."""
+    async def _blocked(self) -> bool:
+        """Whether the guard refuses this address (``failures_from_source: end``); if so the
+        refusal is recorded and the client disconnected with its message (a failure with
+        no method left would make OpenSSH ask for a password). Asked before the key and
+        before each code."""
         watch = self._door.login_watch
         message = await watch.refusal(self.peer.address) if watch is not None else None
-        if message is not None and not self._closed_for_auth:
+        if message is None:
+            return False
+        if not self._closed_for_auth:
             self._closed_for_auth = True
             self._record_failure(message, mfa="not_reached" if self._key is None else "none")
-        return message
+            self.shut_down(message)
+        return True
 
     def password_auth_supported(self) -> bool:
         return False
@@ -400,9 +403,11 @@ class _Connection(asyncssh.SSHServer):
     ) -> KbdIntChallenge | bool:
         if self._closed_for_auth or self._key is None:
             return False
-        refused = self._refused() or await self._blocked()
+        refused = self._refused()
         if refused is not None:
             return "", refused, "", []
+        if await self._blocked():
+            return False
         prompt = PROMPT if self._second_factor is None else BREAK_GLASS_PROMPT
         if len(responses) != 1:
             return "", "answer with one code", "", [(prompt, False)]
@@ -440,9 +445,7 @@ class _Connection(asyncssh.SSHServer):
         self._second_factor = second_factor
         return "", BREAK_GLASS_INSTRUCTIONS, "", [(BREAK_GLASS_PROMPT, False)]
 
-    async def _logged_in(
-        self, username: str, method: str, *, break_glass: bool = False
-    ) -> KbdIntChallenge | bool:
+    async def _logged_in(self, username: str, method: str, *, break_glass: bool = False) -> bool:
         if self._key is None:  # asyncssh offers the code only after the key
             return False
         fields = self._fields()
@@ -465,7 +468,8 @@ class _Connection(asyncssh.SSHServer):
             if ended is not None:
                 self._closed_for_auth = True
                 self._failure_recorded = True  # its record is login.ended
-                return "", ended, "", []
+                self.shut_down(ended)
+                return False
         user = self._door.login.user(username)
         self._identity = Identity(
             user=username,

@@ -197,7 +197,8 @@ async def test_guard_warns_alerts_and_ends_the_session(
         "output_volume",
         session,
     )
-    await env.event("breakglass.alert_delivered", session=session)
+    await env.event("guard.alert_delivered", session=session)
+    assert not [e for e in env.audit_events("breakglass.alert_delivered") if e["session"] == session]
 
 
 async def guard_alerts(webhook: WebhookReceiver, rule: str) -> list[dict[str, Any]]:
