@@ -102,12 +102,6 @@ class FailuresFromSource(_Section):
     window: _Duration = timedelta(minutes=10)
     action: Action
 
-    @model_validator(mode="after")
-    def _whole_seconds(self) -> FailuresFromSource:
-        if self.window < timedelta(seconds=1):
-            raise ValueError("failures_from_source.window must be at least 1s")
-        return self
-
 
 class Guard(_Section):
     output_volume: OutputVolume | None = None
