@@ -165,7 +165,12 @@ async def test_failures_end_blocks_the_address_for_the_window(tmp_path: Path) ->
     assert refused is not None
     assert "logins from 192.0.2.9 are refused until 00:26:40 UTC" in refused
     assert await login.refusal("192.0.2.8") is None
-    now[0] += 600
+    now[0] += 300
+    await login.failed("root", "192.0.2.9", "c")  # a refused login fails again: 4 in the window
+    assert seen.names() == ["guard.triggered"]  # one trigger
+    now[0] += 599
+    assert await login.refusal("192.0.2.9") is not None  # refused until 600 s after the last
+    now[0] += 1
     assert await login.refusal("192.0.2.9") is None
     login.close()
 

@@ -20,7 +20,8 @@ A trigger is the audit event ``guard.triggered`` first, then the rule's action:
   - ``warn``: a banner in the consoles of each user name tried from there, for the window;
   - ``alert``: as above;
   - ``end``: every login from that address is refused for the window, at its first request
-    and before any key is looked at, each refusal a ``login.failed``.
+    and before any key is looked at, each refusal a ``login.failed`` (which moves the end
+    of the refusal on: an address that keeps failing stays refused).
 
 If ``guard.triggered`` cannot be written, ``warn`` and ``alert`` do nothing more, and ``end``
 still ends (or blocks): a trigger is never let through for want of its record. If the sources
@@ -159,17 +160,17 @@ class LoginWatch:
             log.error("the login sources database failed; failures not counted: %s", exc)  # noqa: TRY400
             return
         trigger = check_failures(rule.action, source, count, len(names), rule.count)
-        if trigger is None:
-            return
-        written = await self._triggered(
+        written = trigger is not None and await self._triggered(
             trigger, user=user or "-", source=source, connection=connection
         )
-        if trigger.action is Action.END:
+        if rule.action is Action.END and count >= rule.count:
+            # Each failure past the count (a refused login is one) moves the end on: an
+            # address that keeps failing stays refused. Only the first is a trigger.
             try:
                 await asyncio.to_thread(self._history.block, source, now, now + window)
             except sqlite3.Error as exc:
                 log.error("the login sources database failed; %s not blocked: %s", source, exc)  # noqa: TRY400
-        elif trigger.action is Action.WARN and written:
+        elif trigger is not None and trigger.action is Action.WARN and written:
             await self._warn(
                 source,
                 f"{count} failed logins from {source} within {format_duration(rule.window)}, "
