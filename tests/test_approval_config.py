@@ -131,7 +131,8 @@ def test_check_config_prints_the_warnings_and_still_succeeds(
     assert main(["check-config", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"ok: {path}")
-    assert out[1:] == [
+    assert out[1].startswith("guard: sensitive_paths: ")  # the guard's default rule
+    assert out[2:] == [
         f"warning: {path}: grants[0] (oncall): every approver (alice, bob) may also request "
         "under this grant, so requesters approve one another"
     ]

@@ -196,7 +196,7 @@ def test_check_config_warns_about_an_account_that_cannot_break_the_glass(
     path = write_config(with_break_glass(tmp_path))
     result = run_cli("check-config", str(path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[1:] == [
+    assert result.stdout.splitlines()[2:] == [
         f"warning: {path}: break_glass is configured but there is no recording section: a "
         "break-glass "
         "session, which must be recorded, cannot start",

@@ -282,9 +282,9 @@ def test_check_config_cli_ok(write_config: WriteConfig) -> None:
     path = write_config()
     result = run_cli("check-config", str(path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (
-        f"ok: {path}: 2 users, 1 clusters, 2 grants, listening on 127.0.0.1:2222\n"
-    )
+    ok, guard = result.stdout.splitlines()
+    assert ok == f"ok: {path}: 2 users, 1 clusters, 2 grants, listening on 127.0.0.1:2222"
+    assert guard.startswith("guard: sensitive_paths: ")  # the guard's rules, one line each
 
 
 def test_check_config_cli_invalid_exits_2_without_traceback(write_config: WriteConfig) -> None:

@@ -152,10 +152,22 @@ def test_config_defaults_and_errors() -> None:
         ({"denied_commands": {"action": "end", "patterns": [{}]}}, "either 'glob' or 'regex'"),
         ({"sensitive_paths": {"paths": ["var/run"]}}, "must be absolute"),
         ({"output_volume": {"bytes": 4096, "action": "stop"}}, "'warn', 'alert' or 'end'"),
-        ({"failures_from_source": {"count": 5, "action": "end"}}, "can only 'alert'"),
+        ({"failures_from_source": {"count": 5, "action": "block"}}, "'warn', 'alert' or 'end'"),
+        ({"failures_from_source": {"count": 1, "action": "end"}}, "greater than or equal to 2"),
+        ({"failures_from_source": {"count": 5, "window": "0s", "action": "end"}}, "than zero"),
         ({"new_source": {"action": "alert", "extra": 1}}, "Extra inputs"),
-        ({"new_source": {"action": "end"}}, "can only 'alert'"),
+        ({"new_source": {"action": "refuse"}}, "'warn', 'alert' or 'end'"),
     ]
     for data, message in bad:
         with pytest.raises(ValidationError, match=re.escape(message)):
             Guard.model_validate(data)
+
+
+@pytest.mark.parametrize("action", ["warn", "alert", "end"])
+def test_the_login_rules_take_every_action(action: str) -> None:
+    guard = Guard.model_validate(
+        {"new_source": {"action": action}, "failures_from_source": {"count": 3, "action": action}}
+    )
+    assert guard.new_source is not None
+    assert guard.failures_from_source is not None
+    assert guard.new_source.action == guard.failures_from_source.action == Action(action)

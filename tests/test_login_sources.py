@@ -27,14 +27,43 @@ def test_failures_are_counted_per_address_across_users_within_the_window(
     state_backend: Backend,
 ) -> None:
     history = SourceHistory(state_backend.open())
-    assert history.failed("203.0.113.9", "alice", 100.0, window=60.0) == (1, 1)
-    assert history.failed("203.0.113.9", "bob", 110.0, window=60.0) == (2, 2)
-    assert history.failed("203.0.113.9", "bob", 120.0, window=60.0) == (3, 2)
-    assert history.failed("192.0.2.1", "carol", 120.0, window=60.0) == (1, 1)
+    assert history.failed("203.0.113.9", "alice", 100.0, window=60.0) == (1, ["alice"])
+    assert history.failed("203.0.113.9", "bob", 110.0, window=60.0) == (2, ["alice", "bob"])
+    assert history.failed("203.0.113.9", "bob", 120.0, window=60.0) == (3, ["alice", "bob"])
+    assert history.failed("192.0.2.1", "carol", 120.0, window=60.0) == (1, ["carol"])
     other = SourceHistory(state_backend.open())
     # 100 and 110 are past the window at 175; what another connection wrote counts.
-    assert other.failed("203.0.113.9", "dave", 175.0, window=60.0) == (2, 2)
+    assert other.failed("203.0.113.9", "dave", 175.0, window=60.0) == (2, ["bob", "dave"])
     other.close()
+    history.close()
+
+
+def test_a_block_holds_until_its_end_and_a_later_one_wins(state_backend: Backend) -> None:
+    history = SourceHistory(state_backend.open())
+    history.block("203.0.113.9", now=100.0, until=200.0)
+    other = SourceHistory(state_backend.open())  # another replica sees it
+    assert other.blocked_until("203.0.113.9", 150.0) == 200.0
+    other.block("203.0.113.9", now=150.0, until=180.0)  # earlier end: the block stands
+    assert history.blocked_until("203.0.113.9", 190.0) == 200.0
+    history.block("203.0.113.9", now=190.0, until=300.0)
+    assert other.blocked_until("203.0.113.9", 250.0) == 300.0
+    assert other.blocked_until("203.0.113.9", 300.0) is None
+    assert other.blocked_until("192.0.2.1", 150.0) is None
+    other.close()
+    history.close()
+
+
+def test_an_allowed_address_is_known_and_a_not_learnt_one_stays_new(
+    state_backend: Backend,
+) -> None:
+    history = SourceHistory(state_backend.open())
+    assert history.remember("alice", "192.0.2.1", 1.0) == (True, False)
+    # A login ended by the guard: the address is not learnt.
+    assert history.remember("alice", "198.51.100.7", 2.0, learn=False) == (True, True)
+    assert history.remember("alice", "198.51.100.7", 3.0, learn=False) == (True, True)
+    assert history.allow("alice", "198.51.100.7", 4.0)
+    assert not history.allow("alice", "198.51.100.7", 5.0)
+    assert history.remember("alice", "198.51.100.7", 6.0) == (False, True)
     history.close()
 
 

@@ -1,6 +1,7 @@
-"""Break-glass alerts: one JSON document per event, sent at once to every configured
-destination (an HTTPS webhook, a syslog server over TLS at severity ``crit``), retried in
-the background, every outcome in the audit log.
+"""Alerts (break-glass uses, guard triggers): one JSON document per event, sent at once to
+every configured destination (``break_glass.alerts``: an HTTPS webhook, a syslog server over
+TLS at severity ``crit``), retried in the background, every outcome in the audit log under
+the name of what alerted (:data:`ALERT_KINDS`: ``breakglass.alert_*``, ``guard.alert_*``).
 
 The transport is the audit shipper's (:mod:`bastion.audit.ship`: CA pinned, TLS 1.2+, no
 redirects, no proxy from the environment); what differs is the body and the urgency:
@@ -13,10 +14,10 @@ redirects, no proxy from the environment); what differs is the body and the urge
   returns, so a slow or dead receiver never holds up a login or a session;
 * a delivery that fails is tried again after 1 s, doubling up to 60 s between tries, for an
   hour; the first failure, the giving up, and a success after failures are audit events
-  (``breakglass.alert_failed`` with outcome ``alert``, ``breakglass.alert_delivered``), as is
-  every first-try success, so the incident record lists each delivery;
+  (``<kind>.alert_failed`` with outcome ``alert``, ``<kind>.alert_delivered``), as is every
+  first-try success, so the incident record lists each delivery;
 * a worker that stops cancels what is still being retried, after a short grace, and says so
-  in the audit log (``breakglass.alert_failed``, ``error``: the worker stopped).
+  in the audit log (``<kind>.alert_failed``, ``error``: the worker stopped).
 
 Delivery is at least once per destination (a receiver that answered after our timeout gets
 the retry too); the ``id`` field tells duplicates apart. Syslog has no acknowledgement: a
@@ -42,12 +43,14 @@ from bastion.audit.ship import Destination, ShipFailed, SyslogTls, Webhook, read
 from bastion.config.models import BreakGlassAlerts
 from bastion.errors import AuditUnavailable
 
-__all__ = ["CRIT", "AlertDispatcher", "destinations_for"]
+__all__ = ["ALERT_KINDS", "CRIT", "AlertDispatcher", "destinations_for"]
 
 log = logging.getLogger(__name__)
 
 CRIT = 2  # RFC 5424 severity "critical"
 STOP_GRACE = 2.0  # seconds a stopping worker gives deliveries still in flight
+# What alerts (the body's "alert"), and the prefix of its deliveries' audit events.
+ALERT_KINDS = {"break_glass": "breakglass", "guard": "guard"}
 
 
 def destinations_for(alerts: BreakGlassAlerts) -> list[Destination]:
@@ -104,6 +107,8 @@ class AlertDispatcher:
         """Announce ``event`` (``breakglass.login``, ``breakglass.started``, and the guard's
         ``guard.triggered`` with ``alert="guard"``) everywhere, now; returns at once.
         ``fields`` must be JSON values, already neutralised and redacted."""
+        if alert not in ALERT_KINDS:
+            raise ValueError(f"unknown alert kind {alert!r}; known: {', '.join(ALERT_KINDS)}")
         body = {
             "alert": alert,
             "event": event,
@@ -121,7 +126,7 @@ class AlertDispatcher:
         for target in self._destinations:
             task = loop.create_task(
                 self._deliver(target, line, event, body),
-                name=f"break-glass-alert-{target.destination.name}",
+                name=f"{alert}-alert-{target.destination.name}",
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -130,6 +135,8 @@ class AlertDispatcher:
         self, target: _Destination, line: bytes, event: str, body: dict[str, Any]
     ) -> None:
         destination = target.destination
+        failed = f"{ALERT_KINDS[body['alert']]}.alert_failed"
+        delivered = f"{ALERT_KINDS[body['alert']]}.alert_delivered"
         about = {
             "alert": event,
             "alert_id": body["id"],
@@ -149,7 +156,7 @@ class AlertDispatcher:
                     given_up = self._clock() - started >= self._give_up_after
                     if attempts == 1 or given_up:
                         await self._record(
-                            "breakglass.alert_failed",
+                            failed,
                             "alert",
                             body["session"],
                             **about,
@@ -163,7 +170,7 @@ class AlertDispatcher:
                     await asyncio.sleep(delay)
                     continue
                 await self._record(
-                    "breakglass.alert_delivered",
+                    delivered,
                     "delivered",
                     body["session"],
                     **about,
@@ -173,7 +180,7 @@ class AlertDispatcher:
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await self._record(
-                    "breakglass.alert_failed",
+                    failed,
                     "alert",
                     body["session"],
                     **about,

@@ -1,5 +1,6 @@
-"""``bastion check-config PATH``: exit 0 with a one-line summary (and a ``warning:`` line for
-each mistake that leaves the config valid but something unusable), or 2 with every problem."""
+"""``bastion check-config PATH``: exit 0 with a one-line summary, the guard's rules (one
+``guard:`` line each), and a ``warning:`` line for each mistake that leaves the config valid
+but something unusable; or 2 with every problem."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from bastion.breakglass.checks import break_glass_warnings
 from bastion.cli.user import as_service_user, service_identity
 from bastion.config import Config, load_config, summary
 from bastion.config.approval_checks import approval_warnings
+from bastion.config.guard_checks import guard_lines, guard_warnings
 from bastion.errors import BastionError
 from bastion.keys.inventory import key_warnings
 
@@ -16,7 +18,14 @@ from bastion.keys.inventory import key_warnings
 def run(path: Path) -> int:
     config = load_config(path, check_files=True)
     print(summary(path, config))
-    warnings = [*_key_warnings(config), *approval_warnings(config), *break_glass_warnings(config)]
+    for line in guard_lines(config):
+        print(line)
+    warnings = [
+        *_key_warnings(config),
+        *approval_warnings(config),
+        *break_glass_warnings(config),
+        *guard_warnings(config),
+    ]
     for warning in warnings:
         print(f"warning: {path}: {warning}")
     return 0

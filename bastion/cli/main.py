@@ -50,6 +50,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="worker processes (default: listener.workers)")
     p.set_defaults(run=lambda a: _serve(a.config, a.workers))
 
+    _add_user(commands)
+    _add_sessions(commands)
+    _add_db(commands)
+    _add_approvals(commands)
+    _add_recordings(commands)
+    _add_breakglass(commands)
+
+    p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
+    p.add_argument(
+        "--state-dir", type=Path, help="where to keep the demo's files (default: .state/demo)"
+    )
+    p.add_argument("--port", type=int, default=2222, help="SSH port on 127.0.0.1; 0: any free port")
+    p.set_defaults(run=lambda a: _demo_module().run(a.state_dir, a.port))
+
+    p = commands.add_parser("devstack", help="the local stand-ins: kubesim and OpenBao")
+    stack_commands = p.add_subparsers(dest="devstack_command", required=True, metavar="ACTION")
+    up = stack_commands.add_parser("up", help="start kubesim and OpenBao until Ctrl-C")
+    up.add_argument("--state-dir", type=Path, required=True, help="where devstack.json goes")
+    up.add_argument("--fixture", type=Path, help="kubesim fixture (default: the demo cluster)")
+    up.set_defaults(run=lambda a: _demo_module().devstack_up(a.state_dir, a.fixture))
+    return parser
+
+
+def _add_user(commands: Any) -> None:
     p = commands.add_parser("user", help="add operators, enrol their second factor, unlock")
     user_commands = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     u = user_commands.add_parser("add", help="add a user to paths.users_dir")
@@ -82,30 +106,16 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("name", metavar="NAME")
     _config_option(u)
     u.set_defaults(run=lambda a: user.unlock(a.config, a.name))
+    u = user_commands.add_parser(
+        "allow-source", help="let a user log in from an address the guard has not seen"
+    )
+    u.add_argument("name", metavar="NAME")
+    u.add_argument("address", metavar="ADDRESS", help="an IPv4 or IPv6 address")
+    _config_option(u)
+    u.set_defaults(run=lambda a: user.allow_source(a.config, a.name, a.address))
     u = user_commands.add_parser("list", help="users, their source and login state")
     _config_option(u)
     u.set_defaults(run=lambda a: user.list_users(a.config))
-
-    _add_sessions(commands)
-    _add_db(commands)
-    _add_approvals(commands)
-    _add_recordings(commands)
-    _add_breakglass(commands)
-
-    p = commands.add_parser("demo", help="run the bastion on the embedded local stack")
-    p.add_argument(
-        "--state-dir", type=Path, help="where to keep the demo's files (default: .state/demo)"
-    )
-    p.add_argument("--port", type=int, default=2222, help="SSH port on 127.0.0.1; 0: any free port")
-    p.set_defaults(run=lambda a: _demo_module().run(a.state_dir, a.port))
-
-    p = commands.add_parser("devstack", help="the local stand-ins: kubesim and OpenBao")
-    stack_commands = p.add_subparsers(dest="devstack_command", required=True, metavar="ACTION")
-    up = stack_commands.add_parser("up", help="start kubesim and OpenBao until Ctrl-C")
-    up.add_argument("--state-dir", type=Path, required=True, help="where devstack.json goes")
-    up.add_argument("--fixture", type=Path, help="kubesim fixture (default: the demo cluster)")
-    up.set_defaults(run=lambda a: _demo_module().devstack_up(a.state_dir, a.fixture))
-    return parser
 
 
 def _add_sessions(commands: Any) -> None:

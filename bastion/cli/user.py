@@ -1,8 +1,10 @@
-"""``bastion user add|enroll|unlock|list``: the operators of the SSH front door.
+"""``bastion user add|enroll|unlock|allow-source|list``: the operators of the SSH front door.
 
 * ``add`` writes ``<users_dir>/NAME.yaml`` (the running server picks it up without restart);
 * ``enroll`` makes a new TOTP secret and ten scratch codes, and shows them once;
 * ``unlock`` clears a user's failed-login counter (back-off and hard lock);
+* ``allow-source`` remembers an address as one the user logs in from, so that the guard's
+  ``new_source`` rule (docs/guardrails.md) does not trip, or end, their next login from it;
 * ``list`` shows every user, where it is defined, and its login state.
 
 Whatever these commands write under ``state_dir`` and the audit log must belong to the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import os
 import pwd
 import secrets
@@ -47,7 +50,15 @@ from bastion.enrolment import (
 from bastion.errors import AuditUnavailable, BastionError, ConfigError
 from bastion.sshkeys import PublicKey, parse_public_key
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_ISSUER", "add", "enroll", "list_users", "unlock"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_ISSUER",
+    "add",
+    "allow_source",
+    "enroll",
+    "list_users",
+    "unlock",
+]
 
 DEFAULT_CONFIG = Path("/etc/bastion/bastion.yaml")
 DEFAULT_ISSUER = "k8s-debug-bastion"
@@ -492,6 +503,44 @@ def unlock(config_path: Path, name: str, *, out: TextIO | None = None) -> int:
             f"(lock before: {'none' if was == '-' else was})",
             file=out,
         )
+    return 0
+
+
+# ---------------------------------------------------------------------------- allow-source
+def allow_source(config_path: Path, name: str, address: str, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        source = str(ipaddress.ip_address(address))
+    except ValueError:
+        raise BastionError(
+            f"{address!r} is not an IP address",
+            hint="give one address, e.g. 192.0.2.7 or 2001:db8::7",
+        ) from None
+    config = load_config(config_path, check_files=False)
+    _find_user(config, name)
+    actor, extra = invoking_actor()
+    with as_service_user(service_identity(config)):
+        audit = open_audit(config)
+        try:
+            history = config.state_stores().login_sources()
+            try:
+                added = history.allow(name, source, time.time())
+            finally:
+                history.close()
+            audit.record_now(
+                "user.source_allowed",
+                actor=actor,
+                outcome="ok" if added else "unchanged",
+                user=name,
+                source=source,
+                **extra,
+            )
+        finally:
+            audit.close()
+    if added:
+        print(f"{name} may now log in from {source} without the guard's new_source rule", file=out)
+    else:
+        print(f"{source} was already a known address of {name}; nothing to change", file=out)
     return 0
 
 

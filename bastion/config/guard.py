@@ -10,12 +10,14 @@
       denied_commands:
         action: end
         patterns: [{glob: "curl * -T *"}, {regex: "\\bbase64\\b.*\\|"}]
-      new_source: {action: alert}
-      failures_from_source: {count: 10, window: 10m, action: alert}
+      new_source: {action: end}
+      failures_from_source: {count: 10, window: 10m, action: end}
 
 A rule left out is off, except ``sensitive_paths``, which is on (``warn``) with the default
-globs. ``alert`` needs ``break_glass.alerts`` (the destinations are shared); the check is in
-:class:`bastion.config.models.Config`. The rules themselves are :mod:`bastion.guard_rules`.
+globs. Every rule takes every action; what each means for the login rules is in
+:mod:`bastion.ssh.login_watch`. ``alert`` needs ``break_glass.alerts`` (the destinations are
+shared); that check is in :mod:`bastion.config.loader`. The rules themselves are
+:mod:`bastion.guard_rules`.
 """
 
 from __future__ import annotations
@@ -94,29 +96,11 @@ class DeniedCommands(_Section):
 class NewSource(_Section):
     action: Action
 
-    @model_validator(mode="after")
-    def _alert_only(self) -> NewSource:
-        if self.action is not Action.ALERT:
-            raise ValueError(
-                "new_source can only 'alert': at login there is no shell to warn in yet, and "
-                "ending the login would lock an operator out of every new address"
-            )
-        return self
-
 
 class FailuresFromSource(_Section):
     count: int = Field(ge=2)
     window: _Duration = timedelta(minutes=10)
     action: Action
-
-    @model_validator(mode="after")
-    def _no_session(self) -> FailuresFromSource:
-        if self.action is not Action.ALERT:
-            raise ValueError(
-                "failures_from_source can only 'alert': failed logins have no session to "
-                "warn or end (the front door's lockouts and throttles refuse them)"
-            )
-        return self
 
 
 class Guard(_Section):

@@ -320,7 +320,7 @@ class _Connection(asyncssh.SSHServer):
             )
 
     # ------------------------------------------------------------------ first factor
-    def begin_auth(self, username: str) -> bool:
+    async def begin_auth(self, username: str) -> bool:
         # A new user name restarts authentication from nothing (RFC 4252 section 5).
         if username != self._username:
             self._username = username
@@ -328,6 +328,22 @@ class _Connection(asyncssh.SSHServer):
             self._offered = ""
             self._code_attempts = 0
             self._second_factor = None
+        await self._blocked()
+        return True
+
+    async def _blocked(self) -> bool:
+        """Whether the guard refuses this address (``failures_from_source: end``); if so the
+        refusal is recorded and the client disconnected with its message (a failure with
+        no method left would make OpenSSH ask for a password). Asked before the key and
+        before each code."""
+        watch = self._door.login_watch
+        message = await watch.refusal(self.peer.address) if watch is not None else None
+        if message is None:
+            return False
+        if not self._closed_for_auth:
+            self._closed_for_auth = True
+            self._record_failure(message, mfa="not_reached" if self._key is None else "none")
+            self.shut_down(message)
         return True
 
     def password_auth_supported(self) -> bool:
@@ -390,6 +406,8 @@ class _Connection(asyncssh.SSHServer):
         refused = self._refused()
         if refused is not None:
             return "", refused, "", []
+        if await self._blocked():
+            return False
         prompt = PROMPT if self._second_factor is None else BREAK_GLASS_PROMPT
         if len(responses) != 1:
             return "", "answer with one code", "", [(prompt, False)]
@@ -444,6 +462,14 @@ class _Connection(asyncssh.SSHServer):
             self._closed_for_auth = True
             self._failure_recorded = True
             return False
+        if self._door.login_watch is not None:
+            # The guard may end a login from a new address, before any session exists.
+            ended = await self._door.login_watch.succeeded(username, self.peer.address, self.id)
+            if ended is not None:
+                self._closed_for_auth = True
+                self._failure_recorded = True  # its record is login.ended
+                self.shut_down(ended)
+                return False
         user = self._door.login.user(username)
         self._identity = Identity(
             user=username,
@@ -454,8 +480,6 @@ class _Connection(asyncssh.SSHServer):
             peer=self.peer,
             break_glass=break_glass,
         )
-        if self._door.login_watch is not None:
-            await self._door.login_watch.succeeded(username, self.peer.address, self.id)
         if break_glass and self._door.alerts is not None:
             self._door.alerts.send(
                 "breakglass.login",

@@ -162,6 +162,7 @@ class Worker:
                 config.state_stores().login_sources,
                 audit=self.login.audit,
                 alerts=self.alerts,
+                notices=self.notices,
             )
         self.door = FrontDoor(
             config,

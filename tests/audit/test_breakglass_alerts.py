@@ -84,6 +84,30 @@ async def test_an_alert_goes_to_both_destinations_at_once(ca: ReceiverCa, audit:
     assert all(e["actor"] == "bastion" and e["alert"] == "breakglass.started" for e in delivered)
 
 
+async def test_guard_alerts_are_audited_under_their_own_names(
+    ca: ReceiverCa, audit: AuditLog
+) -> None:
+    webhook = await WebhookReceiver(ca, failures=1).start()
+    alerts = AlertDispatcher(
+        [Webhook(webhook.url, ca.ca_file, content_type="application/json")],
+        audit,
+        retry=(0.01, 0.01),
+    )
+    try:
+        alerts.send("guard.triggered", alert="guard", user="alice", session="s1", connection="c1")
+        await until(lambda: bool(events(audit, "guard.alert_delivered")), "the retry")
+        with pytest.raises(ValueError, match="unknown alert kind 'other'"):
+            alerts.send("x", alert="other", user="alice", session=None, connection="c1")
+    finally:
+        await alerts.aclose()
+        await webhook.aclose()
+    assert json.loads(webhook.bodies[-1])["alert"] == "guard"
+    (failed,) = events(audit, "guard.alert_failed")
+    assert (failed["alert"], failed["retrying"]) == ("guard.triggered", True)
+    assert not events(audit, "breakglass.alert_failed")
+    assert not events(audit, "breakglass.alert_delivered")
+
+
 async def test_a_failing_receiver_never_holds_up_the_sender_and_is_retried(
     ca: ReceiverCa, audit: AuditLog
 ) -> None:

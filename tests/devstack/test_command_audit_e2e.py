@@ -197,7 +197,9 @@ async def test_guard_warns_alerts_and_ends_the_session(
         "output_volume",
         session,
     )
-    await env.event("breakglass.alert_delivered", session=session)
+    await env.event("guard.alert_delivered", session=session)
+    delivered = env.audit_events("breakglass.alert_delivered")
+    assert not [e for e in delivered if e["session"] == session]  # guard alerts are guard's
 
 
 async def guard_alerts(webhook: WebhookReceiver, rule: str) -> list[dict[str, Any]]:
