@@ -185,18 +185,20 @@ class _Strict(BaseModel):
     )
 
 
+def _duration_between(low: timedelta, high: timedelta) -> Callable[[timedelta], timedelta]:
+    def check(value: timedelta) -> timedelta:
+        if not low <= value <= high:
+            raise ValueError(
+                f"expected a duration from {format_duration(low)} to {format_duration(high)}"
+            )
+        return value
+
+    return check
+
+
 # Long enough for a load balancer under load, short enough that connections holding a slot
 # without a header are gone soon.
-_PROXY_HEADER_TIMEOUT = (timedelta(seconds=1), timedelta(seconds=60))
-
-
-def _proxy_header_timeout(value: timedelta) -> timedelta:
-    low, high = _PROXY_HEADER_TIMEOUT
-    if not low <= value <= high:
-        raise ValueError(
-            f"expected a duration from {format_duration(low)} to {format_duration(high)}"
-        )
-    return value
+_proxy_header_timeout = _duration_between(timedelta(seconds=1), timedelta(seconds=60))
 
 
 class ProxyProtocol(_Strict):
@@ -261,16 +263,7 @@ class Approvers(_Strict):
 
 # A request must live long enough to be seen and decided; a day is a standing permission
 # rather than a four-eyes check. Seconds are allowed for tests of expiry.
-_APPROVAL_EXPIRY = (timedelta(seconds=5), timedelta(hours=24))
-
-
-def _approval_expiry(value: timedelta) -> timedelta:
-    low, high = _APPROVAL_EXPIRY
-    if not low <= value <= high:
-        raise ValueError(
-            f"expected a duration from {format_duration(low)} to {format_duration(high)}"
-        )
-    return value
+_approval_expiry = _duration_between(timedelta(seconds=5), timedelta(hours=24))
 
 
 class Approval(_Strict):
