@@ -492,8 +492,7 @@ class _Connection(asyncssh.SSHServer):
                 user=username,
                 session=None,
                 connection=self.id,
-                source=self.peer.address,
-                source_port=self.peer.port,
+                **self._source(),
                 key=self._key.fingerprint,
                 codes_left=fields["break_glass_codes_left"],
             )
