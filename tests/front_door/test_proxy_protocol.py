@@ -5,20 +5,25 @@ raw connections to an in-process worker for the refusals and the throttle."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pexpect
 import pytest
 import yaml
+from audit.receivers import WebhookReceiver, make_ca
 
 from bastion.config import load_config
 from bastion.ssh.worker import Worker
+from front_door.break_glass import break_glass_section
 from front_door.harness import BastionEnv, ServedBastion, make_env
 from front_door.proxy_relay import v1_header, v2_header
+from front_door.test_login_asyncssh import login
 from front_door.test_real_clients import enter_code_and_leave, spawn_ssh
 
 RELAY = Path(__file__).with_name("proxy_relay.py")
@@ -243,3 +248,30 @@ async def test_health_check_local_keeps_the_balancers_address(tmp_path: Path) ->
         assert failed["mfa"] == "not_reached"
     finally:
         await worker.stop()
+
+
+async def test_the_guard_and_its_alert_see_the_real_address(tmp_path: Path) -> None:
+    env = proxy_env(tmp_path, ["127.0.0.1/32"])
+    receiver = await WebhookReceiver(make_ca(tmp_path / "receivers")).start()
+    data = yaml.safe_load(env.config_path.read_text())
+    data["break_glass"] = break_glass_section(receiver.ca.ca_file, webhook=receiver.url)
+    data["guard"] = {"failures_from_source": {"count": 2, "action": "alert"}}
+    env.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    worker = Worker(load_config(env.config_path))
+    port = await worker.start()
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+    try:
+        for user in ("root", "admin"):
+            # The SSH client's socket, with the load balancer's header written first.
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(v2_header(CLIENT, BASTION))
+            conn, _ = await login(port, user, stranger, [], sock=sock)
+            assert conn is None
+        triggered = await env.event("guard.triggered", rule="failures_from_source")
+        assert triggered["source"] == "203.0.113.7"
+        assert triggered["evidence"].startswith("2 failed logins from 203.0.113.7")
+        failed = await env.event("login.failed", user="admin")
+        assert (failed["source"], failed["via"]) == ("203.0.113.7", "127.0.0.1")
+    finally:
+        await worker.stop()
+        await receiver.aclose()
