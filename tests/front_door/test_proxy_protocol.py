@@ -184,7 +184,8 @@ async def test_throttle_counts_the_real_address_not_the_load_balancers(tmp_path:
 
 
 async def test_refusals_behind_a_load_balancer(tmp_path: Path) -> None:
-    env = proxy_env(tmp_path, ["127.0.0.1/32"])
+    # A long window: the three refusals from the load balancer below fall in one.
+    env = proxy_env(tmp_path, ["127.0.0.1/32"], connection_window="5m")
     worker = Worker(load_config(env.config_path))
     port = await worker.start()
     try:
