@@ -80,3 +80,16 @@ def test_install_is_idempotent() -> None:
     asyncssh_ext.install()
     assert channel.SSHServerChannel._service_next_request is before
     assert connection.SSHServerConnection._packet_handlers is handlers
+
+
+def test_the_listener_hook_and_extra_info_the_proxy_listener_relies_on() -> None:
+    # bastion.ssh.proxied_listener: asyncssh.listen(tunnel=obj) opens its listener with
+    # obj.create_server(factory, host, port), and an SSH connection's own extra info (the
+    # PROXY header's source, set before connection_made) wins over the socket's peername.
+    listen = inspect.getsource(connection._listen)
+    assert "await tunnel.create_server(tunnel_factory, host, port)" in listen
+    assert "return cast(SSHTCPSession, conn_factory())" in listen
+    extra = inspect.getsource(connection.SSHConnection.get_extra_info)
+    assert "self._extra.get(name," in extra
+    made = inspect.getsource(connection.SSHConnection.connection_made)
+    assert "self._extra" not in made  # connection_made must not reset it

@@ -55,6 +55,7 @@ __all__ = [
     "Listener",
     "Oversight",
     "Paths",
+    "ProxyProtocol",
     "Recording",
     "Shipping",
     "SyslogDestination",
@@ -143,6 +144,19 @@ def _ip_address(value: str) -> str:
     return value
 
 
+def _ip_network(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            fixed = ipaddress.ip_network(value, strict=False)
+            raise ValueError(f"{value!r} has host bits set: write {fixed}") from None
+        raise ValueError(
+            f"{value!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)"
+        ) from None
+    return str(network)
+
+
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("expected a time with a time zone, e.g. 2026-12-01T00:00:00Z")
@@ -160,6 +174,7 @@ Selector = Annotated[LabelSelector, BeforeValidator(_selector)]
 SshPublicKey = Annotated[PublicKey, BeforeValidator(_public_key)]
 HttpsUrl = Annotated[str, AfterValidator(_https_url)]
 IpAddress = Annotated[str, AfterValidator(_ip_address)]
+IpNetwork = Annotated[str, AfterValidator(_ip_network)]
 AwareTime = Annotated[datetime, AfterValidator(_aware)]
 PathPrefix = Annotated[str, AfterValidator(check_prefix)]
 
@@ -168,6 +183,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, strict=False, arbitrary_types_allowed=True
     )
+
+
+def _duration_between(low: timedelta, high: timedelta) -> Callable[[timedelta], timedelta]:
+    def check(value: timedelta) -> timedelta:
+        if not low <= value <= high:
+            raise ValueError(
+                f"expected a duration from {format_duration(low)} to {format_duration(high)}"
+            )
+        return value
+
+    return check
+
+
+# Long enough for a load balancer under load, short enough that connections holding a slot
+# without a header are gone soon.
+_proxy_header_timeout = _duration_between(timedelta(seconds=1), timedelta(seconds=60))
+
+
+class ProxyProtocol(_Strict):
+    """PROXY protocol (v1 or v2) from these load balancers (docs/front-door.md)."""
+
+    # Peers whose headers are believed, and from which a header is required.
+    trusted: list[IpNetwork] = Field(min_length=1)
+    timeout: Annotated[Duration, AfterValidator(_proxy_header_timeout)] = timedelta(seconds=5)
 
 
 class Listener(_Strict):
@@ -184,6 +223,8 @@ class Listener(_Strict):
     # What a login gets: the Textual console, or the line console (a prompt taking
     # ``debug NAMESPACE/POD``) for operators whose terminals cannot show a full-screen app.
     console: Literal["textual", "line"] = "textual"
+    # Behind a TCP load balancer: None (the default) takes every peer's address as it is.
+    proxy_protocol: ProxyProtocol | None = None
 
 
 class User(_Strict):
@@ -222,16 +263,7 @@ class Approvers(_Strict):
 
 # A request must live long enough to be seen and decided; a day is a standing permission
 # rather than a four-eyes check. Seconds are allowed for tests of expiry.
-_APPROVAL_EXPIRY = (timedelta(seconds=5), timedelta(hours=24))
-
-
-def _approval_expiry(value: timedelta) -> timedelta:
-    low, high = _APPROVAL_EXPIRY
-    if not low <= value <= high:
-        raise ValueError(
-            f"expected a duration from {format_duration(low)} to {format_duration(high)}"
-        )
-    return value
+_approval_expiry = _duration_between(timedelta(seconds=5), timedelta(hours=24))
 
 
 class Approval(_Strict):

@@ -38,6 +38,7 @@ from bastion.ssh.key_watch import Refusal
 from bastion.ssh.login import BREAK_GLASS_METHOD, LoginService, Peer, Verdict
 from bastion.ssh.login_watch import LoginWatch
 from bastion.ssh.operator_session import EXEC_REFUSAL, OperatorSession
+from bastion.ssh.proxied_listener import PROXY_REFUSED_EXTRA, PROXY_VIA_EXTRA, ProxyListener
 from bastion.ssh.throttle import SourceThrottle, source_key
 from bastion.sshkeys import PublicKey
 from bastion.vault import VaultClient
@@ -121,16 +122,28 @@ class FrontDoor:
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         # Refusals of a flooding source are audited once per window, with a count.
-        self._refusals: dict[str, tuple[float, int]] = {}
+        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}
 
     # ------------------------------------------------------------------ listening
     async def listen(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         limits = self.config.limits
         algs = algorithms(allow_chacha20=self.config.listener.allow_chacha20)
+        proxy = self.config.listener.proxy_protocol
+        # Behind a load balancer, connections pass the PROXY header check first
+        # (bastion/ssh/proxied_listener.py); asyncssh's tunnel hook opens that listener.
+        tunnel: ProxyListener | tuple[()] = ()
+        if proxy is not None:
+            tunnel = ProxyListener(
+                proxy.trusted,
+                timeout=proxy.timeout.total_seconds(),
+                refused=self.refused_proxy,
+                reuse_port=reuse_port,
+            )
         self._acceptor = await asyncssh.listen(
             host,
             port,
             reuse_port=reuse_port,
+            tunnel=tunnel,
             server_factory=lambda: _Connection(self),
             server_host_keys=self._host_keys,
             # Clients using OpenSSH's UpdateHostKeys learn a rotation's next key from this.
@@ -206,24 +219,32 @@ class FrontDoor:
         outcome = fields.pop("outcome", "refused")
         return await self.login.audit(event, actor=actor, outcome=outcome, **fields)
 
-    def refused_connection(self, peer: Peer, reason: str) -> None:
+    def refused_connection(
+        self, peer: Peer, reason: str, *, event: str = "connection.throttled"
+    ) -> None:
         source = source_key(peer.address)
         now = self._clock()
         window = self.config.limits.connection_window.total_seconds()
-        started, suppressed = self._refusals.get(source, (0.0, 0))
+        started, suppressed = self._refusals.get((event, source), (0.0, 0))
         if now - started < window:
-            self._refusals[source] = (started, suppressed + 1)
+            self._refusals[(event, source)] = (started, suppressed + 1)
             return
-        self._refusals[source] = (now, 0)
+        self._refusals[(event, source)] = (now, 0)
         if len(self._refusals) > 10000:  # a spread-out flood must not grow this forever
             self._refusals = {k: v for k, v in self._refusals.items() if now - v[0] < window}
+        via = {"via": peer.via} if peer.via else {}
         self.audit_soon(
-            "connection.throttled",
+            event,
             source=peer.address,
             source_port=peer.port,
+            **via,
             reason=reason,
             refused_since_last_event=suppressed,
         )
+
+    def refused_proxy(self, peer: Peer, reason: str) -> None:
+        """A connection refused for its PROXY header, or for the lack of one."""
+        self.refused_connection(peer, reason, event="connection.proxy_refused")
 
 
 class _Connection(asyncssh.SSHServer):
@@ -252,8 +273,10 @@ class _Connection(asyncssh.SSHServer):
     # ------------------------------------------------------------------ connection
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        # Behind a load balancer: the address its PROXY header named, and the balancer's.
         peer = conn.get_extra_info("peername") or ("", 0)
-        self.peer = Peer(str(peer[0]), int(peer[1]))
+        via = conn.get_extra_info(PROXY_VIA_EXTRA)
+        self.peer = Peer(str(peer[0]), int(peer[1]), via=str(via[0]) if via else None)
         admission = self._door.throttle.admit(self.id, self.peer.address)
         if not admission.admitted:
             self._door.refused_connection(self.peer, admission.reason)
@@ -271,7 +294,9 @@ class _Connection(asyncssh.SSHServer):
             self._session_timer.cancel()
         if self._session is not None:
             self._session.end_console()
-        if self._identity is None and not self._failure_recorded:
+        # A forged PROXY header: audited as connection.proxy_refused, not a login attempt.
+        proxy_refused = self._conn is not None and self._conn.get_extra_info(PROXY_REFUSED_EXTRA)
+        if self._identity is None and not self._failure_recorded and not proxy_refused:
             reason = "no accepted key" if self._key is None else "no code given"
             if exc is not None and "timeout" in str(exc).lower():
                 reason = f"login timeout ({reason})"
@@ -282,8 +307,7 @@ class _Connection(asyncssh.SSHServer):
                 actor=self._identity.user,
                 outcome="closed",
                 connection=self.id,
-                source=self.peer.address,
-                source_port=self.peer.port,
+                **self._source(),
                 reason=self._close_reason or (str(exc) if exc else "client closed the connection"),
             )
 
@@ -298,9 +322,15 @@ class _Connection(asyncssh.SSHServer):
             "user": self._username[:_MAX_NAME],
             "key": key or None,
             "connection": self.id,
-            "source": self.peer.address,
-            "source_port": self.peer.port,
+            **self._source(),
         }
+
+    def _source(self) -> dict[str, Any]:
+        # ``via`` only behind a load balancer, so that direct connections log as before.
+        fields: dict[str, Any] = {"source": self.peer.address, "source_port": self.peer.port}
+        if self.peer.via is not None:
+            fields["via"] = self.peer.via
+        return fields
 
     def _record_failure(self, reason: str, *, mfa: str) -> None:
         self._failure_recorded = True
@@ -486,8 +516,7 @@ class _Connection(asyncssh.SSHServer):
                 user=username,
                 session=None,
                 connection=self.id,
-                source=self.peer.address,
-                source_port=self.peer.port,
+                **self._source(),
                 key=self._key.fingerprint,
                 codes_left=fields["break_glass_codes_left"],
             )

@@ -57,6 +57,8 @@ BREAK_GLASS_METHOD = "break_glass_code"
 class Peer:
     address: str
     port: int
+    # The load balancer the connection came through (PROXY protocol), if any.
+    via: str | None = None
 
 
 class Verdict(StrEnum):

@@ -65,6 +65,15 @@ def spawn_ssh(port: int, op: Operator, *extra: str, command: str | None = None) 
     return pexpect.spawn(argv[0], argv[1:], encoding="utf-8", timeout=20, dimensions=(30, 100))
 
 
+def enter_code_and_leave(child: pexpect.spawn, op: Operator) -> None:
+    """Answer the code prompt, see the line console's welcome, and leave it."""
+    child.sendline(op.code())
+    child.expect(f"Welcome, {op.name}.")
+    child.expect("Press Enter")
+    child.sendline("")
+    child.expect(pexpect.EOF)
+
+
 def test_openssh_key_then_code_with_partial_success(served: tuple[BastionEnv, int]) -> None:
     env, port = served
     op = env.fresh()
@@ -91,11 +100,7 @@ def test_openssh_wrong_code_is_told_and_asked_again(served: tuple[BastionEnv, in
     child.sendline(op.wrong_codes(1)[0])
     child.expect("the code was not accepted; 2 attempt\\(s\\) left")
     child.expect("Verification code: ")
-    child.sendline(op.code())
-    child.expect(f"Welcome, {op.name}.")
-    child.expect("Press Enter")
-    child.sendline("")
-    child.expect(pexpect.EOF)
+    enter_code_and_leave(child, op)
 
 
 def test_openssh_key_alone_is_denied(served: tuple[BastionEnv, int]) -> None:
@@ -144,11 +149,7 @@ def test_openssh_forwardings_and_env_are_refused_and_audited(
         "127.0.0.1:0:127.0.0.1:9",
     )
     child.expect("Verification code: ")
-    child.sendline(op.code())
-    child.expect(f"Welcome, {op.name}.")
-    child.expect("Press Enter")
-    child.sendline("")
-    child.expect(pexpect.EOF)
+    enter_code_and_leave(child, op)
     requests = {
         (e["request"], e["detail"])
         for e in env.audit_events("channel.refused")
