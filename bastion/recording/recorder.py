@@ -398,9 +398,12 @@ class RecordingProcess:
             raise self._failure from None
         finally:
             theirs.close()
-        if RECORDING_NICE:
-            with contextlib.suppress(OSError):  # a priority is a preference, not a right
+        with contextlib.suppress(OSError):  # a priority is a preference, not a right
+            if RECORDING_NICE:
                 os.setpriority(os.PRIO_PROCESS, self._proc.pid, RECORDING_NICE)
+            # SCHED_BATCH: the kernel takes it for the CPU-bound bulk work it is and does not
+            # let its wake-ups preempt a worker (or anything interactive) that is running.
+            os.sched_setscheduler(self._proc.pid, os.SCHED_BATCH, os.sched_param(0))
         ours.setblocking(False)
         self._sock = ours
         self._ready = loop.create_future()

@@ -235,6 +235,7 @@ async def test_a_new_recording_is_on_disk_before_the_session_starts(
     assert process.pid is not None
     nice = os.getpriority(os.PRIO_PROCESS, process.pid)
     assert nice == recorder_module.RECORDING_NICE  # bulk work: the worker goes first
+    assert os.sched_getscheduler(process.pid) == os.SCHED_BATCH
     assert path.parent == setup.recordings
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
