@@ -26,6 +26,7 @@ every worker's reaper sees every session of the host, as before.
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,8 @@ __all__ = [
     "default_replica_id",
     "replica_records",
 ]
+
+log = logging.getLogger(__name__)
 
 # No ':' (a claim is written "replica:pid:started:boot:nonce"), nothing a terminal or a
 # file name would read specially.
@@ -162,8 +165,16 @@ class ReaperLeadership:
         return int(row[0]) > 0 or self._take()
 
     def close(self) -> None:
-        """Give leadership up (closing the connection releases the lock)."""
-        self._held = False
-        if self._db is not None:
-            db, self._db = self._db, None
+        """Give leadership up: unlocked at once when the connection works (a closed
+        connection's lock is released too, but only once its server process has exited)."""
+        held, self._held = self._held, False
+        if self._db is None:
+            return
+        db, self._db = self._db, None
+        try:
+            if held and not db.connection.broken:
+                db.execute("SELECT pg_advisory_unlock(?, ?)", _LOCK)
+        except Exception:  # the close below releases it too
+            log.warning("the reaper leadership's lock was not released at once", exc_info=True)
+        finally:
             db.close()
