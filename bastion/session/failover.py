@@ -66,16 +66,25 @@ class ReplicaWatch:
         await self._in_db(self._journal.heartbeat)
 
     async def run(self) -> None:
-        """Beat, lead and reap every ``interval`` until cancelled; failures are logged and
-        the next round tries again."""
+        """Beat, and lead and reap, every ``interval`` until cancelled; failures are logged
+        and the next round tries again. Two loops: a long sweep (a cleaner may take a
+        minute) must not stop the heartbeat, or this replica would look dead."""
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._beating(), name="replica-heartbeat")
+            if self._leadership is not None:
+                loops.create_task(self._leading(), name="reaper-leadership")
+
+    async def _beating(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
                 await self.beat()
             except Exception:
                 log.exception("replica heartbeat failed; trying again in %.0f s", self.interval)
-            if self._leadership is None:
-                continue
+
+    async def _leading(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
             await self._lead()
             if not self.leading:
                 continue
@@ -97,7 +106,7 @@ class ReplicaWatch:
 
     async def _lead(self) -> None:
         leadership = self._leadership
-        if leadership is None:  # pragma: no cover - checked by run()
+        if leadership is None:  # pragma: no cover - run() leads only with one
             return
         try:
             leading = await asyncio.get_running_loop().run_in_executor(

@@ -610,10 +610,11 @@ class Journal:
             candidates = [_session(row) for row in rows]
             if dead_replicas:
                 now = self._clock()
+                beats = {r.id: r.heartbeat_at for r in self.replicas()}
                 left = [
                     s
                     for s in candidates
-                    if self._elsewhere(s) and self._replica_dead(s.replica, now)
+                    if self._elsewhere(s) and _dead(s.replica, beats, now - self.dead_after)
                 ]
             else:
                 left = [
@@ -708,8 +709,8 @@ class Journal:
         row = self._db.execute(
             "SELECT heartbeat_at FROM replicas WHERE id = ?", (replica,)
         ).fetchone()
-        # No row: it never beat under this schema, or its row was deleted by hand.
-        return row is None or float(row[0]) <= now - self.dead_after
+        beats = {} if row is None else {replica: float(row[0])}
+        return _dead(replica, beats, now - self.dead_after)
 
     def _holder_alive(self, other: Claim, now: float) -> bool:
         """Whether the reaper holding ``other`` may still be working."""
@@ -723,3 +724,12 @@ class Journal:
         if other.replica is None:  # another host's, from before replica ids: until its ttl
             return True
         return not self._replica_dead(other.replica, now)
+
+
+def _dead(replica: str | None, beats: Mapping[str, float], silent_since: float) -> bool:
+    """Whether ``replica`` has not beaten after ``silent_since``; ``beats``: last beat by
+    replica id. No row: it never beat under this schema, or the row was deleted by hand."""
+    if replica is None:
+        return False
+    last = beats.get(replica)
+    return last is None or last <= silent_since
