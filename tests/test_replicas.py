@@ -6,10 +6,14 @@ on a real PostgreSQL; what only replicas sharing PostgreSQL do runs on PostgreSQ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,8 @@ from bastion.audit.log import AuditLog
 from bastion.cli.sessions import list_sessions
 from bastion.config import load_config
 from bastion.errors import ConfigError
-from bastion.session.reaper import Reaper, temp_dir_cleaner
+from bastion.session.failover import ReplicaWatch
+from bastion.session.reaper import Reaper, SweepReport, temp_dir_cleaner
 from bastion.state.database import PostgresLocation, connect_postgres
 from bastion.state.journal import Claim, Journal, Owner, ResourceRecord
 from bastion.state.liveness import ReaperLeadership, ReplicaIdInUse
@@ -79,13 +84,19 @@ def test_a_replica_beats_and_is_dead_once_silent_past_the_deadline(
 
 
 def test_one_replica_id_is_held_by_one_boot_until_that_boot_is_dead(
-    a_and_b: tuple[Journal, Journal], clock: Clock
+    a_and_b: tuple[Journal, Journal], clock: Clock, state_backend: Backend
 ) -> None:
+    """On PostgreSQL another boot is another host (or a reboot faster than the deadline);
+    on SQLite, one host, it is this host before a reboot: taken over at once."""
     a, _ = a_and_b
     a._db.execute(
         "INSERT INTO replicas (id, boot, started_at, heartbeat_at) VALUES ('a', 'other', 1, ?)",
         (995.0,),
     )
+    if state_backend.name == "sqlite":
+        a.heartbeat()
+        assert [(r.boot, r.started_at) for r in a.replicas()] == [(ME.boot, 1000.0)]
+        return
     with pytest.raises(ReplicaIdInUse, match="replica id 'a' is in use by another running"):
         a.heartbeat()
     assert [r.boot for r in a.replicas()] == ["other"]  # untouched
@@ -289,6 +300,56 @@ async def test_the_leader_cleans_a_dead_replicas_remote_resources_and_leaves_its
         await a_again.aclose()
     assert [(o.kind, o.outcome) for o in report.outcomes] == [("temp_dir", "cleaned")]
     assert not (root / "s1").exists()
+
+
+async def test_the_leader_keeps_beating_while_its_sweep_for_the_dead_hangs(
+    postgres_location: PostgresLocation, tmp_path: Path, audit: AuditLog
+) -> None:
+    """A cleaner may take a minute; a leader silent that long would itself look dead."""
+    backend = Backend("postgresql", tmp_path, postgres_location)
+    thread = ThreadPoolExecutor(1)
+    loop = asyncio.get_running_loop()
+
+    async def in_db(fn: Callable[..., Any], *args: Any) -> Any:
+        return await loop.run_in_executor(thread, lambda: fn(*args))
+
+    ticks = itertools.count(1000)
+    journal: Journal = await in_db(
+        lambda: Journal(backend.open(), replica="a", clock=lambda: float(next(ticks)))
+    )
+    sweeping = asyncio.Event()
+
+    class Stuck(Reaper):
+        async def sweep_dead_replicas(self) -> SweepReport:
+            sweeping.set()
+            await asyncio.Event().wait()  # a cleaner that never answers
+            raise AssertionError("unreachable")
+
+    reaper = Stuck(journal, {}, audit, in_db=in_db)
+    watch = ReplicaWatch(
+        journal, in_db, reaper, audit, interval=0.01, leadership=ReaperLeadership(postgres_location)
+    )
+    task = asyncio.create_task(watch.run())
+    try:
+        await asyncio.wait_for(sweeping.wait(), 30)
+        assert watch.leading
+        [before] = await in_db(journal.replicas)
+        for _ in range(3000):
+            [now] = await in_db(journal.replicas)
+            if now.heartbeat_at > before.heartbeat_at:
+                break
+            await asyncio.sleep(0.01)
+        assert now.heartbeat_at > before.heartbeat_at
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await watch.aclose()
+        await in_db(journal.close)
+        thread.shutdown()
+    [took] = events(audit.path, "reaper.leadership")
+    assert (took["outcome"], took["leader"]) == ("acquired", "a")
 
 
 # ------------------------------------------------------------------ config and listing

@@ -163,8 +163,8 @@ def kill(config_path: Path, session_id: str, reason: str, *, out: TextIO | None 
             audit.close()
     print(
         f"kill requested for session {session_id} of {record.user}, but it has not closed "
-        f"within {_WAIT_FOR_WIPE:.0f} s; if its bastion worker is gone, the reaper of the "
-        "next start wipes it",
+        f"within {_WAIT_FOR_WIPE:.0f} s; if its bastion worker is gone, the reaper wipes it "
+        "(that replica's next start, or the reaper leader once the replica is dead)",
         file=out,
     )
     return 1

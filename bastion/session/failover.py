@@ -125,7 +125,7 @@ class ReplicaWatch:
                 "reaper.leadership",
                 actor="reaper",
                 outcome="acquired" if leading else "lost",
-                reaped_by=replica,
+                leader=replica,
             )
         except Exception:
             log.exception("audit event reaper.leadership not written")

@@ -580,8 +580,17 @@ class Journal:
 
     # ------------------------------------------------------------------ replicas
     def heartbeat(self) -> None:
-        """Say this replica is alive now (:func:`bastion.state.liveness.beat`)."""
-        beat(self._db, self.replica, current_boot(), now=self._clock(), dead_after=self.dead_after)
+        """Say this replica is alive now (:func:`bastion.state.liveness.beat`).
+        ReplicaIdInUse on PostgreSQL when another boot still beats under this id; on SQLite
+        (one host) another boot is this host before a reboot, whose row is taken over."""
+        shared = self._db.dialect == "postgresql"
+        beat(
+            self._db,
+            self.replica,
+            current_boot(),
+            now=self._clock(),
+            dead_after=self.dead_after if shared else 0.0,
+        )
 
     def replicas(self) -> list[ReplicaRecord]:
         """Every replica that ever beat, by id."""
