@@ -352,16 +352,15 @@ def test_orphans_are_open_sessions_of_dead_owners_and_closed_ones_with_leftovers
     }
 
 
-def test_sessions_of_another_host_are_orphans_only_on_sqlite(
+def test_sessions_of_another_boot_of_this_replica_are_orphans(
     journal: Journal, state_backend: Backend
 ) -> None:
-    """A boot id not ours is a dead process on SQLite (one host: it rebooted); on PostgreSQL
-    it is another replica's, which this one can neither see nor clean after, so its sessions
-    are never reaped from here, open or closed."""
-    elsewhere = Owner(ME.pid, ME.started, boot="another-host-or-boot")
+    """A boot id not ours under this replica's id: the host rebooted, so the owner is dead
+    and the temp directories are on this disk; on SQLite and PostgreSQL alike. (Another
+    replica's sessions: tests/test_replicas.py.)"""
+    elsewhere = Owner(ME.pid, ME.started, boot="another-boot")
     open_session(journal, "theirs", elsewhere)
     journal.plan("theirs", "lease", {})
-    # Closed with a temp directory left: on PostgreSQL that directory is on the other host.
     open_session(journal, "theirs-closed", elsewhere)
     journal.plan("theirs-closed", "temp_dir", {"path": "/elsewhere"})
     journal.close_session("theirs-closed", 2.0)
@@ -369,15 +368,14 @@ def test_sessions_of_another_host_are_orphans_only_on_sqlite(
     claimed = [
         journal.claim(sid, Claim(ME, "r"), now=1.0, ttl=60.0) for sid in ("theirs", "theirs-closed")
     ]
-    if state_backend.name == "sqlite":
-        assert (orphans, claimed) == (["theirs", "theirs-closed"], [True, True])
-    else:
-        assert (orphans, claimed) == ([], [False, False])
-    # A claim held by a reaper of another host stays that reaper's on PostgreSQL.
+    assert (orphans, claimed) == (["theirs", "theirs-closed"], [True, True])
+    # A claim from before replica ids, by a reaper of another boot: on PostgreSQL that may
+    # be another host's live reaper, so it holds until its time-to-live.
     open_session(journal, "dead-here", dead_owner())
     assert journal.claim("dead-here", Claim(elsewhere, "x"), now=1.0, ttl=60.0)
     taken = journal.claim("dead-here", Claim(ME, "y"), now=2.0, ttl=60.0)
     assert taken is (state_backend.name == "sqlite")
+    assert journal.claim("dead-here", Claim(ME, "y"), now=62.0, ttl=60.0)
 
 
 def test_kill_requests_reach_only_the_owner_of_a_live_session(journal: Journal) -> None:
@@ -473,10 +471,14 @@ def test_a_reaped_session_closes_only_when_nothing_is_pending(journal: Journal) 
     assert not journal.claim("s1", claim, now=4.0, ttl=60.0)  # nothing left to do
 
 
-def test_claims_name_their_process() -> None:
-    claim = Claim.new()
-    assert claim.owner == ME
+def test_claims_name_their_process_and_replica() -> None:
+    claim = Claim.new("bastion-2")
+    assert (claim.owner, claim.replica) == (ME, "bastion-2")
+    assert str(claim).startswith(f"bastion-2:{ME.pid}:")
     assert Claim.parse(str(claim)) == claim
+    old = Claim.new()  # as written before replica ids
+    assert Claim.parse(str(old)) == old
+    assert old.replica is None
     assert Claim.parse("garbage") is None
 
 

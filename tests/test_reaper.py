@@ -488,11 +488,11 @@ def test_settings_that_would_let_a_live_claim_lapse_are_refused(tmp_path: Path) 
 class FlakyJournal(Journal):
     failures = 1
 
-    def orphaned(self) -> Any:
+    def orphaned(self, *, dead_replicas: bool = False) -> Any:
         if FlakyJournal.failures:
             FlakyJournal.failures -= 1
             raise sqlite3.OperationalError("disk I/O error")
-        return super().orphaned()
+        return super().orphaned(dead_replicas=dead_replicas)
 
 
 async def test_a_failing_sweep_is_logged_and_run_goes_on(

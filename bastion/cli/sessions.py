@@ -1,9 +1,12 @@
 """``bastion sessions list`` and ``bastion sessions kill ID``.
 
-Both read the state journal that every worker writes. A kill is a request in the journal,
-with a mandatory reason (audited first, then noted beside the journal): the worker that
-owns the session sees it within about a second and wipes the session as for any other
-ending (the operator is told who ended it and why).
+Both read the state journal that every worker writes (on PostgreSQL, every replica's).
+``list`` names each session's replica and whether it is alive (its heartbeat is younger than
+``state.replica_dead_after``): a dead replica's sessions are the reaper leader's to close.
+
+A kill is a request in the journal, with a mandatory reason (audited first, then noted
+beside the journal): the worker that owns the session sees it within about a second and
+wipes the session as for any other ending (the operator is told who ended it and why).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from bastion.cli.user import as_service_user, invoking_actor, open_audit, servic
 from bastion.config import Config, load_config
 from bastion.errors import BastionError
 from bastion.oversight.watch_point import read_watchers
+from bastion.state.liveness import ReplicaRecord
 
 __all__ = ["kill", "list_sessions"]
 
@@ -35,6 +39,16 @@ def _when(moment: float | None, now: float) -> str:
     stamp = datetime.fromtimestamp(moment, UTC).strftime("%H:%M:%S")
     left = moment - now
     return f"{stamp} ({int(left // 60)}m{int(left % 60):02d}s)" if left > 0 else f"{stamp} (due)"
+
+
+def _alive(replica: ReplicaRecord | None, now: float, dead_after: float) -> str:
+    """ "yes", or "no (last seen Ns ago)": its sessions are reaped by the leader; "-" when
+    the session or its replica predates heartbeats."""
+    if replica is None:
+        return "-"
+    if replica.alive(now, dead_after):
+        return "yes"
+    return f"no (last seen {int(now - replica.heartbeat_at)}s ago)"
 
 
 def _watchers(config: Config, session_id: str) -> str:
@@ -57,13 +71,15 @@ def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
         journal = config.state_stores().journal()
         try:
             live = journal.live_sessions()
+            replicas = {r.id: r for r in journal.replicas()}
         finally:
             journal.close()
     now = time.time()
+    dead_after = config.state.replica_dead_after.total_seconds()
     rows = [
         (
             "ID", "USER", "FROM", "STATE", "SINCE", "IDLE DEADLINE", "HARD DEADLINE", "TARGET",
-            "BREAK-GLASS", "WATCHERS",
+            "REPLICA", "ALIVE", "BREAK-GLASS", "WATCHERS",
         )
     ]  # fmt: skip
     break_glass = {u.name for u in config.users if u.break_glass}
@@ -82,6 +98,8 @@ def list_sessions(config_path: Path, *, out: TextIO | None = None) -> int:
                 _when(s.idle_deadline, now),
                 _when(s.hard_deadline, now),
                 target,
+                s.replica or "-",
+                _alive(replicas.get(s.replica or ""), now, dead_after),
                 "yes" if s.user in break_glass else "-",
                 _watchers(config, s.id),
             )
@@ -145,8 +163,8 @@ def kill(config_path: Path, session_id: str, reason: str, *, out: TextIO | None 
             audit.close()
     print(
         f"kill requested for session {session_id} of {record.user}, but it has not closed "
-        f"within {_WAIT_FOR_WIPE:.0f} s; if its bastion worker is gone, the reaper of the "
-        "next start wipes it",
+        f"within {_WAIT_FOR_WIPE:.0f} s; if its bastion worker is gone, the reaper wipes it "
+        "(that replica's next start, or the reaper leader once the replica is dead)",
         file=out,
     )
     return 1

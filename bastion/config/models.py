@@ -629,7 +629,12 @@ class Config(_Strict):
 
     def state_stores(self) -> StateStores:
         """The state stores on the configured database (``state.url``)."""
-        return StateStores(self.paths.state_dir, self.state.postgres)
+        return StateStores(
+            self.paths.state_dir,
+            self.state.postgres,
+            replica=self.state.replica_id,
+            dead_after=self.state.replica_dead_after.total_seconds(),
+        )
 
     def login_db_path(self) -> Path:
         """The SQLite database of the login guard (replay guard, failures, scratch codes)."""

@@ -14,14 +14,22 @@ state:
     client_cert_file: /etc/bastion/state-db.crt     # optional: TLS client certificate
     client_key_file: /etc/bastion/state-db.key      # (0600)
   connect_timeout: 10s
+  replica_id: bastion-1        # default: the host name; unique per replica
+  heartbeat_interval: 5s       # how often each replica says it is alive
+  replica_dead_after: 15s      # a replica silent this long is dead: its sessions are reaped
 ```
 
 A URL carries no password and no options: TLS is configured only here, so nothing in the URL
 can turn it off. Without ``tls`` only a server on a loopback address is accepted.
+
+``replica_id`` names this bastion among the replicas sharing the database: its sessions, its
+heartbeat (:mod:`bastion.state.liveness`) and, with per-replica audit chains, its chain. Two
+hosts must never share one: a replica refuses to start while another boot beats under its id.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -31,12 +39,14 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     ValidationInfo,
     model_validator,
 )
 
 from bastion.durations import parse_duration
 from bastion.state.database import PostgresLocation, postgres_url_problem
+from bastion.state.liveness import REPLICA_ID, default_replica_id
 
 __all__ = ["State", "StateTls"]
 
@@ -76,9 +86,27 @@ class State(_Strict):
     password_file: _Path | None = None
     tls: StateTls | None = None
     connect_timeout: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(seconds=10)
+    replica_id: str = Field(default_factory=default_replica_id)
+    heartbeat_interval: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(seconds=5)
+    replica_dead_after: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(
+        seconds=15
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> State:
+        if not re.fullmatch(REPLICA_ID, self.replica_id):
+            raise ValueError(
+                f"replica_id {self.replica_id!r}: expected 1 to 63 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit"
+            )
+        beat, dead = self.heartbeat_interval, self.replica_dead_after
+        if not timedelta(seconds=1) <= beat <= timedelta(seconds=60):
+            raise ValueError("heartbeat_interval: expected a duration from 1s to 60s")
+        if not 2 * beat <= dead <= timedelta(minutes=10):
+            raise ValueError(
+                "replica_dead_after: expected at least twice heartbeat_interval (one late "
+                "heartbeat is not a death) and at most 10m"
+            )
         if self.url == "sqlite":
             if self.password_file is not None or self.tls is not None:
                 raise ValueError(

@@ -1,5 +1,11 @@
 """Cleaners the reaper uses for resources that need a backend (the temp directory's is in
-:mod:`bastion.session.reaper`). Each is idempotent: "already gone" counts as done."""
+:mod:`bastion.session.reaper`). Each is idempotent: "already gone" counts as done.
+
+These are the *remote* kinds: a lease lives in Vault, a debug container or pod in Kubernetes,
+so any replica's reaper can clean them, including the reaper leader cleaning after a dead
+replica. A *host-local* kind (``temp_dir``, listed in
+:data:`bastion.session.reaper.HOST_LOCAL_KINDS`) can only be cleaned on the host that made
+it, and is left deferred for that host's reaper."""
 
 from __future__ import annotations
 

@@ -30,6 +30,17 @@ whose owner is alive is left alone (``deferred``): the owner may still be creati
 credential asked for while the wipe ran), and will mark it created, with what identifies it,
 or removed; it is cleaned at a later sweep, or after the owner exits.
 
+**Dead replicas** (PostgreSQL, issue 12). The reaper of the replica that leads
+(:mod:`bastion.session.failover`) also sweeps, with :meth:`Reaper.sweep_dead_replicas`, the
+sessions of replicas that stopped beating. Their resources are of two sorts, by kind:
+*remote* ones (a Vault lease, a debug container, a debug pod) live in Vault and Kubernetes
+and are cleaned from here as above; *host-local* ones (:data:`HOST_LOCAL_KINDS`: the temp
+directory) exist only on the dead replica's disk, so they are marked deferred in the journal,
+with the reason, and left to that replica's own reaper when it comes back (a
+``reaper.deferred`` event says so). The session is closed once everything remote is clean,
+and ``session.reaped`` names the reaping replica (``reaped_by``), the dead one
+(``on_behalf_of``) and what was left to it (``left_to_owner``).
+
 SQLite is used from one dedicated thread: the reaper's own (when given a journal factory) or
 the broker's (when given the broker's journal and its ``in_db``), never the event loop's.
 """
@@ -42,7 +53,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +63,7 @@ from bastion.audit.log import AuditLog
 from bastion.state.journal import PLANNED, Claim, Journal, ResourceRecord, SessionRecord
 
 __all__ = [
+    "HOST_LOCAL_KINDS",
     "Cleaner",
     "Reaper",
     "ResourceOutcome",
@@ -70,7 +82,15 @@ RunInDb = Callable[..., Awaitable[Any]]
 """``await in_db(fn, *args)`` runs ``fn(*args)`` on the journal's thread (the broker's)."""
 
 ACTOR = "reaper"
+HOST_LOCAL_KINDS = frozenset({"temp_dir"})
+"""Resource kinds that exist only on the host that made them (its disk): no other replica
+can clean them. Every other kind (``lease``, ``debug_container``, ``debug_pod``) is remote:
+it lives in Vault or Kubernetes and any replica's reaper can reach it."""
 _BEING_CREATED = "planned by a worker that is still running, which may be creating it"
+_ON_ITS_HOST = (
+    "exists only on the host of replica {replica}, which is dead; its own reaper removes it "
+    "when it comes back"
+)
 
 
 @dataclass(frozen=True)
@@ -127,6 +147,7 @@ class Reaper:
         cleaner_timeout: float = 60.0,
         backoff_base: float = 30.0,
         backoff_max: float = 600.0,
+        host_local: Collection[str] = HOST_LOCAL_KINDS,
     ) -> None:
         if isinstance(journal, Journal):
             if in_db is None:
@@ -151,7 +172,9 @@ class Reaper:
         self._claim_ttl = claim_ttl
         self._cleaner_timeout = cleaner_timeout
         self._backoff = (backoff_base, backoff_max)
+        self._host_local = frozenset(host_local)
         self._claim: Claim | None = None
+        self._replica = ""  # this bastion's replica id, read from the journal at first sweep
         self._sweeping = asyncio.Lock()
 
     # ------------------------------------------------------------------ the journal's thread
@@ -206,17 +229,37 @@ class Reaper:
 
     async def sweep(self) -> SweepReport:
         """Clean up every session left to the reaper once (see the module docstring)."""
+        return await self._sweep(dead_replicas=False)
+
+    async def sweep_dead_replicas(self) -> SweepReport:
+        """Clean up once what dead replicas' sessions left in Vault and Kubernetes, and close
+        those sessions (the reaper leader's work; see the module docstring)."""
+        return await self._sweep(dead_replicas=True)
+
+    async def _sweep(self, *, dead_replicas: bool) -> SweepReport:
         async with self._sweeping:
             if self._claim is None:
-                self._claim = Claim.new()
-            orphans = await self._db(lambda j: j.orphaned())
+                self._replica = await self._db(lambda j: j.replica)
+                self._claim = Claim.new(self._replica)
+            found = await self._db(lambda j: j.orphaned(dead_replicas=dead_replicas))
+            # A dead replica's session closed already, with only its own host's things left:
+            # nothing for this replica to do.
+            orphans = [
+                (record, pending)
+                for record, pending in found
+                if not (
+                    dead_replicas
+                    and record.closed
+                    and all(r.kind in self._host_local for r in pending)
+                )
+            ]
             outcomes: list[ResourceOutcome] = []
             closed: list[str] = []
             busy: list[str] = []
             errors: list[str] = []
             for record, _ in orphans:
                 try:
-                    reaped = await self._reap(record, self._claim, outcomes)
+                    reaped = await self._reap(record, self._claim, outcomes, remote=dead_replicas)
                 except Exception:
                     log.exception("reaper: cleaning up session %s broke off", record.id)
                     errors.append(record.id)
@@ -235,18 +278,31 @@ class Reaper:
 
     # ------------------------------------------------------------------ one session
     async def _reap(
-        self, record: SessionRecord, claim: Claim, outcomes: list[ResourceOutcome]
+        self,
+        record: SessionRecord,
+        claim: Claim,
+        outcomes: list[ResourceOutcome],
+        *,
+        remote: bool = False,
     ) -> bool | None:
-        """Clean one orphan: None when another reaper has it, else whether it was closed."""
+        """Clean one orphan: None when another reaper has it, else whether it was closed.
+        ``remote``: a dead replica's session, whose host-local resources are left to it."""
         if not await self._take(record.id, claim):
             return None
+        left_to_owner: list[dict[str, Any]] = []
         try:
             # Read after claiming: what another reaper finished before is not pending now.
             pending = await self._db(lambda j: j.pending(record.id))
             # Only a closed session can be claimed while its owner lives (Journal.claim), and
-            # a process that died stays dead: checked once per session.
-            owner_alive = bool(pending) and record.closed and record.owner.is_alive()
+            # a process that died stays dead: checked once per session. A dead replica's
+            # processes are dead (its heartbeats stopped with them) and not ours to look at.
+            owner_alive = not remote and bool(pending) and record.closed and record.owner.is_alive()
             for resource in reversed(pending):
+                if remote and resource.kind in self._host_local:
+                    reason = _ON_ITS_HOST.format(replica=record.replica)
+                    left_to_owner.append(await self._defer(record, resource, reason))
+                    outcomes.append(_outcome(resource, "deferred", reason))
+                    continue
                 if owner_alive and resource.status == PLANNED:
                     outcomes.append(_outcome(resource, "deferred", _BEING_CREATED))
                     continue
@@ -259,7 +315,9 @@ class Reaper:
                     return False
                 outcomes.append(await self._clean(record, resource))
             now = self._clock()
-            finished = await self._db(lambda j: j.finish_reaped(record.id, claim, now))
+            finished = await self._db(
+                lambda j: j.finish_reaped(record.id, claim, now, deferred_may_stay=remote)
+            )
         finally:
             await self._db(lambda j: j.release(record.id, claim))
         if finished:
@@ -272,8 +330,19 @@ class Reaper:
                 previous_state=record.state,
                 owner_pid=record.owner_pid,
                 opened_at=record.opened_at,
+                **({"left_to_owner": left_to_owner} if remote else {}),
             )
         return finished
+
+    async def _defer(
+        self, record: SessionRecord, resource: ResourceRecord, reason: str
+    ) -> dict[str, Any]:
+        """Leave a host-local resource of a dead replica's session to that replica."""
+        await self._db(lambda j: j.defer(resource.id, reason))
+        await self._record(
+            "reaper.deferred", record, outcome="deferred", **_fields(resource), reason=reason
+        )
+        return {"resource": resource.id, "kind": resource.kind, "ref": resource.ref}
 
     async def _take(self, session: str, claim: Claim) -> bool:
         now, ttl = self._clock(), self._claim_ttl
@@ -338,9 +407,17 @@ class Reaper:
     async def _record(
         self, event: str, record: SessionRecord, *, outcome: str, **fields: Any
     ) -> None:
+        # Who reaped, and for whom when it was another replica's session.
+        if record.replica is not None and record.replica != self._replica:
+            fields["on_behalf_of"] = record.replica
         try:
             await self._audit.record(
-                event, actor=ACTOR, outcome=outcome, session=record.id, **fields
+                event,
+                actor=ACTOR,
+                outcome=outcome,
+                session=record.id,
+                reaped_by=self._replica,
+                **fields,
             )
         except Exception:
             # The cleanup has happened and is in the journal; losing its event is bad, but

@@ -34,6 +34,7 @@ from bastion.recording.errors import RecordingUnavailable
 from bastion.recording.recorder import recording_process, stop_recording_processes
 from bastion.session.broker import SessionBroker
 from bastion.session.cleaners import debug_cleaner, lease_cleaner
+from bastion.session.failover import ReplicaWatch
 from bastion.session.notices import NoticeFeed
 from bastion.session.reaper import Reaper, temp_dir_cleaner
 from bastion.ssh.console import python_argv
@@ -43,6 +44,7 @@ from bastion.ssh.login import LoginService
 from bastion.ssh.login_watch import LoginWatch
 from bastion.ssh.throttle import SourceThrottle
 from bastion.ssh.zygote import Zygote
+from bastion.state.liveness import ReaperLeadership
 from bastion.vault import VaultClient
 
 __all__ = [
@@ -108,6 +110,8 @@ class Worker:
         self.broker: SessionBroker | None = None
         self.reaper: Reaper | None = None
         self._reaping: asyncio.Task[None] | None = None
+        self.replica_watch: ReplicaWatch | None = None
+        self._watching: asyncio.Task[None] | None = None
         self.door: FrontDoor | None = None
         self.login_watch: LoginWatch | None = None
         self.host_keys: HostKeyWatch | None = None
@@ -138,6 +142,21 @@ class Worker:
             in_db=self.broker.in_db,
         )
         self._reaping = asyncio.get_running_loop().create_task(self.reaper.run(), name="reaper")
+        # This replica's heartbeat, and on PostgreSQL the bid to reap for dead replicas. The
+        # first beat comes before listening: a replica id in use elsewhere stops the start.
+        postgres = config.state.postgres
+        self.replica_watch = ReplicaWatch(
+            self.broker.journal,
+            self.broker.in_db,
+            self.reaper,
+            self.audit,
+            interval=config.state.heartbeat_interval.total_seconds(),
+            leadership=ReaperLeadership(postgres) if postgres is not None else None,
+        )
+        await self.replica_watch.beat()
+        self._watching = asyncio.get_running_loop().create_task(
+            self.replica_watch.run(), name="replica-watch"
+        )
         if config.recording is not None:
             # Recordings are written by a process of their own (bastion.recording.service),
             # off this loop; started now so that the first session does not wait for it.
@@ -206,10 +225,13 @@ class Worker:
             await self.zygote.aclose()
         # Every session has closed its recordings by now: the recording process can go.
         await stop_recording_processes(self.config.paths.recordings_dir)
-        if self._reaping is not None:
-            self._reaping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaping
+        for task in (self._watching, self._reaping):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.replica_watch is not None:
+            await self.replica_watch.aclose()
         if self.reaper is not None:
             await self.reaper.aclose()
         if self.notices is not None:

@@ -14,6 +14,13 @@ is no longer alive, and a closed session with resources still pending whatever i
 state: a worker closes a session only after its wipe, so what the wipe failed to remove is
 no longer that worker's to retry.
 
+Each session also names its *replica* (``state.replica_id``). On PostgreSQL, where replicas
+share the journal, a process can only be judged alive on its own host: a session of another
+replica is reaped only once that replica has stopped beating (:mod:`bastion.state.liveness`),
+and then only by the reaper leader (``orphaned(dead_replicas=True)``), which cleans what is
+reachable from anywhere (leases, debug containers, pods) and leaves what exists only on the
+dead host (its temp directory) *deferred* for that host's own reaper.
+
 Every public method is one atomic step: a single SQL statement in autocommit mode, or a
 ``BEGIN IMMEDIATE`` transaction when a read must decide a write. Rules are enforced by the
 database statement itself (``UPDATE ... WHERE state != 'closed'``), never by a separate read
@@ -43,6 +50,13 @@ from pathlib import Path
 from typing import Any
 
 from bastion.state.database import StateDatabase, open_sqlite
+from bastion.state.liveness import (
+    REPLICAS_TABLE,
+    ReplicaRecord,
+    beat,
+    default_replica_id,
+    replica_records,
+)
 from bastion.state.migrations import Migration, migrate
 
 __all__ = [
@@ -123,7 +137,25 @@ MIGRATIONS = (
             *_INDEXES,
         ),
     ),
+    # Replicas (issue 12): each session names its replica, which beats in ``replicas``; a
+    # resource left for another host's reaper says why (``deferred``).
+    Migration(
+        2,
+        sqlite=(
+            f"CREATE TABLE replicas ({REPLICAS_TABLE})",
+            "ALTER TABLE sessions ADD COLUMN replica TEXT",
+            "ALTER TABLE resources ADD COLUMN deferred TEXT",
+        ),
+        postgresql=(
+            f"CREATE TABLE replicas ({_postgres(REPLICAS_TABLE)})",
+            "ALTER TABLE sessions ADD COLUMN replica TEXT",
+            "ALTER TABLE resources ADD COLUMN deferred TEXT",
+        ),
+    ),
 )
+
+# How long a replica may be silent before it counts as dead (state.replica_dead_after).
+DEAD_AFTER = 15.0
 
 _PLAN_SQLITE = (
     "INSERT INTO resources (session, kind, ref, status, attempts, updated_at) "
@@ -133,8 +165,8 @@ _PLAN_SQLITE = (
 )
 _PLAN_POSTGRESQL = _PLAN_SQLITE.replace("'closed')", "'closed' FOR SHARE)")
 
-# Rows are read with SELECT *: the column order is the one in _SESSIONS and _RESOURCES, which
-# _session and _resource unpack.
+# Rows are read with SELECT *: the column order is the one in _SESSIONS and _RESOURCES, then
+# the columns migration 2 added at the end, which _session and _resource unpack.
 
 
 # ---------------------------------------------------------------------------- processes
@@ -196,27 +228,33 @@ class Owner:
 
 @dataclass(frozen=True)
 class Claim:
-    """Who is reaping a session: a process (:class:`Owner`) and a nonce per reaper.
+    """Who is reaping a session: a process (:class:`Owner`) of a replica, and a nonce per
+    reaper.
 
-    A claim is void when its process is gone, and expires after a time-to-live when its
-    process is alive but the claim was not renewed (a reaper stuck somewhere).
+    A claim is void when its process is gone (judged on its own host) or its replica dead
+    (judged from another), and expires after a time-to-live when its process is alive but
+    the claim was not renewed (a reaper stuck somewhere).
     """
 
     owner: Owner
     nonce: str
+    replica: str | None = None  # None: a claim written before replicas had ids
 
     @classmethod
-    def new(cls) -> Claim:
-        return cls(Owner.current(), secrets.token_hex(6))
+    def new(cls, replica: str | None = None) -> Claim:
+        return cls(Owner.current(), secrets.token_hex(6), replica)
 
     def __str__(self) -> str:
-        return f"{self.owner.pid}:{self.owner.started}:{self.owner.boot}:{self.nonce}"
+        process = f"{self.owner.pid}:{self.owner.started}:{self.owner.boot}:{self.nonce}"
+        return process if self.replica is None else f"{self.replica}:{process}"
 
     @classmethod
     def parse(cls, text: str) -> Claim | None:
+        parts = text.split(":")
+        replica = parts.pop(0) if len(parts) == 5 else None
         try:
-            pid, started, boot, nonce = text.split(":")
-            return cls(Owner(int(pid), int(started), boot), nonce)
+            pid, started, boot, nonce = parts
+            return cls(Owner(int(pid), int(started), boot), nonce, replica)
         except ValueError:
             return None
 
@@ -239,6 +277,7 @@ class SessionRecord:
     kill_requested: bool
     claimed_by: str | None
     claimed_at: float | None
+    replica: str | None = None  # None: opened before replicas had ids
 
     @property
     def owner(self) -> Owner:
@@ -259,11 +298,12 @@ class ResourceRecord:
     attempts: int  # cleanup attempts that failed
     error: str | None  # the last failure
     updated_at: float
+    deferred: str | None = None  # why it waits for another host's reaper, if it does
 
 
 def _session(row: tuple[Any, ...]) -> SessionRecord:
     (sid, user, source, pid, started, boot, state, target, opened, idle, hard, closed) = row[:12]
-    kill, claimed_by, claimed_at = row[12:]
+    kill, claimed_by, claimed_at, replica = row[12:]
     return SessionRecord(
         id=sid,
         user=user,
@@ -280,11 +320,12 @@ def _session(row: tuple[Any, ...]) -> SessionRecord:
         kill_requested=bool(kill),
         claimed_by=claimed_by,
         claimed_at=claimed_at,
+        replica=replica,
     )
 
 
 def _resource(row: tuple[Any, ...]) -> ResourceRecord:
-    rid, session, kind, ref, status, attempts, error, updated_at = row
+    rid, session, kind, ref, status, attempts, error, updated_at, deferred = row
     return ResourceRecord(
         id=int(rid),
         session=session,
@@ -294,6 +335,7 @@ def _resource(row: tuple[Any, ...]) -> ResourceRecord:
         attempts=int(attempts),
         error=error,
         updated_at=float(updated_at),
+        deferred=deferred,
     )
 
 
@@ -309,11 +351,19 @@ class Journal:
     """Sessions and their resources; see the module docstring (one thread per object)."""
 
     def __init__(
-        self, target: Path | StateDatabase, *, clock: Callable[[], float] = time.time
+        self,
+        target: Path | StateDatabase,
+        *,
+        clock: Callable[[], float] = time.time,
+        replica: str | None = None,
+        dead_after: float = DEAD_AFTER,
     ) -> None:
         """On the SQLite file ``target``, or an open :class:`StateDatabase`, which it then
-        owns and closes."""
+        owns and closes. ``replica``: this bastion's ``state.replica_id`` (the host name by
+        default); ``dead_after``: its ``state.replica_dead_after`` in seconds."""
         self._clock = clock
+        self.replica = replica or default_replica_id()
+        self.dead_after = dead_after
         self._db = open_sqlite(target) if isinstance(target, Path) else target
         try:
             migrate(self._db, "journal", MIGRATIONS)
@@ -343,8 +393,8 @@ class Journal:
         try:
             self._db.execute(
                 'INSERT INTO sessions (id, "user", source, owner_pid, owner_started, owner_boot, '
-                "state, opened_at, idle_deadline, hard_deadline) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "state, opened_at, idle_deadline, hard_deadline, replica) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     id,
                     user,
@@ -356,6 +406,7 @@ class Journal:
                     opened_at,
                     idle_deadline,
                     hard_deadline,
+                    self.replica,
                 ),
             )
         except self._db.integrity_errors:
@@ -519,13 +570,45 @@ class Journal:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def defer(self, resource_id: int, reason: str) -> None:
+        """Note why a pending resource is left for another host's reaper; it stays pending."""
+        self._db.execute(
+            "UPDATE resources SET deferred = ?, updated_at = ? "
+            "WHERE id = ? AND status != 'removed'",
+            (reason, self._clock(), resource_id),
+        )
+
+    # ------------------------------------------------------------------ replicas
+    def heartbeat(self) -> None:
+        """Say this replica is alive now (:func:`bastion.state.liveness.beat`).
+        ReplicaIdInUse on PostgreSQL when another boot still beats under this id; on SQLite
+        (one host) another boot is this host before a reboot, whose row is taken over."""
+        shared = self._db.dialect == "postgresql"
+        beat(
+            self._db,
+            self.replica,
+            current_boot(),
+            now=self._clock(),
+            dead_after=self.dead_after if shared else 0.0,
+        )
+
+    def replicas(self) -> list[ReplicaRecord]:
+        """Every replica that ever beat, by id."""
+        return replica_records(self._db)
+
     # ------------------------------------------------------------------ orphans
-    def orphaned(self) -> list[tuple[SessionRecord, list[ResourceRecord]]]:
+    def orphaned(
+        self, *, dead_replicas: bool = False
+    ) -> list[tuple[SessionRecord, list[ResourceRecord]]]:
         """Sessions left to the reaper, with their pending resources: open sessions whose
         owner is gone, and closed sessions with resources still pending, whoever owns them
         (the owner's wipe ran and closed it: what is left is not the owner's to retry).
         Open sessions of a live owner are never listed, nor, on PostgreSQL, any session of
-        another host (:meth:`_elsewhere`). One consistent snapshot of the database.
+        another replica (:meth:`_elsewhere`).
+
+        ``dead_replicas`` (the reaper leader, PostgreSQL): instead, the sessions of *other*
+        replicas that stopped beating ``dead_after`` ago, open or with resources pending.
+        One consistent snapshot of the database.
         """
         with self._db.snapshot():
             rows = self._db.execute(
@@ -534,11 +617,20 @@ class Journal:
                 "WHERE status != 'removed') ORDER BY opened_at, id"
             ).fetchall()
             candidates = [_session(row) for row in rows]
-            left = [
-                s
-                for s in candidates
-                if not self._elsewhere(s.owner) and (s.closed or not s.owner.is_alive())
-            ]
+            if dead_replicas:
+                now = self._clock()
+                beats = {r.id: r.heartbeat_at for r in self.replicas()}
+                left = [
+                    s
+                    for s in candidates
+                    if self._elsewhere(s) and _dead(s.replica, beats, now - self.dead_after)
+                ]
+            else:
+                left = [
+                    s
+                    for s in candidates
+                    if not self._elsewhere(s) and (s.closed or not s.owner.is_alive())
+                ]
             return [(s, self.pending(s.id)) for s in left]
 
     def claim(self, session: str, claim: Claim, *, now: float, ttl: float) -> bool:
@@ -547,10 +639,12 @@ class Journal:
         when it needs no reaping any more (closed with nothing pending, or unknown).
 
         A closed session with resources pending may be claimed whether its owner is alive or
-        not: the owner's wipe is over. Only the holder of the claim cleans the session's
-        resources, one at a time, newest first; a reaper renews its claim before each one.
+        not: the owner's wipe is over. A session of another replica (PostgreSQL) may be
+        claimed only once that replica is dead: this host cannot see its processes. Only the
+        holder of the claim cleans the session's resources, one at a time, newest first; a
+        reaper renews its claim before each one.
         """
-        with self._db.write_transaction("sessions", "resources"):
+        with self._db.write_transaction("replicas", "sessions", "resources"):
             row = self._db.execute(
                 "SELECT * FROM sessions WHERE id = :id AND "
                 "(state != 'closed' OR EXISTS (SELECT 1 FROM resources "
@@ -560,19 +654,17 @@ class Journal:
             if row is None:
                 return False
             record = _session(row)
-            if self._elsewhere(record.owner):
-                return False
+            if self._elsewhere(record):
+                if not self._replica_dead(record.replica, now):
+                    return False
             # Never reap an open session of a live process: it may still be using it.
-            if not record.closed and record.owner.is_alive():
+            elif not record.closed and record.owner.is_alive():
                 return False
             holder = record.claimed_by
             if holder is not None and holder != str(claim):
                 other = Claim.parse(holder)
                 fresh = record.claimed_at is not None and record.claimed_at > now - ttl
-                alive = other is not None and (
-                    self._elsewhere(other.owner) or other.owner.is_alive()
-                )
-                if fresh and (other is None or alive):
+                if fresh and (other is None or self._holder_alive(other, now)):
                     return False
             self._db.execute(
                 "UPDATE sessions SET claimed_by = ?, claimed_at = ? WHERE id = ?",
@@ -588,26 +680,65 @@ class Journal:
             (session, str(claim)),
         )
 
-    def finish_reaped(self, session: str, claim: Claim, closed_at: float) -> bool:
+    def finish_reaped(
+        self, session: str, claim: Claim, closed_at: float, *, deferred_may_stay: bool = False
+    ) -> bool:
         """Close a reaped session and drop the claim, if ``claim`` holds it and nothing is
-        pending; True when this call did so."""
+        pending (``deferred_may_stay``: nothing but resources deferred to another host's
+        reaper, :meth:`defer`); True when this call did so."""
         cursor = self._db.execute(
             "UPDATE sessions SET state = 'closed', closed_at = coalesce(closed_at, ?), "
             "claimed_by = NULL, claimed_at = NULL "
             "WHERE id = ? AND claimed_by = ? AND NOT EXISTS (SELECT 1 FROM resources "
-            "WHERE session = ? AND status != 'removed')",
-            (closed_at, session, str(claim), session),
+            "WHERE session = ? AND status != 'removed' AND (deferred IS NULL OR NOT ?))",
+            (closed_at, session, str(claim), session, deferred_may_stay),
         )
         return cursor.rowcount == 1
 
-    def _elsewhere(self, owner: Owner) -> bool:
-        """Whether ``owner`` ran on another host (or an earlier boot of this one) while the
-        journal is shared by replicas (PostgreSQL).
+    def _elsewhere(self, record: SessionRecord) -> bool:
+        """Whether ``record`` belongs to another replica while the journal is shared by
+        replicas (PostgreSQL): its processes cannot be seen from this host, and some of its
+        resources (its temp directory) exist only on the host that made them.
 
-        Such sessions are never reaped from here, open or closed: this host cannot see that
-        process, and some of a session's resources (its temp directory) exist only on the
-        host that made them. Until replicas publish their liveness in the database (issue
-        12, reaper leadership), a dead replica's sessions wait for that replica's return or
-        for an administrator (``bastion sessions kill``).
+        A session of this replica is this host's, whatever boot opened it (after a reboot,
+        its processes are dead and its temp directory is here). A session from before
+        replica ids is judged by its boot, as then.
         """
-        return self._db.dialect == "postgresql" and owner.boot != current_boot()
+        if self._db.dialect != "postgresql":
+            return False
+        if record.replica is None:
+            return record.owner.boot != current_boot()
+        return record.replica != self.replica
+
+    def _replica_dead(self, replica: str | None, now: float) -> bool:
+        """Whether ``replica`` stopped beating ``dead_after`` before ``now``. A session from
+        before replica ids has nobody to judge it dead: never (an administrator ends it)."""
+        if replica is None:
+            return False
+        row = self._db.execute(
+            "SELECT heartbeat_at FROM replicas WHERE id = ?", (replica,)
+        ).fetchone()
+        beats = {} if row is None else {replica: float(row[0])}
+        return _dead(replica, beats, now - self.dead_after)
+
+    def _holder_alive(self, other: Claim, now: float) -> bool:
+        """Whether the reaper holding ``other`` may still be working."""
+        here = (
+            self._db.dialect != "postgresql"
+            or other.replica == self.replica
+            or (other.replica is None and other.owner.boot == current_boot())
+        )
+        if here:
+            return other.owner.is_alive()
+        if other.replica is None:  # another host's, from before replica ids: until its ttl
+            return True
+        return not self._replica_dead(other.replica, now)
+
+
+def _dead(replica: str | None, beats: Mapping[str, float], silent_since: float) -> bool:
+    """Whether ``replica`` has not beaten after ``silent_since``; ``beats``: last beat by
+    replica id. No row: it never beat under this schema, or the row was deleted by hand."""
+    if replica is None:
+        return False
+    last = beats.get(replica)
+    return last is None or last <= silent_since

@@ -49,6 +49,8 @@ COMPONENTS: dict[str, tuple[tuple[Migration, ...], str]] = {
 class StateStores:
     state_dir: Path
     postgres: PostgresLocation | None = None  # None: SQLite
+    replica: str | None = None  # state.replica_id (None: the host name)
+    dead_after: float = journal.DEAD_AFTER  # state.replica_dead_after, in seconds
 
     @property
     def description(self) -> str:
@@ -73,7 +75,12 @@ class StateStores:
         return SqlApprovalStore(connect_postgres(self.postgres))
 
     def journal(self, *, clock: Callable[[], float] = time.time) -> Journal:
-        return Journal(self._target("journal.db"), clock=clock)
+        return Journal(
+            self._target("journal.db"),
+            clock=clock,
+            replica=self.replica,
+            dead_after=self.dead_after,
+        )
 
     def notice_board(self) -> NoticeBoard:
         return NoticeBoard(self._target("journal.db"))

@@ -224,9 +224,11 @@ def make_env(root: Path, operators: int = 8, *, console: str = "line", **limits:
 class ServedBastion:
     """``bastion serve`` as a real process tree; stopped by PID."""
 
-    def __init__(self, env: BastionEnv, workers: int = 2) -> None:
+    def __init__(self, env: BastionEnv, workers: int = 2, *, own_group: bool = False) -> None:
+        """``own_group``: in a process group of its own, which a test may kill whole."""
         self.env = env
         self.workers = workers
+        self.own_group = own_group
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
 
@@ -244,6 +246,7 @@ class ServedBastion:
             ],
             stdout=subprocess.PIPE,
             text=True,
+            start_new_session=self.own_group,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
