@@ -38,7 +38,12 @@ from bastion.ssh.key_watch import Refusal
 from bastion.ssh.login import BREAK_GLASS_METHOD, LoginService, Peer, Verdict
 from bastion.ssh.login_watch import LoginWatch
 from bastion.ssh.operator_session import EXEC_REFUSAL, OperatorSession
-from bastion.ssh.proxied_listener import PROXY_REFUSED_EXTRA, PROXY_VIA_EXTRA, ProxyListener
+from bastion.ssh.proxied_listener import (
+    PROXY_HEALTH_CHECK_EXTRA,
+    PROXY_REFUSED_EXTRA,
+    PROXY_VIA_EXTRA,
+    ProxyListener,
+)
 from bastion.ssh.throttle import SourceThrottle, source_key
 from bastion.sshkeys import PublicKey
 from bastion.vault import VaultClient
@@ -296,7 +301,20 @@ class _Connection(asyncssh.SSHServer):
             self._session.end_console()
         # A forged PROXY header: audited as connection.proxy_refused, not a login attempt.
         proxy_refused = self._conn is not None and self._conn.get_extra_info(PROXY_REFUSED_EXTRA)
-        if self._identity is None and not self._failure_recorded and not proxy_refused:
+        # A load balancer's health check (every few seconds, from each balancer) that named
+        # no user is not a failed login: as one, it would flood the audit log and count
+        # towards the guard's failures_from_source against the balancer's own address.
+        health_check = (
+            self._conn is not None
+            and bool(self._conn.get_extra_info(PROXY_HEALTH_CHECK_EXTRA))
+            and not self._username
+        )
+        if (
+            self._identity is None
+            and not self._failure_recorded
+            and not proxy_refused
+            and not health_check
+        ):
             reason = "no accepted key" if self._key is None else "no code given"
             if exc is not None and "timeout" in str(exc).lower():
                 reason = f"login timeout ({reason})"

@@ -41,11 +41,19 @@ from bastion.ssh.proxy_protocol import (
     starts_like_header,
 )
 
-__all__ = ["PROXY_REFUSED_EXTRA", "PROXY_VIA_EXTRA", "ProxiedConnection", "ProxyListener"]
+__all__ = [
+    "PROXY_HEALTH_CHECK_EXTRA",
+    "PROXY_REFUSED_EXTRA",
+    "PROXY_VIA_EXTRA",
+    "ProxiedConnection",
+    "ProxyListener",
+]
 
 # Extra-info names set on an SSH connection (read back by bastion.ssh.front_door).
 PROXY_VIA_EXTRA = "proxied_by"  # (address, port) of the load balancer
 PROXY_REFUSED_EXTRA = "proxy_refused"  # why the connection was refused (already audited)
+# A v2 LOCAL (or v1 UNKNOWN) header: the load balancer's own health check.
+PROXY_HEALTH_CHECK_EXTRA = "proxy_health_check"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Refused = Callable[[Peer, str], None]
@@ -141,6 +149,8 @@ class ProxiedConnection(asyncio.Protocol):
         extra: dict[str, Any] = {PROXY_VIA_EXTRA: (self._peer.address, self._peer.port)}
         if header.source is not None:
             extra["peername"] = (header.source.address, header.source.port)
+        else:
+            extra[PROXY_HEALTH_CHECK_EXTRA] = True
         self._start_ssh(extra)
         # The SSH side may have refused the connection already (the throttle).
         if rest and self._ssh is not None and not self._transport_closing():

@@ -244,9 +244,17 @@ async def test_health_check_local_keeps_the_balancers_address(tmp_path: Path) ->
             writer.write(b"not an SSH packet" * 10)
             await reader.read()  # the server closes: the bytes after the header were SSH's
         writer.close()
+        # A health check names no user: no failed login, nothing for the guard to count.
+        # A client that does try to log in behind a LOCAL header is audited as any other.
+        stranger = asyncssh.generate_private_key("ssh-ed25519")
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(v2_header(None, None))
+        conn, _ = await login(port, "mallory", stranger, [], sock=sock)
+        assert conn is None
         failed = await env.event("login.failed", source="127.0.0.1")
         assert failed["via"] == "127.0.0.1"
-        assert failed["mfa"] == "not_reached"
+        assert failed["user"] == "mallory"
+        assert [e["user"] for e in env.audit_events("login.failed")] == ["mallory"]
     finally:
         await worker.stop()
 
