@@ -1,38 +1,107 @@
-"""The footer of every console screen: Textual's, rebuilt only when the keys it shows change.
+"""The bottom line of every console screen: the keys that work here, drawn by one widget.
 
-Textual's ``Footer`` throws away and rebuilds its key widgets on every change of the screen's
-bindings, and these changes come several times as a screen opens (mount, focus, the broker's
-answers), mostly with the same keys. Each discarded key widget is a bundle of reference cycles
-(styles, message queue, signals) left for the garbage collector, and a forked console pays for
-that garbage in pages copied from its template (bench/README.md, "Console start").
+It looks like Textual's ``Footer`` (a key in the key colour, then its label; a key that does
+nothing here dimmed) and a click on a key presses it, but it is one widget drawing a line of
+text, redrawn only when the keys change. Textual's ``Footer`` makes a widget per key (with two
+more nodes for its styles) and throws them all away and makes them again on every change of
+the screen's bindings, several times as a screen opens: in a console forked from the template
+that came to 1.3 MB of the 15 MB each console may cost (bench/README.md, "Console start").
 """
 
 from __future__ import annotations
 
+from typing import ClassVar, NamedTuple
+
+from rich.style import Style
+from rich.text import Text
+from textual import events
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widget import Widget
 
-__all__ = ["KeysFooter"]
-
-# What the footer draws from each of the screen's bindings: key, label, action, whether it
-# is shown and enabled, its tooltip (the hidden ones too: the command palette's is drawn).
-_Shown = tuple[tuple[str, str, str, bool, bool, str], ...]
+__all__ = ["KeysFooter", "ShownKey", "shown_keys"]
 
 
-def shown_keys(screen: Screen[object]) -> _Shown:
-    return tuple(
-        (binding.key, binding.description, binding.action, binding.show, enabled, tooltip)
-        for _node, binding, enabled, tooltip in screen.active_bindings.values()
-    )
+class ShownKey(NamedTuple):
+    key: str  # what a click presses
+    display: str  # as the app shows it: "^c", "/", "enter"
+    description: str
+    enabled: bool
 
 
-class KeysFooter(Footer):
-    _drawn: _Shown | None = None
+def shown_keys(screen: Screen[object]) -> tuple[ShownKey, ...]:
+    """The screen's bindings that show in a footer, one per action (the first), in order."""
+    seen: set[str] = set()
+    keys = []
+    for _node, binding, enabled, _tooltip in screen.active_bindings.values():
+        if binding.show and binding.action not in seen:
+            seen.add(binding.action)
+            display = screen.app.get_key_display(binding)
+            keys.append(ShownKey(binding.key, display, binding.description, enabled))
+    return tuple(keys)
 
-    def bindings_changed(self, screen: Screen[object]) -> None:
-        shown = shown_keys(screen)
-        if shown == self._drawn:
-            return
-        if screen.app.app_focus and self.is_attached and screen is self.screen:
-            self._drawn = shown  # Footer recomposes with them now
-        super().bindings_changed(screen)
+
+class KeysFooter(Widget, can_focus=False):
+    ALLOW_SELECT = False
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"keys-footer--key", "keys-footer--description"}
+    DEFAULT_CSS = """
+    KeysFooter {
+        dock: bottom;
+        height: 1;
+        text-wrap: nowrap;
+        text-overflow: clip;
+        color: $footer-foreground;
+        background: $footer-background;
+        .keys-footer--key {
+            color: $footer-key-foreground;
+            background: $footer-key-background;
+            text-style: bold;
+        }
+        .keys-footer--description {
+            color: $footer-description-foreground;
+            background: $footer-description-background;
+        }
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: tuple[ShownKey, ...] = ()
+        self._spans: list[tuple[int, int, ShownKey]] = []  # columns of each key, for clicks
+
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+        self._bindings_changed(self.screen)
+
+    def on_unmount(self) -> None:
+        self.screen.bindings_updated_signal.unsubscribe(self)
+
+    def _bindings_changed(self, screen: Screen[object]) -> None:
+        keys = shown_keys(screen)
+        if keys != self.keys:
+            self.keys = keys
+            self.refresh()
+
+    def render(self) -> Text:
+        key_style = self.get_component_rich_style("keys-footer--key")
+        description_style = self.get_component_rich_style("keys-footer--description")
+        line = Text(no_wrap=True, overflow="crop", end="")
+        self._spans = []
+        for shown in self.keys:
+            start = len(line)
+            dim = Style(dim=not shown.enabled)  # a key that does nothing here
+            if shown.description:
+                line.append(f" {shown.display} ", key_style + dim)
+                line.append(f"{shown.description} ", description_style + dim)
+            else:
+                line.append(shown.display, key_style + dim)
+            self._spans.append((start, len(line), shown))
+        return line
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        for start, end, shown in self._spans:
+            if start <= event.x < end:
+                if shown.enabled:
+                    self.app.simulate_key(shown.key)
+                else:
+                    self.app.bell()
+                return
