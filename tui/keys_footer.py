@@ -5,7 +5,8 @@ nothing here dimmed) and a click on a key presses it, but it is one widget drawi
 text, redrawn only when the keys change. Textual's ``Footer`` makes a widget per key (with two
 more nodes for its styles) and throws them all away and makes them again on every change of
 the screen's bindings, several times as a screen opens: in a console forked from the template
-that came to 1.3 MB of the 15 MB each console may cost (bench/README.md, "Console start").
+that came to about 2.5 MB of its private memory, against the 15 MB a console may cost in all
+(bench/README.md, "Console start").
 """
 
 from __future__ import annotations
