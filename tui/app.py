@@ -174,11 +174,12 @@ class ConsoleApp(App[int]):
             self.exit(return_code=1, message=str(exc))
             return
         self.refresh_bindings()  # the auditors' key shows once the broker said who this is
-        await self.push_screen(ClustersScreen())
         self.set_interval(1.0, self.update_bar)
         self.set_interval(POLL_EVERY, self.poll_approvals)
-        if len(self.welcome.clusters) == 1:
+        if len(self.welcome.clusters) == 1:  # Escape there makes the clusters list
             await self.push_screen(NamespacesScreen(self.welcome.clusters[0]))
+        else:
+            await self.push_screen(ClustersScreen())
         await self._back_to()  # the broker tells a console started after a shell how it ended
 
     async def on_unmount(self) -> None:

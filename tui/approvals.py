@@ -19,12 +19,13 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, Label, OptionList, Static
+from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from bastion.console_protocol import ApprovalItem, DebugRequest
 from tui.broker import BrokerClient, BrokerGone, RequestFailed
 from tui.debug_screens import DebugProgressScreen
+from tui.keys_footer import KeysFooter
 from tui.safe_text import clean, safe
 from tui.session_bar import SessionBar, clock_text
 
@@ -221,7 +222,7 @@ class ApprovalsScreen(Screen[None]):
         yield OptionList(id="requests")
         with VerticalScroll(id="request-body"):
             yield Static(Text("loading…", "yellow"), id="request-detail")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#requests").focus()

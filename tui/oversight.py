@@ -14,11 +14,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from bastion.console_protocol import LiveSessionItem
 from tui.broker import BrokerGone, RequestFailed
+from tui.keys_footer import KeysFooter
 from tui.safe_text import clean
 from tui.session_bar import SessionBar
 
@@ -68,7 +69,7 @@ class SessionsScreen(Screen[None]):
         yield Static(Text(" Live sessions (watch: read-only, as recorded)", "bold"))
         yield OptionList(id="sessions")
         yield Static(Text("loading…", "yellow"), id="sessions-status")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#sessions").focus()

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, OptionList, Static
+from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from bastion.console_protocol import DebugRequest, HiddenItem, PodDetail, PodsPage
@@ -20,6 +20,7 @@ from bastion.debug_command import DEFAULT_UID
 from tui.broker import BrokerGone, RequestFailed
 from tui.debug_screens import DebugChoice, DebugConfirmation, DebugProgressScreen
 from tui.filter import FilterError, parse_filter
+from tui.keys_footer import KeysFooter
 from tui.pod_list import Column, PodList
 from tui.pod_table import PodTable, status_style
 from tui.safe_text import clean, safe
@@ -66,7 +67,7 @@ class ClustersScreen(_ConsoleScreen):
         )
         if not self.console.welcome.clusters:
             yield Static(Text("No grant lets you debug in any cluster; ask an administrator."))
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         _highlight_first(self.query_one("#clusters", OptionList))
@@ -80,7 +81,7 @@ class ClustersScreen(_ConsoleScreen):
 # ---------------------------------------------------------------------------- namespaces
 class NamespacesScreen(_ConsoleScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape", "back", "Back"),
         Binding("h", "toggle_hidden", "Hidden"),
     ]
 
@@ -95,7 +96,7 @@ class NamespacesScreen(_ConsoleScreen):
         yield Static(Text.assemble((" Namespaces in ", "bold"), safe(self.cluster, "bold")))
         yield OptionList(id="namespaces")
         yield Static("", id="hidden", classes="hidden-panel")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#hidden").display = False
@@ -117,6 +118,16 @@ class NamespacesScreen(_ConsoleScreen):
         if not answer.allowed:
             self.tell("Policy lets you debug in no namespace here; press h to see why.")
         self.query_one("#hidden", Static).update(_hidden_text(answer.hidden))
+
+    def action_back(self) -> None:
+        """Back to the clusters. With one cluster the console opens here, without the
+        clusters list under this screen (a screen kept open costs every console about
+        0.3 MB, bench/README.md "Console start"): it is made when asked for."""
+        stack = self.app.screen_stack
+        if len(stack) > 1 and isinstance(stack[-2], ClustersScreen):
+            self.app.pop_screen()
+        else:
+            self.app.switch_screen(ClustersScreen())
 
     def action_toggle_hidden(self) -> None:
         panel = self.query_one("#hidden")
@@ -184,7 +195,7 @@ class PodsScreen(_ConsoleScreen):
         yield PodTable(self.pods, now=self.console.fixed_now, id="pods")
         yield Static("", id="hidden", classes="hidden-panel")
         yield Static("", id="status")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#hidden").display = False
@@ -349,7 +360,7 @@ class PodScreen(_ConsoleScreen):
         yield OptionList(id="containers")
         with VerticalScroll(id="pod-body"):
             yield Static(Text("loading…", "yellow"), id="pod-detail")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#containers").focus()

@@ -11,9 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from bastion.console_protocol import ViewResult
+from tui.keys_footer import KeysFooter
 from tui.safe_text import safe
 from tui.session_bar import SessionBar
 
@@ -49,7 +50,7 @@ class ViewScreen(Screen[None]):
             title.append_text(safe(result.note, "yellow"))
         yield Static(title, classes="title")
         yield DataTable(id="view-table", zebra_stripes=True, cursor_type="row")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
