@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bastion.audit.chain import GENESIS, RESERVED, Head, render, seal
+from bastion.audit.chain import GENESIS, REPLICA, RESERVED, Head, render, seal
 from bastion.audit.checkpoint import (
     CHECKPOINT_ACTOR,
     CHECKPOINT_EVENT,
@@ -287,8 +287,11 @@ class AuditLog:
         clock: Clock = utc_now,
         checkpoints: Checkpointer | None = None,
         background: Sequence[Background] = (),
+        replica: str | None = None,
     ) -> None:
         self.path = path
+        # The replica whose chain this is: every line carries it (None: a log without one).
+        self.replica = replica
         self.head_file = head_path(path)
         self._hmac_key = hmac_key
         self._fsync = fsync
@@ -336,6 +339,7 @@ class AuditLog:
             fsync=fsync,
             checkpoints=checkpointer,
             background=background,
+            replica=config.state.replica_id,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -550,7 +554,7 @@ class AuditLog:
             if start != self._known_size:
                 self._catch_up(start, head_fd)
             now = self._clock()
-            sealed, chunks, last = _seal_all(items, self._last, rfc3339(now))
+            sealed, chunks, last = _seal_all(items, self._last, rfc3339(now), self.replica)
             head = _HeadRecord(
                 last.seq, last.hash, self._checkpoint_seq, self._checkpoint_at, self._key_id
             )
@@ -634,8 +638,9 @@ class AuditLog:
             return None
         key = self._signing_key(checkpoints)
         if rotation is not None:
-            return _rotation(checkpoints, key, rotation, last, now), key_id(rotation.new_key)
-        return _checkpoint(checkpoints.policy, key, last, now), key_id(key)
+            line = _rotation(checkpoints, key, rotation, last, now, replica=self.replica)
+            return line, key_id(rotation.new_key)
+        return _checkpoint(checkpoints.policy, key, last, now, replica=self.replica), key_id(key)
 
     def _signing_key(self, checkpoints: Checkpointer) -> Ed25519PrivateKey:
         if checkpoints.files is None:
@@ -712,16 +717,26 @@ class AuditLog:
             )
         try:
             event = json.loads(last_line)
-            return Head(int(event["seq"]), str(event["hash"]))
+            last = Head(int(event["seq"]), str(event["hash"]))
         except (ValueError, KeyError, TypeError):
             raise AuditUnavailable(
                 f"the last line of the audit log {self.path} is not an audit event",
                 hint="run 'bastion audit verify' and restore the log before recording more",
             ) from None
+        owner = event.get(REPLICA)
+        if self.replica is not None and owner is not None and owner != self.replica:
+            # Two replicas on one chain would make it nobody's: each replica writes its own.
+            raise AuditUnavailable(
+                f"the audit log {self.path} is the chain of replica {owner!r}, and this is "
+                f"replica {self.replica!r}: it is not continued",
+                hint=f"set state.replica_id: {owner} if this is that replica, or give this "
+                "replica a log of its own (paths.audit_log)",
+            )
+        return last
 
     # ------------------------------------------------------------------ hygiene
     def _clean(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        clash = RESERVED.intersection(fields)
+        clash = RESERVED.union((REPLICA,)).intersection(fields)
         if clash:
             raise ValueError(f"audit event fields may not be named {', '.join(sorted(clash))}")
         return {name: self._clean_value(name, value) for name, value in fields.items()}
@@ -749,13 +764,19 @@ class AuditLog:
         raise TypeError(f"audit field {name!r} has a value of type {type(value).__name__}")
 
 
+def _with_replica(replica: str | None, fields: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The event's fields, led by the replica whose chain it is (when the log has one)."""
+    return fields if replica is None else {REPLICA: replica, **fields}
+
+
 def _seal_all(
-    items: list[_Item], last: Head, time: str
+    items: list[_Item], last: Head, time: str, replica: str | None = None
 ) -> tuple[list[dict[str, Any]], list[bytes], Head]:
     """Seal ``items`` after ``last``: the events, their lines, and the new chain head."""
     sealed: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    for event, session, actor, outcome, fields in items:
+    for event, session, actor, outcome, own in items:
+        fields = _with_replica(replica, own)
         entry = seal(
             seq=last.seq + 1,
             time=time,
@@ -773,7 +794,12 @@ def _seal_all(
 
 
 def _checkpoint(
-    policy: CheckpointPolicy, key: Ed25519PrivateKey, last: Head, now: datetime
+    policy: CheckpointPolicy,
+    key: Ed25519PrivateKey,
+    last: Head,
+    now: datetime,
+    *,
+    replica: str | None = None,
 ) -> dict[str, Any]:
     """The checkpoint line that follows ``last``, signing it."""
     time = rfc3339(now)
@@ -785,7 +811,7 @@ def _checkpoint(
         session=None,
         actor=CHECKPOINT_ACTOR,
         outcome=CHECKPOINT_OUTCOME,
-        fields=fields,
+        fields=_with_replica(replica, fields),
         prev=last.hash,
     )
 
@@ -796,6 +822,8 @@ def _rotation(
     rotation: _Rotation,
     last: Head,
     now: datetime,
+    *,
+    replica: str | None = None,
 ) -> dict[str, Any]:
     """The key rotation line that follows ``last``: signed by ``key``, naming the new key."""
     time = rfc3339(now)
@@ -816,6 +844,6 @@ def _rotation(
         session=None,
         actor=rotation.actor,
         outcome=CHECKPOINT_OUTCOME,
-        fields=fields,
+        fields=_with_replica(replica, fields),
         prev=last.hash,
     )

@@ -14,7 +14,13 @@ state:
     client_cert_file: /etc/bastion/state-db.crt     # optional: TLS client certificate
     client_key_file: /etc/bastion/state-db.key      # (0600)
   connect_timeout: 10s
+  replica_id: bastion-a          # names this replica's audit chain; default: the host name
 ```
+
+``replica_id`` (``[a-z0-9][a-z0-9-]{0,62}``) names this replica: every audit event carries
+it, and when it is set here the audit log's file name includes it (``audit.jsonl`` becomes
+``audit.bastion-a.jsonl``), so that each replica writes a chain of its own. Unset, it is the
+host name made to fit (lower case, its first label), and paths stay as configured.
 
 A URL carries no password and no options: TLS is configured only here, so nothing in the URL
 can turn it off. Without ``tls`` only a server on a loopback address is accepted.
@@ -22,6 +28,8 @@ can turn it off. Without ``tls`` only a server on a loopback address is accepted
 
 from __future__ import annotations
 
+import re
+import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +39,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     ValidationInfo,
     model_validator,
 )
@@ -38,7 +47,9 @@ from pydantic import (
 from bastion.durations import parse_duration
 from bastion.state.database import PostgresLocation, postgres_url_problem
 
-__all__ = ["State", "StateTls"]
+__all__ = ["REPLICA_ID", "State", "StateTls", "host_replica_id"]
+
+REPLICA_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
@@ -50,6 +61,23 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
 
 
 _Path = Annotated[Path, AfterValidator(_resolve)]
+
+
+def _replica_id(value: str) -> str:
+    if not REPLICA_ID.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a replica id: expected 1 to 63 characters of a-z, 0-9 and '-', "
+            "starting with a letter or digit (e.g. bastion-a)"
+        )
+    return value
+
+
+def host_replica_id() -> str:
+    """The default replica id: this host's name, made to fit (its first label, lower case,
+    other characters as '-'); ``bastion`` when nothing of it fits."""
+    label = socket.gethostname().split(".", 1)[0].lower()
+    fitted = re.sub(r"[^a-z0-9-]", "-", label).lstrip("-")[:63]
+    return fitted or "bastion"
 
 
 class _Strict(BaseModel):
@@ -76,6 +104,7 @@ class State(_Strict):
     password_file: _Path | None = None
     tls: StateTls | None = None
     connect_timeout: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(seconds=10)
+    replica_id: Annotated[str, AfterValidator(_replica_id)] = Field(default_factory=host_replica_id)
 
     @model_validator(mode="after")
     def _valid(self) -> State:
@@ -106,6 +135,11 @@ class State(_Strict):
         return [] if self.tls is None else [(self.tls.ca_file, ("state", "tls", "ca_file"))]
 
     @property
+    def replica_named(self) -> bool:
+        """Whether ``replica_id`` was set in the config (not the host name by default)."""
+        return "replica_id" in self.model_fields_set
+
+    @property
     def postgres(self) -> PostgresLocation | None:
         """Where the PostgreSQL state is; None for SQLite (files in ``paths.state_dir``)."""
         if self.url == "sqlite":
@@ -118,3 +152,39 @@ class State(_Strict):
             client_key_file=self.tls.client_key_file if self.tls else None,
             connect_timeout=self.connect_timeout.total_seconds(),
         )
+
+
+def with_replica_log_name(data: object) -> object:
+    """The raw config, its ``paths.audit_log`` named after ``state.replica_id`` when that is
+    set (``audit.jsonl`` becomes ``audit.bastion-a.jsonl``): each replica writes a chain of
+    its own even where replicas share a log directory. A name that already holds the id, a
+    config without one, and anything not yet valid are left alone (validation reports them)."""
+    if not isinstance(data, dict):
+        return data
+    state, paths = data.get("state"), data.get("paths")
+    replica = (
+        state.get("replica_id")
+        if isinstance(state, dict)
+        else state.replica_id
+        if isinstance(state, State) and state.replica_named
+        else None
+    )
+    if not isinstance(replica, str) or not REPLICA_ID.fullmatch(replica):
+        return data
+    log = paths.get("audit_log") if isinstance(paths, dict) else getattr(paths, "audit_log", None)
+    if not isinstance(log, str | Path):
+        return data
+    named = _replica_log_name(Path(log), replica)
+    if isinstance(paths, dict):
+        return {**data, "paths": {**paths, "audit_log": named}}
+    if isinstance(paths, BaseModel):
+        return {**data, "paths": paths.model_copy(update={"audit_log": named})}
+    return data
+
+
+def _replica_log_name(log: Path, replica: str) -> Path:
+    if re.search(rf"(^|[._-]){re.escape(replica)}([._-]|$)", log.name):
+        return log
+    if log.suffix:
+        return log.with_name(f"{log.stem}.{replica}{log.suffix}")
+    return log.with_name(f"{log.name}.{replica}")
