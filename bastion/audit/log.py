@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,6 +81,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIT_SIGNING_KEY",
+    "GENESIS_EVENT",
     "AuditLog",
     "Checkpointer",
     "Secret",
@@ -100,6 +102,8 @@ Background = Callable[["AuditLog"], Awaitable[None]]
 
 # The key that signs checkpoints: <state_dir>/audit-signing.key, its public half beside it.
 AUDIT_SIGNING_KEY = SigningKeyFile("audit-signing", "the audit signing key", AuditUnavailable)
+# The first line of a replica's chain (see AuditLog._genesis).
+GENESIS_EVENT = "audit.chain_started"
 # How long closing the log waits for background tasks (the shippers) to finish their round.
 _STOP_GRACE = 3.0
 
@@ -554,7 +558,7 @@ class AuditLog:
             if start != self._known_size:
                 self._catch_up(start, head_fd)
             now = self._clock()
-            sealed, chunks, last = _seal_all(items, self._last, rfc3339(now), self.replica)
+            sealed, chunks, last = self._seal(items, now)
             head = _HeadRecord(
                 last.seq, last.hash, self._checkpoint_seq, self._checkpoint_at, self._key_id
             )
@@ -597,6 +601,20 @@ class AuditLog:
             return sealed
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _seal(
+        self, items: list[_Item], now: datetime
+    ) -> tuple[list[dict[str, Any]], list[bytes], Head]:
+        """Seal ``items`` after the chain's last line (a replica's new chain begins with
+        its genesis line): the callers' events, every line to write, the new head."""
+        genesis: list[_Item] = []
+        if self._last.seq == 0 and self.replica is not None:
+            # Whose chain it is, and a random id that tells it from any other chain (two
+            # chains never share a genesis, even when they start alike).
+            fields = {"chain": secrets.token_hex(16), "host": socket.gethostname()}
+            genesis = [(GENESIS_EVENT, None, "bastion", "ok", self._clean(fields))]
+        sealed, chunks, last = _seal_all([*genesis, *items], self._last, rfc3339(now), self.replica)
+        return sealed[len(genesis) :], chunks, last
 
     def settle_signing_key_now(self) -> str | None:
         """Before a rotation (blocking): finish or undo one that was interrupted.

@@ -180,8 +180,12 @@ def verify(
     except BastionError as exc:
         print(f"CANNOT CHECK: {exc}", file=sys.stderr)
         return CANNOT_CHECK
-    if len(logs) == 1:
-        return _report(logs[0], _one(logs[0], head, no_head, keys, shipped), name=str(logs[0]))
+    if isinstance(paths, Path) or (len(paths) == 1 and logs == list(paths)):
+        # One log: checked against what was shipped of its replica (a SIEM's file holds
+        # every replica's checkpoints), or of every chain for a log without a replica id.
+        replica = _first_replica(logs[0])
+        own = [c for c in shipped if replica is None or c.get(REPLICA) in (None, replica)]
+        return _report(logs[0], _one(logs[0], head, no_head, keys, own), name=str(logs[0]))
     return _verify_chains(logs, no_head, keys, shipped)
 
 
