@@ -292,10 +292,13 @@ class AuditLog:
         checkpoints: Checkpointer | None = None,
         background: Sequence[Background] = (),
         replica: str | None = None,
+        genesis: bool = False,
     ) -> None:
         self.path = path
         # The replica whose chain this is: every line carries it (None: a log without one).
+        # With ``genesis`` (replicas configured), a new chain begins with a line of its own.
         self.replica = replica
+        self._genesis = genesis and replica is not None
         self.head_file = head_path(path)
         self._hmac_key = hmac_key
         self._fsync = fsync
@@ -344,6 +347,7 @@ class AuditLog:
             checkpoints=checkpointer,
             background=background,
             replica=config.state.replica_id,
+            genesis=config.state.replica_named,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -608,7 +612,7 @@ class AuditLog:
         """Seal ``items`` after the chain's last line (a replica's new chain begins with
         its genesis line): the callers' events, every line to write, the new head."""
         genesis: list[_Item] = []
-        if self._last.seq == 0 and self.replica is not None:
+        if self._last.seq == 0 and self._genesis:
             # Whose chain it is, and a random id that tells it from any other chain (two
             # chains never share a genesis, even when they start alike).
             fields = {"chain": secrets.token_hex(16), "host": socket.gethostname()}

@@ -139,7 +139,11 @@ def open_audit(config: Config) -> AuditLog:
             hint="state_dir must be writable by the service user",
         ) from None
     log = AuditLog(
-        config.paths.audit_log, hmac_key=key, fsync="event", replica=config.state.replica_id
+        config.paths.audit_log,
+        hmac_key=key,
+        fsync="event",
+        replica=config.state.replica_id,
+        genesis=config.state.replica_named,
     )
     log.open()
     return log

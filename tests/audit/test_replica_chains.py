@@ -59,6 +59,7 @@ def replica_log(
         clock=clock or Clock(),
         checkpoints=Checkpointer(key, CheckpointPolicy(5, 3600)),
         replica=replica,
+        genesis=True,
     )
 
 
