@@ -22,6 +22,7 @@ from conftest import WriteConfig
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from front_door.harness import BastionEnv, make_env
 from front_door.test_login_asyncssh import fresh_login
+from front_door.test_replicas_postgres import replica_config as postgres_replica_config
 from pydantic import ValidationError
 
 from bastion.audit.chain import GENESIS, Head, canonical, render, verify
@@ -348,21 +349,13 @@ async def test_search_reads_several_chains_in_time_order(
 
 # ------------------------------------------------------------------ two real replicas
 def replica_config(env: BastionEnv, name: str, location: PostgresLocation) -> Path:
-    """Replica ``name``: its own state_dir (and so its own checkpoint key), the audit log
-    in one directory shared with the other replica, named by its replica id."""
-    data: dict[str, Any] = yaml.safe_load(env.config_path.read_text())
-    data["paths"] = {
-        "state_dir": f"{name}/state",
-        "audit_log": "logs/audit.jsonl",
-        "recordings_dir": f"{name}/state/recordings",
-    }
-    data["listener"]["host_key"] = f"{name}/state/host_ed25519"
-    data["state"] = {
-        "url": location.url,
-        "password_file": str(location.password_file),
-        "replica_id": f"bastion-{name}",
-    }
-    path = env.root / f"{name}.yaml"
+    """Replica ``name`` as the PostgreSQL replica tests make it (its own state_dir, so its
+    own checkpoint key), with its replica id set and its audit log in one directory shared
+    with the other replica: the id names each replica's file there."""
+    path = postgres_replica_config(env, name, location)
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    data["paths"]["audit_log"] = "logs/audit.jsonl"
+    data["state"]["replica_id"] = f"bastion-{name}"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -289,9 +288,6 @@ def test_haproxy_hands_each_connection_over_with_the_clients_address(
         )
         assert served == [(PROXY, ("127.0.0.1", client_port), b"SSH-2.0-OpenSSH_9.2\r\n")]
     finally:
-        proxy.send_signal(signal.SIGTERM)
-        try:
-            proxy.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proxy.kill()
-            proxy.wait()
+        # One process in -db mode (no master, no workers): nothing is left behind.
+        proxy.kill()
+        proxy.wait()
