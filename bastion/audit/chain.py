@@ -15,6 +15,10 @@ off-host, which are what shows a tail cut by someone who could also rewrite the 
 rotation lines hand the signing over to a new key: from the key the log started with,
 :func:`verify` follows them, and a rotation the key in force did not sign is a forgery.
 
+Every line of a replica's chain names the replica (``replica``); :func:`verify` reports
+what a chain says about itself (:class:`ChainFacts`: its replica, its genesis, its span), and
+a line naming another replica than the chain's breaks it.
+
 Pure: no I/O. :mod:`bastion.audit.log` does the writing.
 """
 

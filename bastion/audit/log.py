@@ -28,6 +28,11 @@ record names the key the chain expects next, so every writer, in any process, si
 next checkpoint with the new key; a writer finding the key file replaced any other way
 refuses to sign (its checkpoints could not be verified) rather than sign with it.
 
+**One chain per replica**: with ``replica`` (``state.replica_id``) every line carries it
+as its first field, a writer refuses to continue a log whose last line names another
+replica, and with ``genesis`` (the id set in the config) a new chain begins with an
+``audit.chain_started`` line (the replica, a random chain id, the host).
+
 Secrets never reach the log: values wrapped in :class:`Secret`, and values of fields whose
 names say they are secret, are stored as keyed HMACs; every other string is passed through
 :func:`bastion.redact.redact`.

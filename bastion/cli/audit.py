@@ -2,12 +2,15 @@
 
 * ``verify PATH [--pubkey FILE] [--checkpoints FILE]`` checks the hash chain, the head
   record, every checkpoint's signature, and the log against checkpoints shipped off-host;
-  one sentence and an exit status per kind of failure (:data:`EXIT`).
+  one sentence and an exit status per kind of failure (:data:`EXIT`). Given several logs
+  (one chain per replica) or a directory of them, a verdict per chain, two files claiming
+  one replica refused (:data:`DUPLICATE`), then a merged summary.
 * ``export [--since T] [--follow] [--syslog]`` writes the log's lines, exactly as stored,
   to stdout (or to the configured syslog server), checking the chain as it reads: a broken
   chain stops the export with an error, so a SIEM never silently receives an edited line.
 * ``search --user U --since T --pod P --session S --event E`` prints matching events for
-  a human, one line each, every string neutralised for the terminal.
+  a human, one line each, every string neutralised for the terminal; over several chains
+  (``--log`` repeated, or a directory), merged in time order.
 """
 
 from __future__ import annotations
