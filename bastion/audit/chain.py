@@ -15,6 +15,10 @@ off-host, which are what shows a tail cut by someone who could also rewrite the 
 rotation lines hand the signing over to a new key: from the key the log started with,
 :func:`verify` follows them, and a rotation the key in force did not sign is a forgery.
 
+Every line of a replica's chain names the replica (``replica``); :func:`verify` reports
+what a chain says about itself (:class:`ChainFacts`: its replica, its genesis, its span), and
+a line naming another replica than the chain's breaks it.
+
 Pure: no I/O. :mod:`bastion.audit.log` does the writing.
 """
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -39,8 +43,10 @@ from bastion.recording.keys import fingerprint, raw_public
 __all__ = [
     "ENVELOPE",
     "GENESIS",
+    "REPLICA",
     "RESERVED",
     "ChainBroken",
+    "ChainFacts",
     "ChainReader",
     "Head",
     "Verdict",
@@ -55,6 +61,8 @@ GENESIS = "0" * 64
 ENVELOPE = ("seq", "time", "event", "session", "actor", "outcome")
 _TRAILER = ("prev", "hash")
 RESERVED = frozenset(ENVELOPE + _TRAILER)
+# The field naming the replica whose chain a line belongs to (the first of its fields).
+REPLICA = "replica"
 
 # What a verdict found, one word each; the command line maps each to its exit status.
 VerdictKind = Literal["ok", "broken", "forged", "truncated", "diverged", "unsigned", "bad_rotation"]
@@ -68,6 +76,38 @@ class Head:
     hash: str
 
 
+@dataclass
+class ChainFacts:
+    """What a chain says about itself, as far as it was read: whose it is (the replica its
+    lines name; None for a log from before replica ids), its genesis (the hash of line 1,
+    which tells two chains apart), the times of its first and last lines, and the last
+    line a verified signature covers."""
+
+    replica: str | None = None
+    genesis: str | None = None
+    first_time: str | None = None
+    last_time: str | None = None
+    signed_to: int = 0
+
+    def note(self, event: Mapping[str, Any]) -> str | None:
+        """Take in the next verified line; a sentence when it names another replica."""
+        if self.genesis is None:
+            self.genesis = str(event["hash"])
+            self.first_time = str(event["time"])
+        self.last_time = str(event["time"])
+        replica = event.get(REPLICA)
+        if self.replica is None:
+            # A log from before replica ids gains one when an upgraded writer continues it.
+            self.replica = replica if isinstance(replica, str) else None
+            return None
+        if replica != self.replica:
+            return (
+                f"names replica {replica!r} in the chain of replica {self.replica!r} (a line "
+                "of another chain was put in)"
+            )
+        return None
+
+
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
@@ -75,6 +115,7 @@ class Verdict:
     message: str
     bad_line: int | None = None
     kind: VerdictKind = "ok"
+    chain: ChainFacts | None = None
 
 
 def canonical(event: Mapping[str, Any]) -> bytes:
@@ -160,18 +201,35 @@ def verify(
     lines: Iterable[bytes],
     head: Head | None,
     *,
-    public_key: Ed25519PublicKey | None = None,
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None,
     shipped: Sequence[Mapping[str, Any]] = (),
 ) -> Verdict:
     """Check every line of a log, in order; the first problem found is the verdict.
 
     ``lines`` are the file's lines with their line endings; a last line without a newline
-    is a torn write and reported as such. With ``public_key``, every checkpoint's signature
-    is checked, the log must hold at least one, and its unsigned tail may not be longer than
-    the last checkpoint's policy allows. ``shipped`` are checkpoint lines received off-host
-    (they need ``public_key``): the log must still hold, unchanged, every line they signed.
+    is a torn write and reported as such; every line must name the replica the chain's
+    lines name (:class:`ChainFacts`, returned as the verdict's ``chain``). With
+    ``public_key``, every checkpoint's signature is checked, the log must hold at least
+    one, and its unsigned tail may not be longer than the last checkpoint's policy allows;
+    given several keys (several replicas' chains), the chain is checked with the one its
+    first signed line names. ``shipped`` are checkpoint lines received off-host (they need
+    ``public_key``): the log must still hold, unchanged, every line they signed.
     """
-    if shipped and public_key is None:
+    facts = ChainFacts()
+    verdict = _verify(lines, head, facts, public_key, shipped)
+    return replace(verdict, chain=facts)
+
+
+def _verify(
+    lines: Iterable[bytes],
+    head: Head | None,
+    facts: ChainFacts,
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
+    shipped: Sequence[Mapping[str, Any]],
+) -> Verdict:
+    pool = [public_key] if isinstance(public_key, Ed25519PublicKey) else list(public_key or ())
+    first_key = pool[0] if pool else None
+    if shipped and first_key is None:
         raise ValueError("checking shipped checkpoints needs the bastion's public key")
     # The lines whose hashes the shipped checkpoints name: kept while the log is read.
     wanted = {v for c in shipped for v in (c.get("covers"), c.get("seq")) if isinstance(v, int)}
@@ -180,13 +238,16 @@ def verify(
     hash_at_head: str | None = None
     checkpoints = 0
     last_signed: Mapping[str, Any] | None = None
-    keys = _KeysInForce(public_key) if public_key is not None else None
+    keys = _KeysInForce(first_key, pool) if first_key is not None else None
     for raw in lines:
         try:
             event = reader.feed(raw)
         except ChainBroken as exc:
             return Verdict(False, exc.line - 1, str(exc), exc.line, "broken")
         number = event["seq"]
+        stray = facts.note(event)
+        if stray is not None:
+            return Verdict(False, number - 1, f"line {number}: {stray}", number, "broken")
         if number in wanted:
             seen[number] = event["hash"]
         if head is not None and number == head.seq:
@@ -199,27 +260,12 @@ def verify(
                     kind, problem = failed
                     return Verdict(False, number, f"line {number}: {problem}", number, kind)
                 last_signed = event
+                facts.signed_to = number
     count = reader.last.seq
     if head is not None:
-        if count < head.seq:
-            return Verdict(
-                False,
-                count,
-                f"line {count + 1}: missing: the log ends after {count} events but its head "
-                f"records {head.seq}; the tail was truncated",
-                count + 1,
-                "truncated",
-            )
-        # A head that lags the log is fine (the writer crashed between the two writes);
-        # the line it names must still be the one it recorded.
-        if hash_at_head != head.hash:
-            return Verdict(
-                False,
-                count,
-                f"line {head.seq}: does not match the hash recorded in the head file",
-                head.seq,
-                "broken",
-            )
+        against_head = _check_head(count, head, hash_at_head)
+        if against_head is not None:
+            return against_head
     if keys is not None:
         # In the order they were written, so that shipped rotations past the log's end
         # hand over to the keys of the shipped checkpoints after them.
@@ -233,19 +279,44 @@ def verify(
         unsigned = _unsigned(count, last_signed)
         if unsigned is not None:
             return unsigned
-    summary = _summary(count, checkpoints, last_signed, public_key, shipped)
+    summary = _summary(count, checkpoints, last_signed, first_key, shipped)
     if keys is not None and keys.rotations:
         summary += f"; {keys.describe_rotations()}"
     return Verdict(True, count, summary)
+
+
+def _check_head(count: int, head: Head, hash_at_head: str | None) -> Verdict | None:
+    if count < head.seq:
+        return Verdict(
+            False,
+            count,
+            f"line {count + 1}: missing: the log ends after {count} events but its head "
+            f"records {head.seq}; the tail was truncated",
+            count + 1,
+            "truncated",
+        )
+    # A head that lags the log is fine (the writer crashed between the two writes); the
+    # line it names must still be the one it recorded.
+    if hash_at_head != head.hash:
+        return Verdict(
+            False,
+            count,
+            f"line {head.seq}: does not match the hash recorded in the head file",
+            head.seq,
+            "broken",
+        )
+    return None
 
 
 class _KeysInForce:
     """Which signing key is in force at each line: the key the log started with, then each
     key a verified rotation line handed over to."""
 
-    def __init__(self, first: Ed25519PublicKey) -> None:
+    def __init__(self, first: Ed25519PublicKey, pool: Sequence[Ed25519PublicKey] = ()) -> None:
         self.first = first
         self.current = first
+        # Several keys given (several replicas' chains): the first signed line picks one.
+        self._pool = pool if len(pool) > 1 else ()
         # (line of the rotation, the new key): the new key signs the lines after it.
         self.rotations: list[tuple[int, Ed25519PublicKey, bool]] = []
         self._retired: dict[str, int] = {}
@@ -268,6 +339,9 @@ class _KeysInForce:
 
     def check(self, event: Mapping[str, Any]) -> tuple[VerdictKind, str] | None:
         """Check a signed line against the key in force at it; advance on a rotation."""
+        if self._pool:
+            self.first = self.current = _key_named(self._pool, event.get("key_id"))
+            self._pool = ()
         seq = int(event["seq"])
         key = self.key_at(seq)
         if is_rotation(event):
@@ -309,6 +383,12 @@ class _KeysInForce:
 
 def _key_id(key: Ed25519PublicKey) -> str:
     return fingerprint(raw_public(key))
+
+
+def _key_named(pool: Sequence[Ed25519PublicKey], key_id: object) -> Ed25519PublicKey:
+    """The key of ``pool`` with that id; else the first (whose check then names the
+    mismatch: a chain signed by none of the keys given is forged)."""
+    return next((key for key in pool if _key_id(key) == key_id), pool[0])
 
 
 def _shipped_order(checkpoint: Mapping[str, Any]) -> int:

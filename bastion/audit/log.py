@@ -28,6 +28,11 @@ record names the key the chain expects next, so every writer, in any process, si
 next checkpoint with the new key; a writer finding the key file replaced any other way
 refuses to sign (its checkpoints could not be verified) rather than sign with it.
 
+**One chain per replica**: with ``replica`` (``state.replica_id``) every line carries it
+as its first field, a writer refuses to continue a log whose last line names another
+replica, and with ``genesis`` (the id set in the config) a new chain begins with an
+``audit.chain_started`` line (the replica, a random chain id, the host).
+
 Secrets never reach the log: values wrapped in :class:`Secret`, and values of fields whose
 names say they are secret, are stored as keyed HMACs; every other string is passed through
 :func:`bastion.redact.redact`.
@@ -44,6 +49,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bastion.audit.chain import GENESIS, RESERVED, Head, render, seal
+from bastion.audit.chain import GENESIS, REPLICA, RESERVED, Head, render, seal
 from bastion.audit.checkpoint import (
     CHECKPOINT_ACTOR,
     CHECKPOINT_EVENT,
@@ -80,6 +86,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIT_SIGNING_KEY",
+    "GENESIS_EVENT",
     "AuditLog",
     "Checkpointer",
     "Secret",
@@ -100,6 +107,8 @@ Background = Callable[["AuditLog"], Awaitable[None]]
 
 # The key that signs checkpoints: <state_dir>/audit-signing.key, its public half beside it.
 AUDIT_SIGNING_KEY = SigningKeyFile("audit-signing", "the audit signing key", AuditUnavailable)
+# The first line of a replica's chain (see AuditLog._genesis).
+GENESIS_EVENT = "audit.chain_started"
 # How long closing the log waits for background tasks (the shippers) to finish their round.
 _STOP_GRACE = 3.0
 
@@ -287,8 +296,14 @@ class AuditLog:
         clock: Clock = utc_now,
         checkpoints: Checkpointer | None = None,
         background: Sequence[Background] = (),
+        replica: str | None = None,
+        genesis: bool = False,
     ) -> None:
         self.path = path
+        # The replica whose chain this is: every line carries it (None: a log without one).
+        # With ``genesis`` (replicas configured), a new chain begins with a line of its own.
+        self.replica = replica
+        self._genesis = genesis and replica is not None
         self.head_file = head_path(path)
         self._hmac_key = hmac_key
         self._fsync = fsync
@@ -336,6 +351,8 @@ class AuditLog:
             fsync=fsync,
             checkpoints=checkpointer,
             background=background,
+            replica=config.state.replica_id,
+            genesis=config.state.replica_named,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -550,7 +567,7 @@ class AuditLog:
             if start != self._known_size:
                 self._catch_up(start, head_fd)
             now = self._clock()
-            sealed, chunks, last = _seal_all(items, self._last, rfc3339(now))
+            sealed, chunks, last = self._seal(items, now)
             head = _HeadRecord(
                 last.seq, last.hash, self._checkpoint_seq, self._checkpoint_at, self._key_id
             )
@@ -594,6 +611,20 @@ class AuditLog:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def _seal(
+        self, items: list[_Item], now: datetime
+    ) -> tuple[list[dict[str, Any]], list[bytes], Head]:
+        """Seal ``items`` after the chain's last line (a replica's new chain begins with
+        its genesis line): the callers' events, every line to write, the new head."""
+        genesis: list[_Item] = []
+        if self._last.seq == 0 and self._genesis:
+            # Whose chain it is, and a random id that tells it from any other chain (two
+            # chains never share a genesis, even when they start alike).
+            fields = {"chain": secrets.token_hex(16), "host": socket.gethostname()}
+            genesis = [(GENESIS_EVENT, None, "bastion", "ok", self._clean(fields))]
+        sealed, chunks, last = _seal_all([*genesis, *items], self._last, rfc3339(now), self.replica)
+        return sealed[len(genesis) :], chunks, last
+
     def settle_signing_key_now(self) -> str | None:
         """Before a rotation (blocking): finish or undo one that was interrupted.
 
@@ -634,8 +665,9 @@ class AuditLog:
             return None
         key = self._signing_key(checkpoints)
         if rotation is not None:
-            return _rotation(checkpoints, key, rotation, last, now), key_id(rotation.new_key)
-        return _checkpoint(checkpoints.policy, key, last, now), key_id(key)
+            line = _rotation(checkpoints, key, rotation, last, now, replica=self.replica)
+            return line, key_id(rotation.new_key)
+        return _checkpoint(checkpoints.policy, key, last, now, replica=self.replica), key_id(key)
 
     def _signing_key(self, checkpoints: Checkpointer) -> Ed25519PrivateKey:
         if checkpoints.files is None:
@@ -712,16 +744,26 @@ class AuditLog:
             )
         try:
             event = json.loads(last_line)
-            return Head(int(event["seq"]), str(event["hash"]))
+            last = Head(int(event["seq"]), str(event["hash"]))
         except (ValueError, KeyError, TypeError):
             raise AuditUnavailable(
                 f"the last line of the audit log {self.path} is not an audit event",
                 hint="run 'bastion audit verify' and restore the log before recording more",
             ) from None
+        owner = event.get(REPLICA)
+        if self.replica is not None and owner is not None and owner != self.replica:
+            # Two replicas on one chain would make it nobody's: each replica writes its own.
+            raise AuditUnavailable(
+                f"the audit log {self.path} is the chain of replica {owner!r}, and this is "
+                f"replica {self.replica!r}: it is not continued",
+                hint=f"set state.replica_id: {owner} if this is that replica, or give this "
+                "replica a log of its own (paths.audit_log)",
+            )
+        return last
 
     # ------------------------------------------------------------------ hygiene
     def _clean(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        clash = RESERVED.intersection(fields)
+        clash = RESERVED.union((REPLICA,)).intersection(fields)
         if clash:
             raise ValueError(f"audit event fields may not be named {', '.join(sorted(clash))}")
         return {name: self._clean_value(name, value) for name, value in fields.items()}
@@ -749,13 +791,19 @@ class AuditLog:
         raise TypeError(f"audit field {name!r} has a value of type {type(value).__name__}")
 
 
+def _with_replica(replica: str | None, fields: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The event's fields, led by the replica whose chain it is (when the log has one)."""
+    return fields if replica is None else {REPLICA: replica, **fields}
+
+
 def _seal_all(
-    items: list[_Item], last: Head, time: str
+    items: list[_Item], last: Head, time: str, replica: str | None = None
 ) -> tuple[list[dict[str, Any]], list[bytes], Head]:
     """Seal ``items`` after ``last``: the events, their lines, and the new chain head."""
     sealed: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    for event, session, actor, outcome, fields in items:
+    for event, session, actor, outcome, own in items:
+        fields = _with_replica(replica, own)
         entry = seal(
             seq=last.seq + 1,
             time=time,
@@ -773,7 +821,12 @@ def _seal_all(
 
 
 def _checkpoint(
-    policy: CheckpointPolicy, key: Ed25519PrivateKey, last: Head, now: datetime
+    policy: CheckpointPolicy,
+    key: Ed25519PrivateKey,
+    last: Head,
+    now: datetime,
+    *,
+    replica: str | None = None,
 ) -> dict[str, Any]:
     """The checkpoint line that follows ``last``, signing it."""
     time = rfc3339(now)
@@ -785,7 +838,7 @@ def _checkpoint(
         session=None,
         actor=CHECKPOINT_ACTOR,
         outcome=CHECKPOINT_OUTCOME,
-        fields=fields,
+        fields=_with_replica(replica, fields),
         prev=last.hash,
     )
 
@@ -796,6 +849,8 @@ def _rotation(
     rotation: _Rotation,
     last: Head,
     now: datetime,
+    *,
+    replica: str | None = None,
 ) -> dict[str, Any]:
     """The key rotation line that follows ``last``: signed by ``key``, naming the new key."""
     time = rfc3339(now)
@@ -816,6 +871,6 @@ def _rotation(
         session=None,
         actor=rotation.actor,
         outcome=CHECKPOINT_OUTCOME,
-        fields=fields,
+        fields=_with_replica(replica, fields),
         prev=last.hash,
     )

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
+from bastion.audit.chain import REPLICA
 from bastion.audit.checkpoint import is_signed
 from bastion.audit.log import head_path, read_head
 from bastion.errors import AuditUnavailable, ConfigError
@@ -120,7 +121,8 @@ def rfc5424(
     line: bytes, *, hostname: str, app: str = "bastion", severity: int | None = None
 ) -> bytes:
     """One audit line as an RFC 5424 message (without the octet-count frame). The severity
-    follows the line's outcome unless given (break-glass alerts are sent as 2, crit)."""
+    follows the line's outcome unless given (break-glass alerts are sent as 2, crit); the
+    HOSTNAME is the replica the line names (whose chain it is), else ``hostname``."""
     body = line.rstrip(b"\n")
     try:
         parsed: Any = json.loads(body)
@@ -135,7 +137,7 @@ def rfc5424(
         (
             f"<{_FACILITY * 8 + severity}>1",
             stamp if _TIME.fullmatch(stamp) else "-",
-            _header_token(hostname, 255),
+            _header_token(str(event.get(REPLICA) or hostname), 255),
             _header_token(app, 48),
             "-",  # PROCID: the shipper is not the process that wrote the line
             _header_token(str(event.get("event", "")), 32),

@@ -2,23 +2,28 @@
 
 * ``verify PATH [--pubkey FILE] [--checkpoints FILE]`` checks the hash chain, the head
   record, every checkpoint's signature, and the log against checkpoints shipped off-host;
-  one sentence and an exit status per kind of failure (:data:`EXIT`).
+  one sentence and an exit status per kind of failure (:data:`EXIT`). Given several logs
+  (one chain per replica) or a directory of them, a verdict per chain, two files claiming
+  one replica refused (:data:`DUPLICATE`), then a merged summary.
 * ``export [--since T] [--follow] [--syslog]`` writes the log's lines, exactly as stored,
   to stdout (or to the configured syslog server), checking the chain as it reads: a broken
   chain stops the export with an error, so a SIEM never silently receives an edited line.
 * ``search --user U --since T --pod P --session S --event E`` prints matching events for
-  a human, one line each, every string neutralised for the terminal.
+  a human, one line each, every string neutralised for the terminal; over several chains
+  (``--log`` repeated, or a directory), merged in time order.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fnmatch
+import heapq
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +31,14 @@ from typing import Any, BinaryIO, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bastion.audit.chain import ChainBroken, ChainReader, Verdict, VerdictKind
+from bastion.audit.chain import (
+    REPLICA,
+    ChainBroken,
+    ChainFacts,
+    ChainReader,
+    Verdict,
+    VerdictKind,
+)
 from bastion.audit.chain import verify as verify_chain
 from bastion.audit.checkpoint import is_signed
 from bastion.audit.log import head_path, read_head, rfc3339
@@ -49,6 +61,8 @@ EXIT: dict[VerdictKind, int] = {
     "bad_rotation": 7,
 }
 CANNOT_CHECK = 2
+# Two chains given claim one replica (a swapped or duplicated chain): refused.
+DUPLICATE = 8
 _WORD: dict[VerdictKind, str] = {
     "ok": "OK",
     "broken": "BROKEN",
@@ -70,8 +84,14 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     v = actions.add_parser(
         "verify", help="check the chain, the checkpoints' signatures, and truncation"
     )
-    v.add_argument("path", type=Path, metavar="PATH")
-    v.add_argument("--head", type=Path, help="head file (default: PATH.head)")
+    v.add_argument(
+        "paths",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="a log, several (one chain per replica), or a directory of them (its *.jsonl)",
+    )
+    v.add_argument("--head", type=Path, help="head file (default: PATH.head; one PATH only)")
     v.add_argument(
         "--no-head",
         action="store_true",
@@ -81,19 +101,21 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         "--pubkey",
         type=Path,
         metavar="FILE",
+        action="append",
         help="the audit-signing.pub the log started with: check every checkpoint's "
-        "signature, following key rotations recorded in the log",
+        "signature, following key rotations recorded in the log; once per replica's key "
+        "when the chains were signed by several",
     )
     v.add_argument(
         "--checkpoints",
         type=Path,
         metavar="FILE",
         help="checkpoints received off-host (syslog or webhook), one per line: the log must "
-        "still hold what they signed (needs --pubkey)",
+        "still hold what they signed (needs --pubkey); with several chains, each replica's",
     )
     v.set_defaults(
         run=lambda a: verify(
-            a.path, head=a.head, no_head=a.no_head, pubkey=a.pubkey, checkpoints=a.checkpoints
+            a.paths, head=a.head, no_head=a.no_head, pubkey=a.pubkey, checkpoints=a.checkpoints
         )
     )
 
@@ -120,7 +142,14 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     s.add_argument("--pod", metavar="P", help="events naming pod P")
     s.add_argument("--session", metavar="S", help="session S (and the login of its connection)")
     s.add_argument("--event", metavar="E", help="event name or pattern, e.g. 'login.*'")
-    s.add_argument("--log", type=Path, metavar="FILE", help="another copy of the log to read")
+    s.add_argument(
+        "--log",
+        type=Path,
+        metavar="FILE",
+        action="append",
+        help="a copy of the log to read instead of the config's; repeat it (or give a "
+        "directory) to search several replicas' chains, merged in time order",
+    )
     config_option(s)
     s.set_defaults(
         run=lambda a: search(
@@ -140,38 +169,221 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
 
 # ---------------------------------------------------------------------------- verify
 def verify(
+    paths: Path | Sequence[Path],
+    *,
+    head: Path | None,
+    no_head: bool,
+    pubkey: Path | Sequence[Path] | None = None,
+    checkpoints: Path | None = None,
+) -> int:
+    """Verify one chain, or several (one per replica): a verdict per chain; with several,
+    two chains claiming one replica are refused and a merged summary follows."""
+    try:
+        logs, keys, shipped = _inputs(paths, head, pubkey, checkpoints)
+    except BastionError as exc:
+        print(f"CANNOT CHECK: {exc}", file=sys.stderr)
+        return CANNOT_CHECK
+    if isinstance(paths, Path) or (len(paths) == 1 and logs == list(paths)):
+        # One log: checked against what was shipped of its replica (a SIEM's file holds
+        # every replica's checkpoints), or of every chain for a log without a replica id.
+        replica = _first_replica(logs[0])
+        own = [c for c in shipped if replica is None or c.get(REPLICA) in (None, replica)]
+        return _report(logs[0], _one(logs[0], head, no_head, keys, own), name=str(logs[0]))
+    return _verify_chains(logs, no_head, keys, shipped)
+
+
+def _inputs(
+    paths: Path | Sequence[Path],
+    head: Path | None,
+    pubkey: Path | Sequence[Path] | None,
+    checkpoints: Path | None,
+) -> tuple[list[Path], list[Ed25519PublicKey], list[dict[str, Any]]]:
+    """The logs, keys and shipped checkpoints to check; BastionError when they cannot be."""
+    logs = chain_files([paths] if isinstance(paths, Path) else paths)
+    if head is not None and len(logs) > 1:
+        raise BastionError("--head names the head of one log: give one PATH with it")
+    keys = _public_keys([pubkey] if isinstance(pubkey, Path) else pubkey or [])
+    shipped = _shipped(checkpoints) if checkpoints is not None else []
+    if shipped and not keys:
+        raise BastionError(
+            "checking shipped checkpoints needs the bastion's public key: give --pubkey"
+        )
+    return logs, keys, shipped
+
+
+def chain_files(paths: Sequence[Path]) -> list[Path]:
+    """The logs named: each file, and each directory's ``*.jsonl`` (its chains)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        chains = sorted(p for p in path.glob("*.jsonl") if p.is_file())
+        if not chains:
+            raise BastionError(f"{path} is a directory without audit logs (*.jsonl) in it")
+        found.extend(chains)
+    repeated = {p for p in found if found.count(p) > 1}
+    if repeated:
+        raise BastionError(f"{sorted(repeated)[0]} is given twice")
+    return found
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """One chain's verdict, or why it could not be checked."""
+
+    path: Path
+    verdict: Verdict | None
+    problem: str | None = None
+
+
+def _one(
+    path: Path,
+    head: Path | None,
+    no_head: bool,
+    keys: Sequence[Ed25519PublicKey],
+    shipped: Sequence[Mapping[str, Any]],
+) -> _Checked:
+    try:
+        verdict = _verdict(path, head=head, no_head=no_head, keys=keys, shipped=shipped)
+    except BastionError as exc:
+        return _Checked(path, None, str(exc))
+    except OSError as exc:
+        return _Checked(path, None, f"{path}: cannot read the audit log: {exc.strerror}")
+    return _Checked(path, verdict)
+
+
+def _report(path: Path, checked: _Checked, *, name: str) -> int:
+    """Print one chain's verdict (``name`` says which); its exit status."""
+    verdict = checked.verdict
+    if verdict is None:
+        print(f"CANNOT CHECK: {checked.problem}", file=sys.stderr)
+        return CANNOT_CHECK
+    if verdict.ok:
+        print(verdict.message if name == str(path) else f"{name}: {verdict.message}")
+        return 0
+    print(f"{_WORD[verdict.kind]}: {name}: {verdict.message}", file=sys.stderr)
+    return EXIT[verdict.kind]
+
+
+def _verify_chains(
+    logs: Sequence[Path],
+    no_head: bool,
+    keys: Sequence[Ed25519PublicKey],
+    shipped: Sequence[Mapping[str, Any]],
+) -> int:
+    by_replica: dict[str | None, list[Mapping[str, Any]]] = {}
+    for checkpoint in shipped:
+        replica = checkpoint.get(REPLICA)
+        by_replica.setdefault(replica if isinstance(replica, str) else None, []).append(checkpoint)
+    results: list[_Checked] = []
+    for path in logs:
+        # Whose chain a file is shows once it is read; its shipped checkpoints are those
+        # naming the replica of its first line.
+        replica = _first_replica(path)
+        results.append(_one(path, None, no_head, keys, by_replica.pop(replica, [])))
+    statuses = [_report(c.path, c, name=_chain_name(c)) for c in results]
+    refused = _duplicates(results)
+    for replica, what in sorted(by_replica.items(), key=lambda item: str(item[0])):
+        whose = f"replica {replica!r}" if replica else "a log without a replica id"
+        refused.append(
+            f"TRUNCATED: {len(what)} shipped checkpoints are of {whose}, whose chain was not "
+            "given: it is missing (give its log too, or verify it alone)"
+        )
+    for line in refused:
+        print(line, file=sys.stderr)
+    if refused:
+        return DUPLICATE if any(r.startswith("DUPLICATE") for r in refused) else EXIT["truncated"]
+    failed = [status for status in statuses if status != 0]
+    if failed:
+        return failed[0]
+    print(merged_summary([c.verdict for c in results if c.verdict is not None], logs))
+    return 0
+
+
+def _chain_name(checked: _Checked) -> str:
+    facts = checked.verdict.chain if checked.verdict is not None else None
+    if facts is None or facts.replica is None:
+        return str(checked.path)
+    return f"{checked.path} (replica {facts.replica})"
+
+
+def _first_replica(path: Path) -> str | None:
+    """The replica the first line naming one names (a log from before replica ids gains
+    one when an upgraded writer continues it); None when no line names one."""
+    try:
+        with path.open("rb") as log:
+            for raw in log:
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    return None
+                replica = line.get(REPLICA) if isinstance(line, dict) else None
+                if isinstance(replica, str):
+                    return replica
+    except OSError:
+        return None
+    return None
+
+
+def _duplicates(results: Sequence[_Checked]) -> list[str]:
+    """Two files claiming one replica: a chain swapped in for another, or given twice."""
+    seen: dict[str, tuple[Path, ChainFacts]] = {}
+    found: list[str] = []
+    for checked in results:
+        facts = checked.verdict.chain if checked.verdict is not None else None
+        if facts is None or facts.replica is None:
+            continue
+        if facts.replica not in seen:
+            seen[facts.replica] = (checked.path, facts)
+            continue
+        other_path, other = seen[facts.replica]
+        why = (
+            "the same chain (one genesis) twice: a copy; give one of them"
+            if other.genesis == facts.genesis
+            else f"different chains (genesis {str(other.genesis)[:12]}… and "
+            f"{str(facts.genesis)[:12]}…): a swapped or duplicated chain; verify each alone "
+            "and find out which one the replica wrote"
+        )
+        found.append(
+            f"DUPLICATE: {other_path} and {checked.path} both claim replica {facts.replica!r}, "
+            f"{why}"
+        )
+    return found
+
+
+def merged_summary(verdicts: Sequence[Verdict], logs: Sequence[Path]) -> str:
+    """Several verified chains as one timeline: the total, then each chain by its first
+    event's time (replica, span, events, how far it is signed)."""
+    rows = sorted(
+        zip(verdicts, logs, strict=True),
+        key=lambda row: (row[0].chain.first_time if row[0].chain else None) or "",
+    )
+    times = [t for v, _ in rows if v.chain for t in (v.chain.first_time, v.chain.last_time) if t]
+    span = f", {min(times)} to {max(times)}" if times else ""
+    lines = [f"merged: {len(rows)} chains, {sum(v.events for v, _ in rows)} events{span}"]
+    for verdict, path in rows:
+        facts = verdict.chain
+        if facts is None or facts.first_time is None:
+            lines.append(f"  (empty)  {path}")
+            continue
+        signed = f"signed to line {facts.signed_to}" if facts.signed_to else "signatures unchecked"
+        lines.append(
+            f"  {facts.first_time} to {facts.last_time}  {facts.replica or '-'}  "
+            f"{verdict.events} events, {signed}  {path}"
+        )
+    return "\n".join(lines)
+
+
+def _verdict(
     path: Path,
     *,
     head: Path | None,
     no_head: bool,
-    pubkey: Path | None = None,
-    checkpoints: Path | None = None,
-) -> int:
-    try:
-        verdict = _verdict(path, head=head, no_head=no_head, pubkey=pubkey, checkpoints=checkpoints)
-    except BastionError as exc:
-        print(f"CANNOT CHECK: {exc}", file=sys.stderr)
-        return CANNOT_CHECK
-    except OSError as exc:
-        print(f"CANNOT CHECK: {path}: cannot read the audit log: {exc.strerror}", file=sys.stderr)
-        return CANNOT_CHECK
-    if verdict.ok:
-        print(verdict.message)
-        return 0
-    print(f"{_WORD[verdict.kind]}: {path}: {verdict.message}", file=sys.stderr)
-    return EXIT[verdict.kind]
-
-
-def _verdict(
-    path: Path, *, head: Path | None, no_head: bool, pubkey: Path | None, checkpoints: Path | None
+    keys: Sequence[Ed25519PublicKey],
+    shipped: Sequence[Mapping[str, Any]],
 ) -> Verdict:
     """The verdict on ``path``; BastionError when the check cannot be made."""
-    key = _public_key(pubkey) if pubkey is not None else None
-    shipped = _shipped(checkpoints) if checkpoints is not None else []
-    if shipped and key is None:
-        raise BastionError(
-            "checking shipped checkpoints needs the bastion's public key: give --pubkey"
-        )
     head_file = head or head_path(path)
     try:
         recorded = None if no_head else read_head(head_file)
@@ -184,7 +396,7 @@ def _verdict(
                 "be ruled out; pass --head FILE, or --no-head to check the chain alone"
             )
         log.seek(0)
-        return verify_chain(log, recorded, public_key=key, shipped=shipped)
+        return verify_chain(log, recorded, public_key=keys or None, shipped=shipped)
 
 
 def _open_log(path: Path) -> BinaryIO:
@@ -194,8 +406,8 @@ def _open_log(path: Path) -> BinaryIO:
         raise BastionError(f"{path}: cannot read the audit log: {exc.strerror}") from None
 
 
-def _public_key(path: Path) -> Ed25519PublicKey:
-    return Ed25519PublicKey.from_public_bytes(read_signer_public_key(path))
+def _public_keys(paths: Sequence[Path]) -> list[Ed25519PublicKey]:
+    return [Ed25519PublicKey.from_public_bytes(read_signer_public_key(p)) for p in paths]
 
 
 def _shipped(path: Path) -> list[dict[str, Any]]:
@@ -432,42 +644,55 @@ def _names_pod(event: Mapping[str, Any], pod: str) -> bool:
 
 
 def search(
-    config_path: Path, *, query: Query, log: Path | None = None, out: TextIO | None = None
+    config_path: Path,
+    *,
+    query: Query,
+    log: Path | Sequence[Path] | None = None,
+    out: TextIO | None = None,
 ) -> int:
+    """Print the events matching ``query``; with several logs (replicas' chains), their
+    events merged in time order."""
     out = out or sys.stdout
-    path = _log_path(config_path, log)
+    given = [log] if isinstance(log, Path) else list(log or [])
+    paths = chain_files(given) if given else [_log_path(config_path, None)]
     connections: set[str] = set()
     if query.session is not None:
-        connections = _connections_of(path, query.session)
+        for path in paths:
+            connections |= _connections_of(path, query.session)
     count = 0
-    with _open_log(path) as file:
-        reader = _LogReader(file, lenient=True)
-        while lines := reader.read():
-            for _, event in lines:
-                if query.matches(event, connections):
-                    print(describe(event), file=out)
-                    count += 1
-    if reader.broken is not None:
-        print(
-            f"warning: {path}: {reader.broken}; events from there on are shown unverified "
-            f"(run bastion audit verify {path})",
-            file=sys.stderr,
-        )
+    with contextlib.ExitStack() as files:
+        readers = [_LogReader(files.enter_context(_open_log(p)), lenient=True) for p in paths]
+        streams = [_events(reader) for reader in readers]
+        for event in heapq.merge(*streams, key=lambda e: str(e.get("time", ""))):
+            if query.matches(event, connections):
+                print(describe(event), file=out)
+                count += 1
+    for path, reader in zip(paths, readers, strict=True):
+        if reader.broken is not None:
+            print(
+                f"warning: {path}: {reader.broken}; events from there on are shown unverified "
+                f"(run bastion audit verify {path})",
+                file=sys.stderr,
+            )
     if count == 0:
         print("no event matches", file=sys.stderr)
     return 0
 
 
+def _events(reader: _LogReader) -> Iterator[dict[str, Any]]:
+    while lines := reader.read():
+        for _, event in lines:
+            yield event
+
+
 def _connections_of(path: Path, session: str) -> set[str]:
     found: set[str] = set()
     with _open_log(path) as file:
-        reader = _LogReader(file, lenient=True)
-        while lines := reader.read():
-            for _, event in lines:
-                if event.get("session") == session and event.get("event") == "session.opened":
-                    connection = event.get("connection")
-                    if isinstance(connection, str):
-                        found.add(connection)
+        for event in _events(_LogReader(file, lenient=True)):
+            if event.get("session") == session and event.get("event") == "session.opened":
+                connection = event.get("connection")
+                if isinstance(connection, str):
+                    found.add(connection)
     return found
 
 

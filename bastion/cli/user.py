@@ -149,7 +149,13 @@ def open_audit(config: Config) -> AuditLog:
             f"cannot prepare the audit log: {exc.strerror or exc} ({exc.filename})",
             hint="state_dir must be writable by the service user",
         ) from None
-    log = AuditLog(config.paths.audit_log, hmac_key=key, fsync="event")
+    log = AuditLog(
+        config.paths.audit_log,
+        hmac_key=key,
+        fsync="event",
+        replica=config.state.replica_id,
+        genesis=config.state.replica_named,
+    )
     log.open()
     return log
 

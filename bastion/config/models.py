@@ -28,7 +28,7 @@ from pydantic import (
 from bastion.approval import DEFAULT_EXPIRY, ApprovalRule
 from bastion.approval import Approvers as PolicyApprovers
 from bastion.config.guard import Guard
-from bastion.config.state import State
+from bastion.config.state import State, with_replica_log_name
 from bastion.durations import format_duration, parse_duration
 from bastion.globs import compile_glob
 from bastion.images import parse_pinned_image
@@ -606,6 +606,9 @@ class Config(_Strict):
     # Where the shared state lives: SQLite files in paths.state_dir, or PostgreSQL.
     state: State = Field(default_factory=State)
     guard: Guard = Field(default_factory=Guard)
+
+    # Each replica writes its own audit chain: a replica_id set in state names the log file.
+    _replica_log = model_validator(mode="before")(with_replica_log_name)
 
     # Set by the loader: the file this config came from, and for each user read from
     # paths.users_dir, its file there (users of the config file itself are not listed).

@@ -19,11 +19,15 @@ state:
   replica_dead_after: 15s      # a replica silent this long is dead: its sessions are reaped
 ```
 
+``replica_id`` (``[a-z0-9][a-z0-9-]{0,62}``) names this replica: every audit event carries
+it, and when it is set here the audit log's file name includes it (``audit.jsonl`` becomes
+``audit.bastion-a.jsonl``), so that each replica writes a chain of its own. Unset, it is the
+host name made to fit (lower case, its first label), and paths stay as configured.
+
 A URL carries no password and no options: TLS is configured only here, so nothing in the URL
 can turn it off. Without ``tls`` only a server on a loopback address is accepted.
 
-``replica_id`` names this bastion among the replicas sharing the database: its sessions, its
-heartbeat (:mod:`bastion.state.liveness`) and, with per-replica audit chains, its chain. Two
+It also names the replica's sessions and heartbeat (:mod:`bastion.state.liveness`). Two
 hosts must never share one: a replica refuses to start while another boot beats under its id.
 """
 
@@ -48,7 +52,7 @@ from bastion.durations import parse_duration
 from bastion.state.database import PostgresLocation, postgres_url_problem
 from bastion.state.liveness import REPLICA_ID, default_replica_id
 
-__all__ = ["State", "StateTls"]
+__all__ = ["REPLICA_ID", "State", "StateTls", "default_replica_id"]
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
@@ -60,6 +64,15 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
 
 
 _Path = Annotated[Path, AfterValidator(_resolve)]
+
+
+def _replica_id(value: str) -> str:
+    if not REPLICA_ID.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a replica id: expected 1 to 63 characters of a-z, 0-9 and '-', "
+            "starting with a letter or digit (e.g. bastion-a)"
+        )
+    return value
 
 
 class _Strict(BaseModel):
@@ -86,7 +99,9 @@ class State(_Strict):
     password_file: _Path | None = None
     tls: StateTls | None = None
     connect_timeout: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(seconds=10)
-    replica_id: str = Field(default_factory=default_replica_id)
+    replica_id: Annotated[str, AfterValidator(_replica_id)] = Field(
+        default_factory=default_replica_id
+    )
     heartbeat_interval: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(seconds=5)
     replica_dead_after: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(
         seconds=15
@@ -94,11 +109,6 @@ class State(_Strict):
 
     @model_validator(mode="after")
     def _valid(self) -> State:
-        if not re.fullmatch(REPLICA_ID, self.replica_id):
-            raise ValueError(
-                f"replica_id {self.replica_id!r}: expected 1 to 63 letters, digits, '.', '_' "
-                "or '-', starting with a letter or digit"
-            )
         beat, dead = self.heartbeat_interval, self.replica_dead_after
         if not timedelta(seconds=1) <= beat <= timedelta(seconds=60):
             raise ValueError("heartbeat_interval: expected a duration from 1s to 60s")
@@ -134,6 +144,11 @@ class State(_Strict):
         return [] if self.tls is None else [(self.tls.ca_file, ("state", "tls", "ca_file"))]
 
     @property
+    def replica_named(self) -> bool:
+        """Whether ``replica_id`` was set in the config (not the host name by default)."""
+        return "replica_id" in self.model_fields_set
+
+    @property
     def postgres(self) -> PostgresLocation | None:
         """Where the PostgreSQL state is; None for SQLite (files in ``paths.state_dir``)."""
         if self.url == "sqlite":
@@ -146,3 +161,39 @@ class State(_Strict):
             client_key_file=self.tls.client_key_file if self.tls else None,
             connect_timeout=self.connect_timeout.total_seconds(),
         )
+
+
+def with_replica_log_name(data: object) -> object:
+    """The raw config, its ``paths.audit_log`` named after ``state.replica_id`` when that is
+    set (``audit.jsonl`` becomes ``audit.bastion-a.jsonl``): each replica writes a chain of
+    its own even where replicas share a log directory. A name that already holds the id, a
+    config without one, and anything not yet valid are left alone (validation reports them)."""
+    if not isinstance(data, dict):
+        return data
+    state, paths = data.get("state"), data.get("paths")
+    replica = (
+        state.get("replica_id")
+        if isinstance(state, dict)
+        else state.replica_id
+        if isinstance(state, State) and state.replica_named
+        else None
+    )
+    if not isinstance(replica, str) or not REPLICA_ID.fullmatch(replica):
+        return data
+    log = paths.get("audit_log") if isinstance(paths, dict) else getattr(paths, "audit_log", None)
+    if not isinstance(log, str | Path):
+        return data
+    named = _replica_log_name(Path(log), replica)
+    if isinstance(paths, dict):
+        return {**data, "paths": {**paths, "audit_log": named}}
+    if isinstance(paths, BaseModel):
+        return {**data, "paths": paths.model_copy(update={"audit_log": named})}
+    return data
+
+
+def _replica_log_name(log: Path, replica: str) -> Path:
+    if re.search(rf"(^|[._-]){re.escape(replica)}([._-]|$)", log.name):
+        return log
+    if log.suffix:
+        return log.with_name(f"{log.stem}.{replica}{log.suffix}")
+    return log.with_name(f"{log.name}.{replica}")

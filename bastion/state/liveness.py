@@ -27,6 +27,7 @@ every worker's reaper sees every session of the host, as before.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +53,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # No ':' (a claim is written "replica:pid:started:boot:nonce"), nothing a terminal or a
-# file name would read specially.
-REPLICA_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
+# file name would read specially (it names the replica's audit log), no case to mistake.
+REPLICA_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 REPLICAS_TABLE = """
     id TEXT PRIMARY KEY,
@@ -68,8 +69,11 @@ _LOCK = (int.from_bytes(b"bast", "big"), int.from_bytes(b"reap", "big") & 0x7FFF
 
 
 def default_replica_id() -> str:
-    """The host name up to its first dot: unique per host in any sane deployment."""
-    return socket.gethostname().split(".")[0] or "bastion"
+    """This host's name up to its first dot (unique per host in any sane deployment), made
+    to fit REPLICA_ID: lower case, other characters as '-'; ``bastion`` when nothing fits."""
+    label = socket.gethostname().split(".", 1)[0].lower()
+    fitted = re.sub(r"[^a-z0-9-]", "-", label).lstrip("-")[:63]
+    return fitted or "bastion"
 
 
 class ReplicaIdInUse(BastionError):

@@ -45,6 +45,8 @@ from cryptography.x509.oid import NameOID
 from test_toolbox_image import tool_path
 
 from provisioning.ansible_chroot import DebianRoot, debian_root
+from provisioning.ansible_render import ansible_env as _ansible_env
+from provisioning.ansible_render import render_templates
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / "ansible"
@@ -58,20 +60,6 @@ SLOW_TIMEOUT = 900
 
 
 # --------------------------------------------------------------------------- helpers
-def _ansible_env(home: Path) -> dict[str, str]:
-    tools = str(tool_path("ansible-playbook").parent)
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    return {
-        **inherited,
-        "PATH": f"{tools}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
-        "ANSIBLE_HOME": str(home),
-        "ANSIBLE_LOCAL_TEMP": str(home / "tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-
-
 def _recap(output: str) -> dict[str, int]:
     match = re.search(r"^\S.*?:\s+(ok=\d+.*)$", output.split("PLAY RECAP", 1)[-1], re.M)
     assert match, f"no PLAY RECAP in the output:\n{output[-3000:]}"
@@ -205,45 +193,12 @@ def test_every_variable_is_documented_and_typed() -> None:
 
 def test_a_privileged_port_keeps_only_the_capability_to_bind_it(tmp_path: Path) -> None:
     """Rendered on the controller with the role's defaults and a port below 1024."""
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": "Render",
-                    "hosts": "localhost",
-                    "connection": "local",
-                    "gather_facts": False,
-                    # Not whatever `python3` is on PATH (a pyenv shim may be broken).
-                    "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-                    "vars_files": [str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
-                    "tasks": [
-                        {
-                            "name": f"Render {name}",
-                            "ansible.builtin.template": {
-                                "src": str(ROLE / "templates" / f"{name}.j2"),
-                                "dest": str(tmp_path / name),
-                                "mode": "0600",
-                            },
-                        }
-                        for name in ("bastion.service", "nftables.conf")
-                    ],
-                }
-            ]
-        )
+    render_templates(
+        ROLE,
+        ("bastion.service", "nftables.conf"),
+        tmp_path,
+        {"bastion_listen_port": 22, "bastion_admin_cidrs": ["192.0.2.0/24"]},
     )
-    env = _ansible_env(tmp_path / "home")
-    env["ANSIBLE_FILTER_PLUGINS"] = str(ROLE / "filter_plugins")
-    result = subprocess.run(
-        [tool_path("ansible-playbook"), "-i", "localhost,", str(playbook),
-         "-e", '{"bastion_listen_port": 22, "bastion_admin_cidrs": ["192.0.2.0/24"]}'],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
     service = _unit((tmp_path / "bastion.service").read_text())["Service"]
     assert service["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
     assert service["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
