@@ -358,8 +358,8 @@ def test_replica_settings_are_checked(write_config: WriteConfig) -> None:
         return write_config(lambda data: data.update(state=state))
 
     for state, wanted in (
-        ({"replica_id": "a:b"}, "replica_id 'a:b': expected 1 to 63 letters"),
-        ({"replica_id": ""}, "replica_id '': expected"),
+        ({"replica_id": "a:b"}, "'a:b' is not a replica id: expected 1 to 63 characters"),
+        ({"replica_id": ""}, "'' is not a replica id"),
         ({"heartbeat_interval": "0s"}, "heartbeat_interval"),
         ({"heartbeat_interval": "10s", "replica_dead_after": "15s"}, "at least twice"),
     ):

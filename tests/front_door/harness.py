@@ -77,7 +77,10 @@ class BastionEnv:
 
     @property
     def audit_log(self) -> Path:
-        return self.state_dir / "audit.jsonl"
+        # A replica named in the config writes a chain of its own: audit.<replica>.jsonl.
+        data = yaml.safe_load(self.config_path.read_text()) or {}
+        replica = (data.get("state") or {}).get("replica_id")
+        return self.state_dir / (f"audit.{replica}.jsonl" if replica else "audit.jsonl")
 
     @property
     def recordings_dir(self) -> Path:
