@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
 
 import orjson
+import zstandard
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -73,6 +74,17 @@ CIPHER: Final = "aes-256-gcm"
 KDF: Final = "x25519-hkdf-sha256"
 SEGMENT_MAX: Final = 1 << 20  # plaintext bytes in one segment
 FINAL: Final = 0x01
+# Plaintext is compressed before it is encrypted: one Zstandard frame (RFC 8878) per recording,
+# level 1, its blocks flushed at the end of every segment, so a recording whose writer died
+# still decompresses up to its last whole segment. Recordings written before this (no
+# "compression" in the header) are read as they are.
+ZSTD: Final = "zstd"
+_ZSTD_LEVEL: Final = 1
+# What zstd may add to a segment of SEGMENT_MAX bytes that does not compress (ZSTD_compressBound:
+# n + n/256 + a frame header: about 4 KiB for 1 MiB), with room.
+_ZSTD_SLACK: Final = 8 * 1024
+# A decoder's window, at most: what the encoder at level 1 uses is far less.
+_ZSTD_WINDOW_MAX: Final = 8 << 20
 
 _HEADER_MAX: Final = 4096
 _LENGTH = struct.Struct(">I")
@@ -95,14 +107,17 @@ class SealedHeader:
     signer_key: bytes  # raw Ed25519 public key
     ephemeral_key: bytes  # raw X25519 public key
     cipher: str = CIPHER
+    compression: str | None = ZSTD  # None: written before recordings were compressed
 
     @property
     def signer_key_id(self) -> str:
         return fingerprint(self.signer_key)
 
     def encode(self) -> bytes:
+        compression = {} if self.compression is None else {"compression": self.compression}
         return orjson.dumps(
             {
+                **compression,
                 "format": FORMAT,
                 "version": VERSION,
                 "recording_id": self.recording_id,
@@ -134,6 +149,9 @@ class SealedHeader:
             )
         if fields.get("cipher") != CIPHER or fields.get("kdf") != KDF:
             raise ValueError(f"it uses cipher {fields.get('cipher')!r}, not {CIPHER}")
+        compression = fields.get("compression")
+        if compression not in (None, ZSTD):
+            raise ValueError(f"it uses compression {compression!r}, not {ZSTD}")
         try:
             header = cls(
                 recording_id=_text(fields, "recording_id"),
@@ -142,6 +160,7 @@ class SealedHeader:
                 auditor_key_id=_text(fields, "auditor_key_id"),
                 signer_key=base64.b64decode(_text(fields, "signer_key"), validate=True),
                 ephemeral_key=base64.b64decode(_text(fields, "ephemeral_key"), validate=True),
+                compression=compression,
             )
         except binascii.Error:
             raise ValueError("a key in its header is not valid base64") from None
@@ -191,6 +210,7 @@ class Sealer:
         auditor_key: X25519PublicKey,
         signing_key: Ed25519PrivateKey,
         ephemeral_key: X25519PrivateKey | None = None,
+        compress: bool = True,
     ) -> None:
         ephemeral = ephemeral_key or X25519PrivateKey.generate()
         auditor_raw = raw_public(auditor_key)
@@ -201,7 +221,9 @@ class Sealer:
             auditor_key_id=fingerprint(auditor_raw),
             signer_key=raw_public(signing_key.public_key()),
             ephemeral_key=raw_public(ephemeral.public_key()),
+            compression=ZSTD if compress else None,
         )
+        self._zstd = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compressobj() if compress else None
         header_json = self.header.encode()
         self._signing_key = signing_key
         self.header_record = (
@@ -238,6 +260,9 @@ class Sealer:
             raise ValueError(f"a segment holds at most {SEGMENT_MAX} bytes")
         number, flags = self._number, FINAL if final else 0
         aad = self._anchor + number.to_bytes(8, "big") + bytes([flags])
+        if self._zstd is not None:
+            end = zstandard.COMPRESSOBJ_FLUSH_FINISH if final else zstandard.COMPRESSOBJ_FLUSH_BLOCK
+            plaintext = self._zstd.compress(plaintext) + self._zstd.flush(end)
         ciphertext = self._aead.encrypt(_nonce(number), plaintext, aad)
         head = _SEGMENT_HEAD.pack(number, flags, len(ciphertext))
         head += _check(head)
@@ -339,15 +364,29 @@ class SealedReader:
             raise self._invalid("its ephemeral key is not a usable X25519 key", 0) from None
         aead = AESGCM(_derive_key(shared, self.header, auditor_raw, self._header_json))
         anchor = hashlib.sha256(self._record).digest()
+        unzstd = (
+            zstandard.ZstdDecompressor(max_window_size=_ZSTD_WINDOW_MAX).decompressobj()
+            if self.header.compression == ZSTD
+            else None
+        )
         for number, flags, ciphertext, offset in self._segments():
             aad = anchor + number.to_bytes(8, "big") + bytes([flags])
             try:
-                yield aead.decrypt(_nonce(number), ciphertext, aad)
+                plaintext = aead.decrypt(_nonce(number), ciphertext, aad)
             except InvalidTag:
                 raise self._invalid(
                     f"segment {number} does not decrypt (altered, or sealed with another key)",
                     offset,
                 ) from None
+            if unzstd is not None:
+                try:
+                    plaintext = unzstd.decompress(plaintext)
+                except zstandard.ZstdError:
+                    # Signed and authenticated, yet not zstd: written by something else.
+                    raise self._invalid(f"segment {number} does not decompress", offset) from None
+                if len(plaintext) > SEGMENT_MAX:
+                    raise self._invalid(f"segment {number} decompresses past 1 MiB", offset)
+            yield plaintext
 
     def scan(self) -> Verdict:
         """Verify every signature and the structure, without decrypting."""
@@ -381,7 +420,7 @@ class SealedReader:
                     "removed, repeated or reordered)",
                     offset,
                 )
-            if flags not in (0, FINAL) or not _TAG <= length <= SEGMENT_MAX + _TAG:
+            if flags not in (0, FINAL) or not _TAG <= length <= SEGMENT_MAX + _ZSTD_SLACK + _TAG:
                 raise self._invalid(f"segment {number} has an impossible flag or length", offset)
             ciphertext = stream.read(length)
             signature = stream.read(_SIGNATURE)

@@ -375,7 +375,8 @@ async def test_a_full_disk_in_the_process_fails_that_recording_and_tells_the_ses
     # Its files may not grow past 20 kB from now on (EFBIG, as a full disk gives ENOSPC).
     limit = 20_000
     os_prlimit(process.pid, limit)
-    recorder.append(b"z" * FLUSH_BYTES)  # written at once, and too large
+    # Written at once, and too large even compressed (hex of random bytes: about 2:1).
+    recorder.append(os.urandom(FLUSH_BYTES // 2).hex().encode())
     await until(lambda: bool(failures))
     path = recorder.path
     assert [str(f) for f in failures] == [

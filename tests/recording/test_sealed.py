@@ -137,7 +137,7 @@ def test_a_recording_whose_writer_died_is_verified_up_to_its_last_segment() -> N
 def segment_records(data: bytes) -> tuple[bytes, list[bytes]]:
     reader = SealedReader(io.BytesIO(data), "rec")
     start = reader._offset
-    edges = [start, *(reader._offset for _ in reader.plaintext(AUDITOR))]
+    edges = [start, *(reader._offset for _ in reader._segments())]
     return data[:start], [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
@@ -212,3 +212,59 @@ def test_segments_are_bounded_and_nothing_follows_the_final_one() -> None:
     sealer.seal(b"", final=True)
     with pytest.raises(ValueError, match="closed"):
         sealer.seal(b"more")
+
+
+def test_plaintext_is_compressed_before_it_is_sealed() -> None:
+    # A NUL byte is six in asciicast's JSON; compressed, a burst of them costs next to nothing.
+    burst = b'[0.5, "o", "' + b"\\u0000" * 100_000 + b'"]\n'
+    data, _ = make([burst, burst, b""])
+    assert len(data) < len(burst) // 50
+    plain, reader = read(data)
+    assert plain == burst + burst
+    assert reader.header.compression == sealed.ZSTD
+
+
+def test_a_recording_cut_short_decompresses_up_to_its_last_whole_segment() -> None:
+    lines = [b'[%d, "o", "line %d"]\n' % (i, i) for i in range(3)]
+    data, _ = make(lines, close=False)
+    _, records = segment_records(data)
+    cut = data[: -len(records[-1]) + 10]  # into the last segment
+    plain, reader = read(cut)
+    assert plain == lines[0] + lines[1]
+    assert reader.verdict is not None
+    assert not reader.verdict.complete
+
+
+def test_recordings_written_before_compression_still_read() -> None:
+    sealer = Sealer(
+        recording_id="0123456789abcdef",
+        session_id="fedcba9876543210",
+        created="2026-11-28T10:00:00Z",
+        auditor_key=AUDITOR.public_key(),
+        signing_key=SIGNER,
+        compress=False,
+    )
+    data = sealer.header_record + b"".join(
+        sealer.seal(segment, final=i == len(SEGMENTS) - 1) for i, segment in enumerate(SEGMENTS)
+    )
+    assert b"compression" not in data[: len(sealer.header_record)]
+    assert SEGMENTS[1] not in data  # encrypted all the same
+    plain, reader = read(data)
+    assert plain == b"".join(SEGMENTS)
+    assert reader.header.compression is None
+    assert reader.verdict is not None
+    assert reader.verdict.complete
+
+
+def test_an_unknown_compression_is_refused_by_name() -> None:
+    header = sealed.SealedHeader(
+        recording_id="r",
+        session_id="s",
+        created="2026-11-28T10:00:00Z",
+        auditor_key_id="k",
+        signer_key=b"\x01" * 32,
+        ephemeral_key=b"\x02" * 32,
+        compression="lz4",
+    )
+    with pytest.raises(ValueError, match="it uses compression 'lz4', not zstd"):
+        sealed.SealedHeader.decode(header.encode())
