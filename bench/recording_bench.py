@@ -347,9 +347,9 @@ def main() -> int:
                 lambda: paths.append(whole_recorder(directory, corpus, file_repeat)),
             )
         )
-        rows[-1].note = (
-            f"{paths[0].stat().st_size / file_total:.2f} bytes on disk per byte of output"
-        )
+        rows[
+            -1
+        ].note = f"{paths[0].stat().st_size / file_total:.2f} bytes on disk per byte of output"
         problems += check(paths[0], redact(corpus, file_repeat, KNOWN))
         planted = sum(redacted[0].count(p) for p in SECRET_PARTS)
         if planted:
