@@ -44,8 +44,10 @@ Sections (``--only`` picks some):
    bastion's worker as the only shared part besides the two cores. The typist is an asyncssh
    client.
 
-``--profile`` adds two streams through the bastion: one under py-spy (the worker and
-kubesim, self time by function), one under strace (the sizes of the worker's socket writes).
+``--profile`` adds two streams through the bastion: one under py-spy (the worker, its
+recording process and kubesim, self time by function), one under strace (the sizes of the
+worker's socket writes). ``--aside`` adds throughput rows with what is outside the server
+under test (the client, kubesim and the shell) at nice 19, for both servers.
 
 Each bastion login uses a fresh user (a login burns the user's TOTP step); OpenSSH's client
 answers the bastion's ``Verification code:`` through ``SSH_ASKPASS``.
@@ -1069,9 +1071,9 @@ def stream_once(bench: Bench, route: Route, cipher: str, aside: bool = False) ->
 def measure_throughput(bench: Bench) -> list[StreamRow]:
     routes = [r for r in (bench.bastion, bench.sshd) if r is not None]
     shapes = [False]
-    if may_renice():
+    if bench.args.aside and may_renice():
         shapes.append(True)
-    else:
+    elif bench.args.aside:
         print("throughput: not root (no CAP_SYS_NICE): no rows with the outside niced")
     rows = [StreamRow(r, c, aside) for aside in shapes for c in bench.args.ciphers for r in routes]
     for row in rows:
@@ -1556,6 +1558,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-sshd", action="store_true", help="no OpenSSH sshd baselines")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy and strace two more bastion streams"
+    )
+    parser.add_argument(
+        "--aside",
+        action="store_true",
+        help="throughput rows also with the client, kubesim and the shell at nice 19",
     )
     parser.add_argument("--stack", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--kubesim", type=Path, help=argparse.SUPPRESS)
