@@ -15,14 +15,12 @@ from typing import Any
 
 import asyncssh
 import pytest
-import yaml
 from audit.receivers import WebhookReceiver, make_ca
 from front_door.break_glass import break_glass_section
-from front_door.harness import BastionEnv, make_env
+from front_door.harness import BastionEnv, make_env, serving
 from front_door.test_login_asyncssh import fresh_login, login
 
 from bastion.command_marker import PREFIX
-from bastion.config import load_config
 from bastion.devstack.background import Background
 from bastion.devstack.stack import VaultRole
 from bastion.policy import Mode
@@ -85,17 +83,15 @@ async def served(
     tmp_path: Path, stack: dict[str, Any], webhook: WebhookReceiver
 ) -> AsyncIterator[tuple[BastionEnv, Worker]]:
     env = make_env(tmp_path, operators=3)
-    data = yaml.safe_load(env.config_path.read_text())
     alerts = break_glass_section(webhook.ca.ca_file, webhook=webhook.url)
     alerts["grant"]["images"] = [TOOLBOX]
-    data.update(stack_sections(stack), grants=[GRANT], guard=GUARD, break_glass=alerts)
-    env.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
-    worker = Worker(load_config(env.config_path))
-    await worker.start()
-    try:
+    env.edit_config(
+        lambda data: data.update(
+            stack_sections(stack), grants=[GRANT], guard=GUARD, break_glass=alerts
+        )
+    )
+    async with serving(env) as worker:
         yield env, worker
-    finally:
-        await worker.stop()
 
 
 async def run(process: Any, command: str, shows: str) -> str:

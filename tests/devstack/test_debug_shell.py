@@ -20,7 +20,7 @@ from typing import Any
 import asyncssh
 import pytest
 import yaml
-from front_door.harness import BastionEnv, ServedBastion, make_env
+from front_door.harness import BastionEnv, ServedBastion, make_env, serving
 from front_door.test_login_asyncssh import fresh_login, login
 from front_door.test_real_clients import _children
 from kubernetes import client
@@ -101,12 +101,8 @@ def stack_env(root: Path, info: dict[str, Any], **limits: Any) -> BastionEnv:
 @pytest.fixture
 async def served(tmp_path: Path, stack: dict[str, Any]) -> AsyncIterator[tuple[BastionEnv, Worker]]:
     env = stack_env(tmp_path, stack)
-    worker = Worker(load_config(env.config_path))
-    await worker.start()
-    try:
+    async with serving(env) as worker:
         yield env, worker
-    finally:
-        await worker.stop()
 
 
 def admin(info: dict[str, Any]) -> client.ApiClient:

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ import asyncssh
 import pyotp
 import yaml
 
+from bastion.config import load_config
 from bastion.recording.key_files import generate_auditor_keys
+from bastion.ssh.worker import Worker
 
 AUDITOR_KEY = "auditor.key"  # next to bastion.yaml
 
@@ -82,6 +86,12 @@ class BastionEnv:
         replica = (data.get("state") or {}).get("replica_id")
         return self.state_dir / (f"audit.{replica}.jsonl" if replica else "audit.jsonl")
 
+    def edit_config(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Change the config file's data in place (before a worker loads it)."""
+        data = yaml.safe_load(self.config_path.read_text())
+        change(data)
+        self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+
     @property
     def recordings_dir(self) -> Path:
         return self.state_dir / "recordings"
@@ -132,6 +142,17 @@ class BastionEnv:
                 return found
             await asyncio.sleep(0.02)
         raise AssertionError(f"no {event} event matching {match} in {self.audit_log}")
+
+
+@asynccontextmanager
+async def serving(env: BastionEnv) -> AsyncIterator[Worker]:
+    """An in-process worker on ``env``'s config, on a free port, stopped at the end."""
+    worker = Worker(load_config(env.config_path))
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
 
 
 async def bastion_cli(env: BastionEnv, *args: str) -> asyncio.subprocess.Process:

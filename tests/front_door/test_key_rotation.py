@@ -26,7 +26,7 @@ from bastion.keys.rotate import KeyContext, start_host_rotation
 from bastion.recording.key_files import generate_auditor_keys, load_or_create_signing_key
 from bastion.ssh.key_watch import STALE_HOST_KEY
 from bastion.ssh.worker import Worker
-from front_door.harness import BastionEnv, Operator, bastion_cli, make_env
+from front_door.harness import BastionEnv, Operator, bastion_cli, make_env, serving
 from front_door.test_console import read_until
 from front_door.test_login_asyncssh import Answers
 from front_door.test_sessions import open_console, wiped
@@ -36,12 +36,8 @@ from front_door.test_sessions import start as start_with_listener
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[tuple[BastionEnv, Worker]]:
     env = make_env(tmp_path, operators=8)
-    worker = Worker(load_config(env.config_path))
-    await worker.start()
-    try:
+    async with serving(env) as worker:
         yield env, worker
-    finally:
-        await worker.stop()
 
 
 class Learner(Answers):

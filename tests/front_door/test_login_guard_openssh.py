@@ -21,12 +21,10 @@ from typing import Any
 import asyncssh
 import pexpect
 import pytest
-import yaml
 
-from bastion.config import load_config
 from bastion.ssh.worker import Worker
 from bastion.state.sources import SourceHistory, sources_db_path
-from front_door.harness import BastionEnv, Operator, bastion_cli, make_env
+from front_door.harness import BastionEnv, Operator, bastion_cli, make_env, serving
 from front_door.test_login_asyncssh import login
 from front_door.test_real_clients import spawn_ssh
 
@@ -36,15 +34,9 @@ pytestmark = pytest.mark.slow
 @asynccontextmanager
 async def guarded(root: Path, guard: dict[str, Any]) -> AsyncIterator[tuple[BastionEnv, Worker]]:
     env = make_env(root, operators=4)
-    data = yaml.safe_load(env.config_path.read_text())
-    data["guard"] = guard
-    env.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
-    worker = Worker(load_config(env.config_path))
-    await worker.start()
-    try:
+    env.edit_config(lambda data: data.update(guard=guard))
+    async with serving(env) as worker:
         yield env, worker
-    finally:
-        await worker.stop()
 
 
 def openssh_refused(port: int, op: Operator, source: str, code: str | None, shows: str) -> str:
