@@ -155,7 +155,8 @@ async def asyncssh_login(
             term_type="xterm-256color", term_size=(100, 30), encoding=None
         )
         # The demo's one cluster opens at once: its namespaces, under the top line.
-        lines = await read_until_line(process, re.compile(r" Namespaces in local *"))
+        lines = await read_until_line(process, re.compile(r" demo  local   session .*"))
+        assert any(re.fullmatch(r" Namespaces in local *", line) for line in lines), lines
         process.stdin.write(b"q")
         await asyncio.wait_for(process.wait_closed(), 20)
     return client.prompts, lines, process.exit_status

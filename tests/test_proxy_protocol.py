@@ -230,6 +230,13 @@ def test_a_header_is_read_exactly_and_what_follows_is_left(
     assert header.source == Endpoint(str(ipaddress.ip_address(client[0])), client[1])
 
 
+def test_a_v1_header_cut_between_its_cr_and_lf_asks_for_more() -> None:
+    raw = b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 22\r\n"
+    assert parse_header(raw[:-1]) is None
+    with pytest.raises(ProxyHeaderError, match="control byte 0x0d"):
+        parse_header(b"PROXY TCP4 203.0.113.7\r 192.0.2.1 51000 22\r\n")
+
+
 @given(headers(), st.data())
 def test_every_proper_prefix_of_a_header_asks_for_more(
     made: tuple[bytes, tuple[str, int]], data: st.DataObject

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import events
 from textual.app import App
 from textual.binding import Binding, BindingType
@@ -191,18 +192,24 @@ class ConsoleApp(App[int]):
         await super().on_event(event)
 
     # ------------------------------------------------------------------ header
-    def update_bar(self) -> None:
+    def bar_text(self, where: str | None = None) -> Text:
+        """The top line now (for ``where``, by default where the console is), with the
+        banners under it."""
         now = self.clock()
         idle = self.welcome.idle_timeout
         line = session_line(
             self.welcome.user or self.user,
-            self.where,
+            self.where if where is None else where,
             self.welcome.hard_deadline - now,
             idle - (now - self.last_input) if idle else None,
             self.board.to_decide,
         )
+        return banner_text(line, self.notices, now)
+
+    def update_bar(self) -> None:
+        text = self.bar_text()
         for bar in self.screen.query(SessionBar):
-            bar.update(banner_text(line, self.notices, now))
+            bar.update(text)
 
     # ------------------------------------------------------------------ broker events
     def _event(self, message: Message) -> None:

@@ -59,7 +59,7 @@ class ClustersScreen(_ConsoleScreen):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "choose", "Open", show=True)]
 
     def compose(self) -> ComposeResult:
-        yield SessionBar()
+        yield SessionBar(self.where)
         yield Static(Text(" Clusters you may debug in", "bold"), classes="title")
         yield OptionList(
             *[Option(safe(name), id=name) for name in self.console.welcome.clusters],
@@ -92,7 +92,7 @@ class NamespacesScreen(_ConsoleScreen):
         self.hidden: list[HiddenItem] = []
 
     def compose(self) -> ComposeResult:
-        yield SessionBar()
+        yield SessionBar(self.where)
         yield Static(Text.assemble((" Namespaces in ", "bold"), safe(self.cluster, "bold")))
         yield OptionList(id="namespaces")
         yield Static("", id="hidden", classes="hidden-panel")
@@ -190,7 +190,7 @@ class PodsScreen(_ConsoleScreen):
         self._draw_pending = False
 
     def compose(self) -> ComposeResult:
-        yield SessionBar()
+        yield SessionBar(self.where)
         yield Input(placeholder="filter: text, /regex/ or -l app=web", id="filter")
         yield PodTable(self.pods, now=self.console.fixed_now, id="pods")
         yield Static("", id="hidden", classes="hidden-panel")
@@ -355,7 +355,7 @@ class PodScreen(_ConsoleScreen):
         self.detail: PodDetail | None = None
 
     def compose(self) -> ComposeResult:
-        yield SessionBar()
+        yield SessionBar(self.where)
         yield Static(Text.assemble((" Pod ", "bold"), safe(self.pod, "bold")), id="pod-title")
         yield OptionList(id="containers")
         with VerticalScroll(id="pod-body"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
 from textual.widgets import Static
 
@@ -47,3 +49,12 @@ class SessionBar(Static):
         text-wrap: nowrap; text-overflow: ellipsis;
     }
     """
+
+    def __init__(self, where: str | None = None) -> None:
+        # Made with its text, so that it is in the screen's first frame: empty, the bar has
+        # no height, and filled at the app's next tick it would push the whole screen down a
+        # line a second later (the console opens straight on a single cluster's namespaces).
+        super().__init__()
+        text: Callable[[str | None], Text] | None = getattr(self.app, "bar_text", None)
+        if text is not None:
+            self.update(text(where))

@@ -111,6 +111,8 @@ def parse_header(data: bytes) -> ProxyHeader | None:
 def _parse_v1(data: bytes) -> ProxyHeader | None:
     end = data.find(b"\r\n", 0, V1_MAX_LENGTH)
     line = data[: V1_MAX_LENGTH if end < 0 else end]
+    if end < 0 and line.endswith(b"\r") and len(line) == len(data):
+        line = line[:-1]  # the CR of a CRLF whose LF has not arrived yet
     for byte in line:
         if not 0x20 <= byte <= 0x7E:
             raise ProxyHeaderError(f"PROXY v1 header has a control byte 0x{byte:02x} before CRLF")

@@ -29,26 +29,48 @@ _ESCAPES = re.compile(
 )
 
 
-def screen_lines(output: bytes) -> list[str]:
-    """The lines Textual drew, escape sequences removed (a full frame is whole lines)."""
-    return _ESCAPES.sub(b"", output).decode(errors="replace").split("\r\n")
+_MOVE = re.compile(rb"\x1b\[(\d+);(\d+)H")
+
+
+def screen_lines(output: bytes, width: int | None = None) -> list[str]:
+    """The screen as Textual's output leaves it, row by row, escape sequences removed.
+
+    Textual places each line it draws with a cursor move (``CSI row;col H``), in the order
+    its updates come (the top line may follow the rest of a first frame): text goes where
+    the last move put it, over what was there. ``width``: the terminal's, after a resize
+    (what a wider frame left past it is gone, as on a real terminal)."""
+    rows: dict[int, str] = {}
+    pieces = _MOVE.split(output)
+    for i in range(1, len(pieces) - 2, 3):
+        row, col = int(pieces[i]), int(pieces[i + 1])
+        text = _ESCAPES.sub(b"", pieces[i + 2]).decode(errors="replace")
+        for k, part in enumerate(text.split("\r\n")):
+            at = col - 1 if k == 0 else 0
+            line = rows.get(row + k, "").ljust(at)
+            rows[row + k] = line[:at] + part + line[at + len(part) :]
+    return [rows[row][:width] for row in sorted(rows)]
 
 
 async def read_until_line(
-    process: asyncssh.SSHClientProcess[bytes], wanted: re.Pattern[str], within: float = 15
+    process: asyncssh.SSHClientProcess[bytes],
+    wanted: re.Pattern[str],
+    within: float = 15,
+    *,
+    width: int | None = None,
 ) -> list[str]:
-    """Output until a drawn line matches ``wanted``; the lines seen so far."""
+    """Output until a drawn line matches ``wanted``; the lines seen so far (``width``: the
+    terminal's, after a resize)."""
     seen = b""
     try:
         async with asyncio.timeout(within):
-            while not any(wanted.fullmatch(line) for line in screen_lines(seen)):
+            while not any(wanted.fullmatch(line) for line in screen_lines(seen, width)):
                 chunk = await process.stdout.read(65536)
                 if not chunk:
                     break
                 seen += chunk
     except TimeoutError:
         pass
-    lines = screen_lines(seen)
+    lines = screen_lines(seen, width)
     assert any(wanted.fullmatch(line) for line in lines), lines[-40:]
     return lines
 
@@ -117,7 +139,7 @@ async def test_a_login_gets_the_textual_console_which_follows_resizes_and_quits(
                 assert len(console_pids(op.name)) == 1
             process.change_terminal_size(80, 24)
             # Drawn again 80 columns wide (at 100 the title's line has 78 spaces).
-            await read_until_line(process, re.compile(r" Namespaces in prod-eu {58}"))
+            await read_until_line(process, re.compile(r" Namespaces in prod-eu {58}"), width=80)
             process.stdin.write(b"q")
             await asyncio.wait_for(process.wait_closed(), 10)
         assert process.exit_status == 0
