@@ -21,13 +21,16 @@ SIGNER = Ed25519PrivateKey.generate()
 SEGMENTS = [b'{"version": 2}\n', b'[0.1, "o", "secret-free output"]\n', b""]
 
 
-def make(segments: list[bytes] = SEGMENTS, *, close: bool = True) -> tuple[bytes, Sealer]:
+def make(
+    segments: list[bytes] = SEGMENTS, *, close: bool = True, compress: bool = True
+) -> tuple[bytes, Sealer]:
     sealer = Sealer(
         recording_id="0123456789abcdef",
         session_id="fedcba9876543210",
         created="2026-11-28T10:00:00Z",
         auditor_key=AUDITOR.public_key(),
         signing_key=SIGNER,
+        compress=compress,
     )
     data = sealer.header_record
     for i, segment in enumerate(segments):
@@ -236,17 +239,7 @@ def test_a_recording_cut_short_decompresses_up_to_its_last_whole_segment() -> No
 
 
 def test_recordings_written_before_compression_still_read() -> None:
-    sealer = Sealer(
-        recording_id="0123456789abcdef",
-        session_id="fedcba9876543210",
-        created="2026-11-28T10:00:00Z",
-        auditor_key=AUDITOR.public_key(),
-        signing_key=SIGNER,
-        compress=False,
-    )
-    data = sealer.header_record + b"".join(
-        sealer.seal(segment, final=i == len(SEGMENTS) - 1) for i, segment in enumerate(SEGMENTS)
-    )
+    data, sealer = make(compress=False)
     assert b"compression" not in data[: len(sealer.header_record)]
     assert SEGMENTS[1] not in data  # encrypted all the same
     plain, reader = read(data)
