@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bastion.policy import Mode
@@ -27,10 +27,8 @@ __all__ = [
     "MAX_COMMAND",
     "USAGE",
     "DebugCommand",
-    "check_name",
-    "is_label",
-    "is_subdomain",
     "parse_debug_command",
+    "target_names",
 ]
 
 DEFAULT_UID = 65532
@@ -71,15 +69,7 @@ def parse_debug_command(text: str) -> DebugCommand:
     target, options, privileged, caps = _words(words[1:])
     if target is None:
         raise ValueError(f"which pod? {USAGE}")
-    namespace, _, pod = target.partition("/")
-    _check(namespace, _LABEL, "namespace")
-    _check(pod, _SUBDOMAIN, "pod")
-    container = options.get("--container", "")
-    if container:
-        _check(container, _LABEL, "container")
-    cluster = options.get("--cluster", "")
-    if cluster:
-        _check(cluster, _SUBDOMAIN, "cluster")
+    namespace, pod, container, cluster = target_names(target, options, "debug NAMESPACE/POD")
     mode_text = options.get("--mode", Mode.EPHEMERAL.value)
     try:
         mode = Mode(mode_text)
@@ -135,30 +125,27 @@ def _words(words: list[str]) -> tuple[str | None, dict[str, str], bool, tuple[st
     return target, options, privileged, tuple(caps)
 
 
-def _check(value: str, shape: re.Pattern[str], what: str) -> None:
-    if not value:
-        raise ValueError(f"the target needs a {what}: debug NAMESPACE/POD")
-    if not shape.fullmatch(value):
-        raise ValueError(
-            f"{value[:80]!r} is not a valid {what} name (lower-case letters, digits and '-')"
-        )
+def target_names(target: str, options: Mapping[str, str], usage: str) -> tuple[str, str, str, str]:
+    """The namespace, pod, container and cluster of a ``NAMESPACE/POD`` target and its
+    ``--container``/``--cluster`` options (empty when not given), each checked; ValueError
+    naming the one that is wrong (``usage``: how the target is written in this command)."""
+    namespace, _, pod = target.partition("/")
+    _check_name(namespace, _LABEL, "namespace", usage)
+    _check_name(pod, _SUBDOMAIN, "pod", usage)
+    container = options.get("--container", "")
+    if container:
+        _check_name(container, _LABEL, "container", usage)
+    cluster = options.get("--cluster", "")
+    if cluster:
+        _check_name(cluster, _SUBDOMAIN, "cluster", usage)
+    return namespace, pod, container, cluster
 
 
-def is_label(value: str) -> bool:
-    """A DNS label: a namespace or container name."""
-    return _LABEL.fullmatch(value) is not None
-
-
-def is_subdomain(value: str) -> bool:
-    """A DNS subdomain: a pod or cluster name."""
-    return _SUBDOMAIN.fullmatch(value) is not None
-
-
-def check_name(value: str, shape: Callable[[str], bool], what: str) -> None:
+def _check_name(value: str, shape: re.Pattern[str], what: str, usage: str) -> None:
     """ValueError saying what was wrong when ``value`` is no valid ``what`` name."""
     if not value:
-        raise ValueError(f"the target needs a {what}: NAMESPACE/POD")
-    if not shape(value):
+        raise ValueError(f"the target needs a {what}: {usage}")
+    if not shape.fullmatch(value):
         raise ValueError(
             f"{printable(value[:80])!r} is not a valid {what} name "
             "(lower-case letters, digits and '-')"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from bastion.debug_command import MAX_COMMAND, check_name, is_label, is_subdomain
+from bastion.debug_command import MAX_COMMAND, target_names
 from bastion.introspect.views import VIEW_SCOPES, ViewTable
 from bastion.policy import Scope
 from bastion.terminal_text import printable
@@ -77,15 +77,7 @@ def parse_view_command(text: str) -> ViewCommand:
         raise ValueError(f"{printable(name[:40])!r} is not a view; use one of {views}") from None
     if view not in VIEW_SCOPES:
         raise ValueError(f"{view.value!r} is not a view (use debug for a shell); views: {views}")
-    namespace, _, pod = target.partition("/")
-    check_name(namespace, is_label, "namespace")
-    check_name(pod, is_subdomain, "pod")
-    container = options.get("--container", "")
-    if container:
-        check_name(container, is_label, "container")
-    cluster = options.get("--cluster", "")
-    if cluster:
-        check_name(cluster, is_subdomain, "cluster")
+    namespace, pod, container, cluster = target_names(target, options, "NAMESPACE/POD")
     return ViewCommand(
         view=view,
         namespace=namespace,
