@@ -114,6 +114,25 @@ async def test_new_source_end_ends_every_login_from_it_until_allowed(tmp_path: P
     login.close()
 
 
+async def test_a_failed_database_lets_logins_through_and_says_what_was_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen, now = Recorder(), [1000.0]
+    rules = {"new_source": {"action": "end"}, "failures_from_source": {"count": 2, "action": "end"}}
+    login = watch(tmp_path, rules, seen, now)
+    login.close()  # every statement now fails as a lost database would
+    assert await login.refusal("192.0.2.9") is None
+    assert await login.succeeded("alice", "192.0.2.1", "c1") is None
+    await login.failed("bob", "192.0.2.9", "c2")
+    skipped = [r.getMessage() for r in caplog.records if "sources database failed" in r.message]
+    assert [m.split("; ", 1)[1].split(":", 1)[0] for m in skipped] == [
+        "blocked sources not checked",
+        "new_source not checked",
+        "failures not counted",
+    ]
+    assert not seen.events
+
+
 async def test_new_source_end_ends_even_when_its_trigger_is_not_audited(tmp_path: Path) -> None:
     seen, now = Recorder(), [1000.0]
     login = watch(tmp_path, {"new_source": {"action": "end"}}, seen, now)

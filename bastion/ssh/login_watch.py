@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from bastion.breakglass.alerts import AlertDispatcher
 from bastion.config.guard import Guard
@@ -56,6 +56,14 @@ log = logging.getLogger(__name__)
 
 Audit = Callable[..., Awaitable[bool]]
 WARN_FOR = 3600.0  # seconds a new_source banner stays up
+T = TypeVar("T")
+
+
+class _Skipped:
+    """What a history call gives when the database failed (it was logged)."""
+
+
+_SKIPPED = _Skipped()
 
 
 class LoginWatch:
@@ -93,12 +101,10 @@ class LoginWatch:
         rule = self._failures
         if self._history is None or rule is None or rule.action is not Action.END:
             return None
-        try:
-            until = await asyncio.to_thread(self._history.blocked_until, source, self._clock())
-        except database_errors() as exc:
-            log.error("the login sources database failed; blocked sources not checked: %s", exc)  # noqa: TRY400
-            return None
-        if until is None:
+        until = await self._in_history(
+            "blocked sources not checked", self._history.blocked_until, source, self._clock()
+        )
+        if until is None or isinstance(until, _Skipped):
             return None
         return (
             f"bastion guard: logins from {source} are refused until "
@@ -111,13 +117,17 @@ class LoginWatch:
         if self._history is None or rule is None:
             return None
         now = self._clock()
-        try:
-            new, known_user = await asyncio.to_thread(
-                self._history.remember, user, source, now, learn=rule.action is not Action.END
-            )
-        except database_errors() as exc:
-            log.error("the login sources database failed; new_source not checked: %s", exc)  # noqa: TRY400
+        remembered = await self._in_history(
+            "new_source not checked",
+            self._history.remember,
+            user,
+            source,
+            now,
+            learn=rule.action is not Action.END,
+        )
+        if isinstance(remembered, _Skipped):
             return None
+        new, known_user = remembered
         trigger = check_source(rule.action, user, source, known=not new)
         if trigger is None or not known_user:
             return None
@@ -153,11 +163,12 @@ class LoginWatch:
             return
         now = self._clock()
         window = rule.window.total_seconds()
-        try:
-            count, names = await asyncio.to_thread(self._history.failed, source, user, now, window)
-        except database_errors() as exc:
-            log.error("the login sources database failed; failures not counted: %s", exc)  # noqa: TRY400
+        counted = await self._in_history(
+            "failures not counted", self._history.failed, source, user, now, window
+        )
+        if isinstance(counted, _Skipped):
             return
+        count, names = counted
         trigger = check_failures(rule.action, source, count, len(names), rule.count)
         written = trigger is not None and await self._triggered(
             trigger, user=user or "-", source=source, connection=connection
@@ -165,10 +176,9 @@ class LoginWatch:
         if rule.action is Action.END and count >= rule.count:
             # Each failure past the count (a refused login is one) moves the end on: an
             # address that keeps failing stays refused. Only the first is a trigger.
-            try:
-                await asyncio.to_thread(self._history.block, source, now, now + window)
-            except database_errors() as exc:
-                log.error("the login sources database failed; %s not blocked: %s", source, exc)  # noqa: TRY400
+            await self._in_history(
+                f"{source} not blocked", self._history.block, source, now, now + window
+            )
         elif trigger is not None and trigger.action is Action.WARN and written:
             await self._warn(
                 source,
@@ -177,6 +187,18 @@ class LoginWatch:
                 audience=tuple(n for n in names if n),
                 until=now + window,
             )
+
+    async def _in_history(
+        self, skipped: str, call: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T | _Skipped:
+        """``call`` on the history, off the event loop. When the database fails, the failure
+        and what it ``skipped`` are logged and the login goes on: the front door has audited
+        it already, and a broken guard must not lock every operator out."""
+        try:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        except database_errors() as exc:
+            log.error("the login sources database failed; %s: %s", skipped, exc)  # noqa: TRY400
+            return _SKIPPED
 
     async def _triggered(self, trigger: Trigger, **about: Any) -> bool:
         written = await self._audit(
