@@ -5,7 +5,7 @@ checked against the official OpenAPI schemas when the test session ends."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from kube_contract import SESSION_LOG, response_recorder
@@ -14,6 +14,9 @@ from kubernetes import client
 from bastion.devstack.stack import VaultRole
 from bastion.policy import Mode
 from devstack.kubesim_harness import ThreadedKubeSim, ThreadedStack
+
+if TYPE_CHECKING:
+    from devstack.terminals import Terminals
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +60,16 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedSt
     yield running
     running.stop()
     SESSION_LOG.validate_all()
+
+
+@pytest.fixture
+def terminals() -> Iterator[Terminals]:
+    """OpenSSH clients in tmux windows (devstack/terminals.py), closed at the test's end."""
+    # Imported here: it imports test modules, and they import this one.
+    from devstack.terminals import Terminals  # noqa: PLC0415
+
+    opened = Terminals()
+    try:
+        yield opened
+    finally:
+        opened.close()

@@ -17,23 +17,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from front_door.harness import BastionEnv, Operator, ServedBastion, make_env
+from front_door.harness import BastionEnv, ServedBastion, make_env
 
 from bastion.devstack.stack import VaultRole
 from bastion.policy import Mode
 from devstack.kubesim_harness import TOOLBOX, ThreadedStack, stack_sections
-from devstack.test_console_e2e import Tmux, known_hosts, oathtool, toast_text
+from devstack.terminals import Terminals
+from devstack.test_console_e2e import Tmux, toast_text
 
 pytestmark = pytest.mark.slow
 
@@ -97,49 +95,6 @@ def approval_env(
             user["groups"] = ["oncall", "leads"]
     env.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return env
-
-
-class Terminals:
-    """Terminal windows, each its own tmux server, closed at the end of the test."""
-
-    def __init__(self) -> None:
-        self._open: list[tuple[Tmux, Path]] = []
-
-    def login(self, env: BastionEnv, bastion: ServedBastion, op: Operator, *command: str) -> Tmux:
-        """A window where ``op`` logs in (key, then the code from oathtool); with
-        ``command``, ``ssh -t ... COMMAND``. The pane stays after ssh ends, with its status."""
-        # A short directory: a Unix socket's path is limited to about 100 bytes.
-        directory = Path(tempfile.mkdtemp(prefix="e2e-tmux-"))
-        window = Tmux(directory)
-        self._open.append((window, directory))
-        ssh = [
-            *("ssh", "-F", "/dev/null", "-p", str(bastion.port), "-i", str(op.key_file)),
-            *("-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"),
-            *("-o", f"UserKnownHostsFile={known_hosts(env, bastion.port)}"),
-            *("-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes"),
-            *(["-t"] if command else []),
-            f"{op.name}@127.0.0.1",
-            *command,
-        ]
-        window.start(f"{shlex.join(ssh)}; echo SSH-EXIT=$?; sleep 600")
-        window.wait_for("Verification code:")
-        window.type(oathtool(op.secret))
-        window.keys("Enter")
-        return window
-
-    def close(self) -> None:
-        for window, directory in self._open:
-            window.stop()
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def terminals() -> Iterator[Terminals]:
-    opened = Terminals()
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def approvals_cli(

@@ -15,24 +15,21 @@ Every wait polls the screen (or the audit log) against a deadline: no fixed slee
 from __future__ import annotations
 
 import re
-import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from front_door.harness import BastionEnv, Operator, ServedBastion, make_env
+from front_door.harness import BastionEnv, ServedBastion, make_env
 
 from bastion.devstack.stack import VaultRole
 from bastion.policy import Mode
 from devstack.kubesim_harness import TOOLBOX, ThreadedStack, stack_sections
+from devstack.terminals import Terminals
 from devstack.test_approvals_e2e import approvals_cli, in_order, request_id, wait_flat
-from devstack.test_console_e2e import Tmux, known_hosts, oathtool
 from devstack.test_debug_shell import debug_status, read_pod
 
 pytestmark = pytest.mark.slow
@@ -90,58 +87,6 @@ def oversight_env(
             user["groups"] = ["auditors"]
     env.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return env
-
-
-class Terminals:
-    """Terminal windows, each its own tmux server, closed at the end of the test."""
-
-    def __init__(self) -> None:
-        self._open: list[tuple[Tmux, Path]] = []
-
-    def login(
-        self,
-        env: BastionEnv,
-        bastion: ServedBastion,
-        op: Operator,
-        *command: str,
-        tee: Path | None = None,
-    ) -> Tmux:
-        """``ssh -t op@bastion COMMAND`` logged in (key, then oathtool's code); with ``tee``,
-        what the bastion sends is also saved, byte for byte, in that file."""
-        directory = Path(tempfile.mkdtemp(prefix="e2e-tmux-"))  # a socket path is short
-        window = Tmux(directory)
-        self._open.append((window, directory))
-        ssh = [
-            *("ssh", "-F", "/dev/null", "-p", str(bastion.port), "-i", str(op.key_file)),
-            *("-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"),
-            *("-o", f"UserKnownHostsFile={known_hosts(env, bastion.port)}"),
-            *("-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes"),
-            "-t", f"{op.name}@127.0.0.1", *command,
-        ]  # fmt: skip
-        line = shlex.join(ssh)
-        if tee is not None:
-            line = f"{line} | tee {shlex.quote(str(tee))}; echo SSH-EXIT=${{PIPESTATUS[0]}}"
-        else:
-            line = f"{line}; echo SSH-EXIT=$?"
-        window.start(f"bash -c {shlex.quote(line + '; sleep 600')}")
-        window.wait_for("Verification code:")
-        window.type(oathtool(op.secret))
-        window.keys("Enter")
-        return window
-
-    def close(self) -> None:
-        for window, directory in self._open:
-            window.stop()
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def terminals() -> Iterator[Terminals]:
-    opened = Terminals()
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def recorded_output(env: BastionEnv, recording: str, out: Path) -> bytes:
