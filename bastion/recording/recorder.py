@@ -113,10 +113,15 @@ CLOSE_TIMEOUT: Final = 60.0  # writing what waits (at most 64 MiB) and the end
 STOP_TIMEOUT: Final = 10.0
 # The recording process's nice level. Recording is bulk work: when the host is short of CPU,
 # it waits (and the session's output with it, by flow control) while the worker, which every
-# session's keystrokes cross, goes first. bench/attach_bench.py: the bridge loop's timer lag
-# next to a recorded stream was 6 to 14 ms p99 at nice 0 and 4 to 6 ms at nice 10, the lag
-# of an unrecorded stream, for the same recorded throughput (bench/README.md).
-RECORDING_NICE: Final = 10
+# session's keystrokes cross, goes first. Nice 10 was not enough: a busy event loop (a worker
+# streaming one session's output) shares its core with the recording process, and the
+# scheduler (EEVDF, Linux 6.6 on) then gives a nice-10 neighbour slices that the loop's
+# wake-ups wait behind. Modelled on the bench machine (a loop busy 60% of the time answering
+# a pipe, a CPU-bound process on its core): reply p99 3.5 ms next to nice 10, batch or not,
+# 0.35 ms next to nice 19, as with nothing there. In the debug bench, alternating the two
+# levels every 200 keystrokes next to a streaming session: echo p99 4.19 ms at nice 10,
+# 3.96 ms at nice 19 (p90 1.82 and 1.55), with no throughput lost (bench/README.md).
+RECORDING_NICE: Final = 19
 _IOV_MAX: Final = 512
 
 _STOPPED_HINT: Final = (
