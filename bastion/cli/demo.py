@@ -665,22 +665,38 @@ def devstack_up(state_dir: Path, fixture: Path | None) -> int:
 
 
 async def _serve_stack(state_dir: Path, fixture: Path | None) -> int:
-    stack = LocalStack(state_dir, fixture)
-    started = time.perf_counter()
-    info = await stack.start()
-    took = time.perf_counter() - started
-    print(f"kubesim  {info['kube_api']}  ({stack.kubesim.pod_count} pods, CA {info['kube_ca']})")
-    print(f"openbao  {info['vault_addr']}  (CA {info['vault_ca']})")
-    print(f"ready in {took:.1f} s; connection details in {state_dir / 'devstack.json'}")
-    print("Ctrl-C stops both and removes their files.", flush=True)
+    # The handlers go in before the stack starts: devstack.json appears during start(), and a
+    # Ctrl-C that came after it and before the handlers ended the process with OpenBao and
+    # the files left behind.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    stack = LocalStack(state_dir, fixture)
+    started = time.perf_counter()
+    starting = asyncio.ensure_future(stack.start())
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            # LocalStack.start() stops what it had started when it is cancelled.
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            print("stopped before the stack was ready")
+            return 130
+        info = starting.result()
+        took = time.perf_counter() - started
+        pods = stack.kubesim.pod_count
+        print(f"kubesim  {info['kube_api']}  ({pods} pods, CA {info['kube_ca']})")
+        print(f"openbao  {info['vault_addr']}  (CA {info['vault_ca']})")
+        print(f"ready in {took:.1f} s; connection details in {state_dir / 'devstack.json'}")
+        print("Ctrl-C stops both and removes their files.", flush=True)
+        await stopping
     finally:
-        await stack.stop()
+        stopping.cancel()
+        if starting.done() and not starting.cancelled() and starting.exception() is None:
+            await stack.stop()
         (state_dir / "devstack.json").unlink(missing_ok=True)
     print("stopped")
     return 0

@@ -78,3 +78,56 @@ def test_up_then_interrupt(tmp_path: Path) -> None:
     assert not alive(openbao)
     assert not info_file.exists()
     assert sorted(p.name for p in state.iterdir()) == []
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_interrupt_while_starting_leaves_nothing(tmp_path: Path) -> None:
+    """Ctrl-C before the stack is ready: OpenBao stopped, no files left, exit status 130."""
+    fixture = tmp_path / "fixture.yaml"
+    fixture.write_text(FIXTURE)
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bastion.cli.main",
+            "devstack",
+            "up",
+            "--state-dir",
+            str(state),
+            "--fixture",
+            str(fixture),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # OpenBao's directory appears once kubesim is up and OpenBao is being started.
+        deadline = time.monotonic() + 30
+        while not (state / "openbao").exists() and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.01)
+        assert (state / "openbao").exists(), "OpenBao was never started"
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode in (0, 130), err
+    assert out.rstrip().endswith("stopped") or "stopped before the stack was ready" in out
+    assert not (state / "devstack.json").exists()
+    assert sorted(p.name for p in state.iterdir()) == []
+    assert _processes_mentioning(str(state)) == []
