@@ -59,7 +59,7 @@ answers the bastion's ``Verification code:`` through ``SSH_ASKPASS``.
 
 Run from the repository root, as a user sshd can run sessions for (root here)::
 
-    .venv/bin/python bench/debug_bench.py                  # ~5.5 min on 2 cores
+    .venv/bin/python bench/debug_bench.py                  # ~6 min on 2 cores
     .venv/bin/python bench/debug_bench.py --quick          # ~40 s
     .venv/bin/python bench/debug_bench.py --only startup --runs 50 --pace 0
     .venv/bin/python bench/debug_bench.py --only throughput --profile   # + py-spy of the path
@@ -1680,9 +1680,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def users_needed(args: argparse.Namespace) -> int:
     """Bastion logins: debug starts, streams (warm-ups, runs, two profiled), and the typing
-    rows' four typists and two neighbours."""
+    rows' five typists and two neighbours."""
     streams = len(args.ciphers) * (1 + args.stream_runs) + (2 if args.profile else 0)
-    return args.warmup + args.runs + streams + 6
+    return args.warmup + args.runs + streams + 7
 
 
 def stop_children() -> None:
