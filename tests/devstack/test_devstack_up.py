@@ -33,12 +33,11 @@ def alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.slow
-def test_up_then_interrupt(tmp_path: Path) -> None:
+def devstack_up(tmp_path: Path, state: Path) -> subprocess.Popen[str]:
+    """``bastion devstack up`` on a one-pod fixture, its output piped."""
     fixture = tmp_path / "fixture.yaml"
     fixture.write_text(FIXTURE)
-    state = tmp_path / "state"
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -54,6 +53,12 @@ def test_up_then_interrupt(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.mark.slow
+def test_up_then_interrupt(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    process = devstack_up(tmp_path, state)
     try:
         info_file = state / "devstack.json"
         deadline = time.monotonic() + 30
@@ -97,25 +102,8 @@ def _processes_mentioning(text: str) -> list[int]:
 @pytest.mark.slow
 def test_interrupt_while_starting_leaves_nothing(tmp_path: Path) -> None:
     """Ctrl-C before the stack is ready: OpenBao stopped, no files left, exit status 130."""
-    fixture = tmp_path / "fixture.yaml"
-    fixture.write_text(FIXTURE)
     state = tmp_path / "state"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bastion.cli.main",
-            "devstack",
-            "up",
-            "--state-dir",
-            str(state),
-            "--fixture",
-            str(fixture),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = devstack_up(tmp_path, state)
     try:
         # OpenBao's directory appears once kubesim is up and OpenBao is being started.
         deadline = time.monotonic() + 30
