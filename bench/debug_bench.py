@@ -1503,6 +1503,14 @@ def typing_verdicts(rows: Sequence[TypingRow]) -> bool:
             f"target: echo p99 < {TARGET_FAIR_P99_MS:g} ms next to a session on the same "
             f"worker {where}: {busy:.2f} ms{alone}: {'meets it' if met else 'MISSES it'}"
         )
+    if _p99_ms(rows, BASTION_ROUTE, OTHER_KUBESIM + ASIDE) is not None and (
+        _p99_ms(rows, BASTION_ROUTE, judged) is None
+    ):
+        ok = False  # not judged is not met
+        print(
+            f"target: echo p99 < {TARGET_FAIR_P99_MS:g} ms next to a streaming session: "
+            "NOT JUDGED: a core of its own for the bastion needs at least two"
+        )
     return ok
 
 
