@@ -23,6 +23,7 @@ import pexpect
 import pyotp
 import pytest
 from front_door.test_textual_console import read_until_line
+from live_processes import processes_mentioning
 
 from bastion.config import load_config
 
@@ -48,21 +49,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Command lines of running processes that contain ``text`` (e.g. the config path)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{entry.name}: {cmdline}")
-    return found
 
 
 class Demo:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from live_processes import processes_mentioning
 
 KEYS = {
     "kube_api",
@@ -85,20 +86,6 @@ def test_up_then_interrupt(tmp_path: Path) -> None:
     assert sorted(p.name for p in state.iterdir()) == []
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if text.encode() in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.slow
 def test_interrupt_while_starting_leaves_nothing(tmp_path: Path) -> None:
     """Ctrl-C before the stack is ready: OpenBao stopped, no files left, exit status 130."""
@@ -118,4 +105,4 @@ def test_interrupt_while_starting_leaves_nothing(tmp_path: Path) -> None:
     assert out.rstrip().endswith("stopped") or "stopped before the stack was ready" in out
     assert not (state / "devstack.json").exists()
     assert sorted(p.name for p in state.iterdir()) == []
-    assert _processes_mentioning(str(state)) == []
+    assert processes_mentioning(str(state)) == []
